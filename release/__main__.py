@@ -1,0 +1,5 @@
+"""Entry point for `python -m release`."""
+
+from release.cli import main
+
+main()

@@ -1,0 +1,192 @@
+"""The command line: thin click wiring over click-free modules, imported lazily so --help is fast."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """Per-invocation state: the topology path and the debug flag."""
+
+    def __init__(self, topology_path: Path | None, debug: bool) -> None:
+        """Keep the options; load nothing yet."""
+        self.topology_path = topology_path
+        self.debug = debug
+
+    def topology(self) -> Any:
+        """Load and validate the topology (lazily)."""
+        from release.topology import load_topology
+
+        return load_topology(self.topology_path)
+
+
+def say(message: str) -> None:
+    """A human message on stderr."""
+    click.echo(message, err=True)
+
+
+def handled(func: F) -> F:
+    """Turn the project's errors into a one-line message and their exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from release.errors import ReleaseError
+
+        try:
+            return func(*args, **kwargs)
+        except ReleaseError as err:
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and ctx.find_object(App) is not None and ctx.find_object(App).debug:  # type: ignore[union-attr]
+                raise
+            say(f"error: {err}")
+            sys.exit(err.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--topology",
+    "topology_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FRACTALOPS_TOPOLOGY",
+    help="Topology file (default: ops/topology/fractalops.yaml of this repository).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="fractalops-release")
+@click.pass_context
+def main(ctx: click.Context, topology_path: Path | None, debug: bool) -> None:
+    """Release the FractalOps API and worker images through the Nexus cache plane."""
+    ctx.obj = App(topology_path, debug)
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+# --- topology ---------------------------------------------------------------------------------
+
+
+@main.group()
+def topology() -> None:
+    """Validate the topology and render what derives from it."""
+
+
+@topology.command("check")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False), help="Repository to scan.")
+@pass_app
+@handled
+def topology_check(app: App, root: Path | None) -> None:
+    """Validate the topology and scan code, scripts and workflows for baked cache addresses."""
+    from release.topology.load import repo_root
+    from release.topology.policy import scan
+
+    topo = app.topology()
+    base = (root or repo_root() or Path.cwd()).resolve()
+    findings = scan(base, topo)
+    for finding in findings:
+        click.echo(finding.render(base))
+    if findings:
+        say(f"topology check: {len(findings)} finding(s) under {base}")
+        sys.exit(1)
+    say(f"topology check: ok ({base})")
+
+
+@topology.command("render-env")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["shell", "dotenv", "github", "json"]),
+    default="shell",
+    show_default=True,
+)
+@pass_app
+@handled
+def topology_render_env(app: App, fmt: str) -> None:
+    """Print the FRACTALOPS_* environment (github: append to $GITHUB_ENV)."""
+    import os
+
+    from release.topology.env import format_env, render_env
+
+    text = format_env(render_env(app.topology()), fmt)
+    github_env = os.environ.get("GITHUB_ENV")
+    if fmt == "github" and github_env:
+        with open(github_env, "a", encoding="utf-8") as handle:
+            handle.write(text)
+        say(f"appended {text.count(chr(10))} line(s) to $GITHUB_ENV")
+    else:
+        click.echo(text, nl=False)
+
+
+@topology.command("render-registries")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here (mode 0600).")
+@click.option("--check", "check_file", type=click.Path(path_type=Path, dir_okay=False), help="Compare a node's file.")
+@pass_app
+@handled
+def topology_render_registries(app: App, output: Path | None, check_file: Path | None) -> None:
+    """Render the K3s registries.yaml (password from FRACTALOPS_NEXUS_PULL_PASSWORD)."""
+    from release.errors import UsageError
+    from release.topology.registries import drift, pull_password, render_registries, write_registries
+
+    if output and check_file:
+        raise UsageError("--output and --check exclude each other")
+    topo = app.topology()
+    password = pull_password()
+    text = render_registries(topo, password)
+    if check_file:
+        diff = drift(check_file, text, password)
+        if diff:
+            click.echo(diff, nl=False)
+            say(f"{check_file}: drifted from the topology")
+            sys.exit(1)
+        say(f"{check_file}: in sync")
+    elif output:
+        write_registries(output, text)
+        say(f"wrote {output} (mode 0600)")
+    else:
+        if sys.stdout.isatty():
+            raise UsageError("refusing to print a file holding the pull password to a terminal; use --output FILE")
+        click.echo(text, nl=False)
+
+
+@topology.command("render-buildkitd")
+@click.option(
+    "--via",
+    type=click.Choice(["service", "clusterip"]),
+    default="service",
+    show_default=True,
+    help="Reach Nexus by its service DNS name or its ClusterIP.",
+)
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here instead of stdout.")
+@pass_app
+@handled
+def topology_render_buildkitd(app: App, via: str, output: Path | None) -> None:
+    """Render buildkitd.toml: docker.io/ghcr.io mirrored to the docker-group, HTTP connectors."""
+    from release.fsutil import write_atomic
+    from release.topology.buildkitd import render_buildkitd
+
+    text = render_buildkitd(app.topology(), via)
+    if output:
+        write_atomic(output, text.encode())
+        say(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+@topology.command("show")
+@pass_app
+@handled
+def topology_show(app: App) -> None:
+    """Print the validated topology as JSON."""
+    click.echo(app.topology().model_dump_json(indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

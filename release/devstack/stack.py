@@ -1,0 +1,364 @@
+"""Bring the devstack up, take it down, report its status: the orchestration of the other modules."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from release.devstack import processes
+from release.devstack.commands import tail
+from release.devstack.configs import (
+    REGISTRY_ROLES,
+    registry_port,
+    render_containerd_config,
+    render_daemon_config,
+    render_docker_client_config,
+    render_exports,
+    render_registry_config,
+    render_topology,
+    stack_env,
+)
+from release.devstack.install import Binaries, ensure_installed, read_marker
+from release.devstack.network import bridge_name, ensure_bridge, remove_bridge
+from release.devstack.paths import StackPaths, default_state_dir
+from release.devstack.ports import PORT_BASE_ENV, PortLayout, port_layout, port_layout_from_env
+from release.devstack.probes import port_listening, unix_http_get, unix_socket_accepts
+from release.devstack.registries import registry_answers, seed_base_image
+from release.devstack.status import ComponentStatus, StackStatus
+from release.errors import EngineError, OperationError, UsageError
+
+Log = Callable[[str], None]
+READY_TIMEOUT = 60.0
+CONTAINERD = "containerd"
+DOCKERD = "dockerd"
+
+
+def stderr_log(message: str) -> None:
+    """Write a progress message to stderr (stdout carries only export lines)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class StackEnv:
+    """What `up` gives back: where the stack lives, its ports, and the environment for tools."""
+
+    paths: StackPaths
+    ports: PortLayout
+    env: dict[str, str]
+    changed: bool
+
+    @property
+    def topology_path(self) -> Path:
+        """Return the topology file of the stack."""
+        return self.paths.topology
+
+    @property
+    def path_prefix(self) -> str:
+        """Return the directory to put first on PATH (the engine's own docker client)."""
+        return str(self.paths.bin_dir)
+
+    def exports(self) -> str:
+        """Return the shell export lines (for `eval "$(… devstack up)"`)."""
+        return render_exports(self.paths)
+
+
+def registry_component(role: str) -> str:
+    """Return the component name of a registry role."""
+    return f"registry-{role}"
+
+
+def component_names() -> list[str]:
+    """Return every component, in start order."""
+    return [CONTAINERD, DOCKERD, *(registry_component(r) for r in REGISTRY_ROLES)]
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write a file only when its content differs; return whether it did."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
+
+
+def link_if_changed(link: Path, target: str) -> bool:
+    """Point a symlink at a target only when it does not already; return whether it changed."""
+    if link.is_symlink() and os.readlink(link) == target:
+        return False
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(target)
+    return True
+
+
+@contextmanager
+def state_lock(paths: StackPaths) -> Iterator[None]:
+    """Hold an exclusive lock on the state dir so two up/down runs do not interleave."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with (paths.root / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def recorded_port_base(paths: StackPaths) -> int | None:
+    """Return the port base recorded by the last `up` in this state dir."""
+    try:
+        return int(json.loads((paths.root / "stack.json").read_text())["port_base"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resolve(state_dir: Path | None, port_base: int | None) -> tuple[StackPaths, PortLayout]:
+    """Return paths and ports: explicit arguments, else env, else what the state dir recorded, else defaults."""
+    paths = StackPaths(Path(state_dir).absolute() if state_dir else default_state_dir())
+    if port_base is not None:
+        return paths, port_layout(port_base)
+    if os.environ.get(PORT_BASE_ENV, "").strip():
+        return paths, port_layout_from_env()
+    recorded = recorded_port_base(paths)
+    return paths, port_layout(recorded) if recorded is not None else port_layout_from_env()
+
+
+def engine_env(paths: StackPaths, binaries: Binaries) -> dict[str, str]:
+    """Return the environment for the engine's processes and docker client calls."""
+    env = stack_env(paths)
+    env["PATH"] = binaries.engine_path
+    return env
+
+
+def write_configs(paths: StackPaths, ports: PortLayout, binaries: Binaries) -> set[str]:
+    """Write every configuration file; return the components whose configuration changed."""
+    changed: set[str] = set()
+    for directory in (
+        paths.etc,
+        paths.run,
+        paths.logs,
+        paths.registry_data,
+        paths.docker_config / "cli-plugins",
+    ):
+        directory.mkdir(parents=True, exist_ok=True)
+    if write_if_changed(paths.config_file("containerd.toml"), render_containerd_config(paths)):
+        changed.add(CONTAINERD)
+    if write_if_changed(paths.config_file("daemon.json"), render_daemon_config(paths, ports)):
+        changed.add(DOCKERD)
+    for role in REGISTRY_ROLES:
+        if write_if_changed(
+            paths.config_file(f"registry-{role}.yml"), render_registry_config(paths, ports, role)
+        ):
+            changed.add(registry_component(role))
+    write_if_changed(paths.docker_config / "config.json", render_docker_client_config())
+    link_if_changed(paths.docker_config / "cli-plugins" / "docker-buildx", binaries.docker_buildx)
+    link_if_changed(paths.bin_dir / "docker", binaries.docker)
+    return changed
+
+
+def argv_for(component: str, paths: StackPaths, binaries: Binaries) -> list[str]:
+    """Return the command line of a component."""
+    if component == CONTAINERD:
+        return [binaries.containerd, "--config", str(paths.config_file("containerd.toml"))]
+    if component == DOCKERD:
+        return [binaries.dockerd, "--config-file", str(paths.config_file("daemon.json"))]
+    role = component.removeprefix("registry-")
+    return [binaries.registry, "serve", str(paths.config_file(f"registry-{role}.yml"))]
+
+
+def component_ready(component: str, paths: StackPaths, ports: PortLayout) -> bool:
+    """Return True if a component answers: containerd's socket, the engine's /_ping, a registry's /v2/."""
+    if component == CONTAINERD:
+        return unix_socket_accepts(paths.containerd_socket)
+    if component == DOCKERD:
+        reply = unix_http_get(paths.docker_socket, "/_ping")
+        return reply.status == 200 and reply.body.strip() == b"OK"
+    return registry_answers(registry_port(ports, component.removeprefix("registry-")))
+
+
+def component_endpoint(component: str, paths: StackPaths, ports: PortLayout) -> str:
+    """Return where a component listens, for status output."""
+    if component == CONTAINERD:
+        return f"unix://{paths.containerd_socket}"
+    if component == DOCKERD:
+        return f"unix://{paths.docker_socket}"
+    return f"127.0.0.1:{registry_port(ports, component.removeprefix('registry-'))}"
+
+
+def wait_ready(
+    components: list[str], paths: StackPaths, ports: PortLayout, timeout: float = READY_TIMEOUT
+) -> None:
+    """Wait until the components answer; raise naming the one that died or never answered."""
+    deadline = time.monotonic() + timeout
+    pending = list(components)
+    while pending:
+        pending = [c for c in pending if not component_ready(c, paths, ports)]
+        for component in pending:
+            if processes.running(paths, component) is None:
+                raise failure(component, paths, "exited right after start")
+        if pending and time.monotonic() > deadline:
+            raise failure(pending[0], paths, f"did not answer within {timeout:.0f} s")
+        if pending:
+            time.sleep(0.1)
+
+
+def failure(component: str, paths: StackPaths, what: str) -> OperationError:
+    """Return the typed error for a component that failed to start, with its log tail and a fix."""
+    log_path = paths.logfile(component)
+    try:
+        log_tail = tail(log_path.read_text(errors="replace"), 12)
+    except OSError:
+        log_tail = "(no log)"
+    error = EngineError if component in (CONTAINERD, DOCKERD) else OperationError
+    return error(
+        f"devstack {component} {what}; log {log_path}:\n{log_tail}\n"
+        "What to do: fix the cause shown in the log (a port in use: set "
+        f"{PORT_BASE_ENV}), then `devstack down` and `devstack up`."
+    )
+
+
+def check_port_free(component: str, paths: StackPaths, ports: PortLayout) -> None:
+    """Refuse to start a registry whose port something else already listens on."""
+    port = registry_port(ports, component.removeprefix("registry-"))
+    if port_listening(port):
+        raise UsageError(
+            f"devstack {component}: port 127.0.0.1:{port} is already in use by another process. "
+            f"What to do: stop it, or choose another port base with {PORT_BASE_ENV}."
+        )
+
+
+def start_component(
+    component: str, paths: StackPaths, ports: PortLayout, binaries: Binaries, log: Log
+) -> None:
+    """Start one component that is not running (clearing stale sockets first)."""
+    if component.startswith("registry-"):
+        check_port_free(component, paths, ports)
+    if component == CONTAINERD:
+        paths.containerd_socket.unlink(missing_ok=True)
+    if component == DOCKERD:
+        paths.docker_socket.unlink(missing_ok=True)
+        (paths.docker_exec_root / "dockerd.pid").unlink(missing_ok=True)
+    log(f"devstack: starting {component}")
+    processes.start(paths, component, argv_for(component, paths, binaries), env=engine_env(paths, binaries))
+
+
+def check_running_base(paths: StackPaths, ports: PortLayout) -> None:
+    """Refuse to move a running stack to other ports without `down` first."""
+    recorded = recorded_port_base(paths)
+    if (
+        recorded is not None
+        and recorded != ports.base
+        and any(processes.running(paths, c) for c in component_names())
+    ):
+        raise UsageError(
+            f"the devstack in {paths.root} runs on port base {recorded}, not {ports.base}. "
+            "What to do: `devstack down` first, or unset the port base override."
+        )
+
+
+def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = stderr_log) -> StackEnv:
+    """Install what is missing, start what is not running, write the topology; return the stack env."""
+    paths, ports = resolve(state_dir, port_base)
+    with state_lock(paths):
+        check_running_base(paths, ports)
+        binaries = ensure_installed(paths, log)
+        reconfigured = write_configs(paths, ports, binaries)
+        started: list[str] = []
+        for component in component_names():
+            tracked = processes.running(paths, component)
+            if tracked is not None and component in reconfigured:
+                log(f"devstack: restarting {component} (configuration changed)")
+                processes.stop(paths, component)
+                tracked = None
+            if tracked is None:
+                if component == DOCKERD:
+                    wait_ready([CONTAINERD], paths, ports)
+                    ensure_bridge(ports)
+                start_component(component, paths, ports, binaries, log)
+                started.append(component)
+        wait_ready(component_names(), paths, ports)
+        seeded = seed_base_image(paths, ports.upstream, binaries, engine_env(paths, binaries), log)
+        wrote = write_if_changed(paths.topology, render_topology(ports))
+        wrote |= write_if_changed(paths.root / "stack.json", json.dumps({"port_base": ports.base}) + "\n")
+        wrote |= write_if_changed(paths.env_file, render_exports(paths))
+        changed = bool(started or seeded or wrote)
+        log(
+            f"devstack: up ({'started ' + ', '.join(started) if started else 'already running'}); {paths.root}"
+        )
+        return StackEnv(paths=paths, ports=ports, env=stack_env(paths), changed=changed)
+
+
+def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
+    """Stop every process the stack started (engine first), wait for them, and check its ports are closed."""
+    paths, ports = resolve(state_dir, None)
+    stopped: list[str] = []
+    with state_lock(paths):
+        order = [DOCKERD, *(registry_component(r) for r in REGISTRY_ROLES), CONTAINERD]
+        for component in order:
+            pid = processes.stop(paths, component, timeout=30.0 if component == DOCKERD else 15.0)
+            if pid is not None:
+                log(f"devstack: stopped {component} (pid {pid})")
+                stopped.append(component)
+        # Shims the stack's containerd spawned carry its socket path on their command line.
+        leftovers = processes.pids_mentioning(str(paths.containerd_socket))
+        if leftovers:
+            log(f"devstack: stopping leftover containerd shims {leftovers}")
+            processes.terminate(leftovers)
+        for sock in (paths.docker_socket, paths.containerd_socket):
+            sock.unlink(missing_ok=True)
+        if remove_bridge(ports):
+            log(f"devstack: deleted bridge {bridge_name(ports)}")
+        still = [p for p in ports.listening().values() if port_listening(p)]
+        if still:
+            raise OperationError(
+                f"devstack down: something still listens on 127.0.0.1 port(s) {still}, not started by this "
+                f"stack's pidfiles in {paths.run}. What to do: find it with `ss -ltnp` and stop it."
+            )
+    log(f"devstack: down ({', '.join(stopped) or 'nothing was running'})")
+    return stopped
+
+
+def status(state_dir: Path | None = None, port_base: int | None = None) -> StackStatus:
+    """Return what runs, where, and what is unhealthy."""
+    paths, ports = resolve(state_dir, port_base)
+    binaries = read_marker(paths)
+    components: list[ComponentStatus] = []
+    for component in component_names():
+        tracked = processes.running(paths, component)
+        ready = tracked is not None and component_ready(component, paths, ports)
+        detail = ""
+        if tracked is None:
+            detail = "not running"
+            if component.startswith("registry-") and port_listening(
+                registry_port(ports, component.removeprefix("registry-"))
+            ):
+                detail = "not running; its port is taken by another process"
+        elif not ready:
+            detail = f"runs but does not answer; see {paths.logfile(component)}"
+        components.append(
+            ComponentStatus(
+                name=component,
+                running=tracked is not None,
+                healthy=ready,
+                pid=tracked.pid if tracked else None,
+                endpoint=component_endpoint(component, paths, ports),
+                detail=detail,
+            )
+        )
+    return StackStatus(
+        state_dir=str(paths.root),
+        components=components,
+        topology=str(paths.topology) if paths.topology.exists() else "",
+        installed=binaries is not None,
+    )

@@ -1,0 +1,146 @@
+"""A minimal OCI distribution (V2) client: ping, manifest HEAD, config labels. Stdlib only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from release.errors import RegistryError
+from release.imageref import ImageRef
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+INDEX_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The outcome of a `/v2/` ping: reachable or not, why, and how long it took."""
+
+    reachable: bool
+    detail: str
+    seconds: float
+
+
+def _is_local(registry: str) -> bool:
+    host = registry.rsplit(":", 1)[0] if not registry.startswith("[") else registry.split("]")[0] + "]"
+    return host in {"localhost", "[::1]"} or host.startswith("127.")
+
+
+def _docker_auth(registry: str) -> str | None:
+    """A Basic auth header from the docker CLI config (`auths.<registry>.auth`), if present."""
+    config_dir = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
+    try:
+        with open(os.path.join(config_dir, "config.json"), encoding="utf-8") as handle:
+            auths = json.load(handle).get("auths", {})
+    except (OSError, ValueError):
+        return None
+    entry = auths.get(registry) or auths.get(f"http://{registry}") or auths.get(f"https://{registry}")
+    if entry and entry.get("auth"):
+        return f"Basic {entry['auth']}"
+    return None
+
+
+class RegistryClient:
+    """Talks the V2 API to one registry host; plain HTTP for loopback and listed hosts."""
+
+    def __init__(self, registry: str, *, plain_http: bool | None = None, timeout: float = 10.0) -> None:
+        """Pick the scheme (plain HTTP on loopback unless told) and the request timeout."""
+        self.registry = registry
+        self.scheme = "http" if (plain_http if plain_http is not None else _is_local(registry)) else "https"
+        self.timeout = timeout
+        self._auth = _docker_auth(registry)
+
+    def _request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, timeout: float | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; return status, headers and body (errors as statuses)."""
+        request = urllib.request.Request(f"{self.scheme}://{self.registry}{path}", method=method)
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        if self._auth:
+            request.add_header("Authorization", self._auth)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return response.status, dict(response.headers.items()), response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers.items()), err.read()
+
+    def ping(self, budget: float = 2.0) -> Probe:
+        """GET /v2/ within `budget` seconds; 200 or 401 means a registry answered."""
+        started = time.monotonic()
+        try:
+            status, _, _ = self._request("GET", "/v2/", timeout=budget)
+        except (TimeoutError, urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            return Probe(False, f"{self.registry}: {reason}", time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        if status in (200, 401):
+            return Probe(True, f"{self.registry}: HTTP {status}", elapsed)
+        return Probe(False, f"{self.registry}: /v2/ answered HTTP {status}", elapsed)
+
+    def manifest_digest(self, ref: ImageRef) -> str | None:
+        """HEAD the manifest of `ref` (by digest or tag); its Docker-Content-Digest, or None if unknown."""
+        reference = ref.digest or ref.tag or "latest"
+        try:
+            status, headers, _ = self._request(
+                "HEAD", f"/v2/{ref.path}/manifests/{reference}", {"Accept": MANIFEST_TYPES}
+            )
+        except (urllib.error.URLError, OSError) as err:
+            raise RegistryError(f"{self.registry}: cannot reach the registry: {getattr(err, 'reason', err)}") from None
+        if status == 404:
+            return None
+        if status != 200:
+            raise RegistryError(f"{ref}: registry answered HTTP {status} to a manifest HEAD")
+        lowered = {k.lower(): v for k, v in headers.items()}
+        return lowered.get("docker-content-digest") or ref.digest
+
+    def _get_json(self, path: str, accept: str) -> tuple[dict[str, Any], str]:
+        try:
+            status, headers, body = self._request("GET", path, {"Accept": accept})
+        except (urllib.error.URLError, OSError) as err:
+            raise RegistryError(f"{self.registry}: cannot reach the registry: {getattr(err, 'reason', err)}") from None
+        if status != 200:
+            raise RegistryError(f"{self.registry}{path}: HTTP {status}")
+        lowered = {k.lower(): v for k, v in headers.items()}
+        return json.loads(body), lowered.get("content-type", "")
+
+    def image_labels(self, ref: ImageRef) -> dict[str, str]:
+        """The config labels of the image `ref` names (the first non-attestation manifest of an index)."""
+        reference = ref.digest or ref.tag or "latest"
+        manifest, media_type = self._get_json(f"/v2/{ref.path}/manifests/{reference}", MANIFEST_TYPES)
+        if manifest.get("mediaType", media_type) in INDEX_TYPES or "manifests" in manifest:
+            images = [
+                m
+                for m in manifest.get("manifests", [])
+                if m.get("annotations", {}).get("vnd.docker.reference.type") != "attestation-manifest"
+            ]
+            if not images:
+                return {}
+            manifest, _ = self._get_json(f"/v2/{ref.path}/manifests/{images[0]['digest']}", MANIFEST_TYPES)
+        config_digest = manifest.get("config", {}).get("digest")
+        if not config_digest:
+            return {}
+        config, _ = self._get_json(f"/v2/{ref.path}/blobs/{config_digest}", "application/json, */*")
+        labels = (config.get("config") or {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An HTTP Basic header value."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()

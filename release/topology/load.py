@@ -1,0 +1,111 @@
+"""Load a topology file into the model; every error names the file, field path and value."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from release.errors import ConfigError
+from release.topology.model import Topology, _FieldError
+from release.topology.retired import retired
+
+ENV_VAR = "FRACTALOPS_TOPOLOGY"
+RELATIVE_PATH = Path("ops/topology/fractalops.yaml")
+
+
+def repo_root(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above `start` (default: cwd) that holds the topology file."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / RELATIVE_PATH).is_file():
+            return folder
+    package_root = Path(__file__).resolve().parents[2]
+    return package_root if (package_root / RELATIVE_PATH).is_file() else None
+
+
+def default_topology_path() -> Path:
+    """`$FRACTALOPS_TOPOLOGY`, else the repository's committed topology file."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    root = repo_root()
+    if root is None:
+        raise ConfigError(f"no topology file: set {ENV_VAR} or pass --topology")
+    return root / RELATIVE_PATH
+
+
+def _walk(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+    """Yield (path, key, value) for every mapping entry and list item below `data`."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield (*path, str(key)), key, value
+            yield from _walk(value, (*path, str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield (*path, str(index)), index, value
+            yield from _walk(value, (*path, str(index)))
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _refuse_retired(source: str, data: Any) -> None:
+    """Refuse a standalone registry-cache host or a pull password in the topology."""
+    facts = retired()
+    for loc, key, value in _walk(data):
+        if isinstance(key, str) and key.lower() in facts.keys:
+            raise ConfigError(
+                f"{source}: {_dotted(loc)}: a standalone cache VM/LXC key ({key!r}): {facts.folded_message}"
+            )
+        if isinstance(key, str) and "password" in key.lower():
+            raise ConfigError(
+                f"{source}: {_dotted(loc)}: the pull password never lives in the topology; "
+                "it is read from FRACTALOPS_NEXUS_PULL_PASSWORD at render time"
+            )
+        if isinstance(value, str) and any(a in value for a in (*facts.addresses, *facts.names)):
+            raise ConfigError(
+                f"{source}: {_dotted(loc)}: {value!r} is the retired standalone cache: {facts.folded_message}"
+            )
+
+
+def parse_topology(data: Any, source: str) -> Topology:
+    """Validate already-loaded YAML data as a topology."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the topology must be a mapping, got {type(data).__name__}")
+    _refuse_retired(source, data)
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc, value, message = tuple(first["loc"]), first.get("input"), first["msg"]
+        original = (first.get("ctx") or {}).get("error")
+        if isinstance(original, _FieldError):
+            loc, value, message = original.loc, original.value, str(original)
+        elif first["type"] == "extra_forbidden":
+            message = "unknown key"
+        message = message.removeprefix("Value error, ")
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise ConfigError(f"{source}: {_dotted(loc)}: {value!r}: {message}{more}") from None
+
+
+def load_topology(path: Path | str | None = None) -> Topology:
+    """Read and validate the topology at `path` (default: see `default_topology_path`)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    topology_path = Path(path) if path else default_topology_path()
+    try:
+        text = topology_path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{topology_path}: cannot read the topology: {err.strerror}") from None
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{topology_path}:{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    return parse_topology(data, str(topology_path))

@@ -1,0 +1,206 @@
+"""The topology model: Nexus, the `registry_cache` key, the node mirror, the release registry."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from release.errors import ConfigError
+from release.imageref import parse_image_ref
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_CLUSTER_DNS = re.compile(r"(\.svc|\.svc\.cluster\.local|\.cluster\.local)\.?$")
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Repositories(_Strict):
+    """The Nexus package repositories served under `/repository/<name>/`."""
+
+    npm: str = "npm-group"
+    pypi: str = "pypi-group"
+    apt_debian: str = "apt-debian"
+    apt_ubuntu: str | None = None
+
+
+class Nexus(_Strict):
+    """The Nexus service: names, connector ports and repositories."""
+
+    service: str
+    namespace: str
+    host: str | None = None
+    public_url: str
+    scheme: Literal["http", "https"] = "http"
+    web_port: Port
+    docker_group_port: Port
+    docker_internal_port: Port
+    repositories: Repositories = Repositories()
+
+    @field_validator("service", "namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not _DNS_LABEL.match(value):
+            raise ValueError("must be a DNS label (lowercase letters, digits, '-')")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Nexus:
+        ports = {self.web_port, self.docker_group_port, self.docker_internal_port}
+        if len(ports) != 3:
+            raise ValueError("web_port, docker_group_port and docker_internal_port must differ")
+        return self
+
+    @property
+    def cluster_host(self) -> str:
+        """The in-cluster host name of the service (or the configured override)."""
+        return self.host or f"{self.service}.{self.namespace}.svc"
+
+    def repository_url(self, repository: str) -> str:
+        """URL of a package repository on the web/REST port."""
+        return f"{self.scheme}://{self.cluster_host}:{self.web_port}/repository/{repository}/"
+
+    @property
+    def docker_group_endpoint(self) -> str:
+        """`host:port` of the docker-group connector (docker.io + ghcr.io pull-through)."""
+        return f"{self.cluster_host}:{self.docker_group_port}"
+
+    @property
+    def docker_internal_endpoint(self) -> str:
+        """`host:port` of the docker-internal hosted connector (build cache)."""
+        return f"{self.cluster_host}:{self.docker_internal_port}"
+
+
+class RegistryCache(_Strict):
+    """The `registry_cache` key: historical name, values now point at Nexus."""
+
+    host_ip: str
+    buildcache_ref: str
+    docker_proxy_port: Port
+    ghcr_proxy_port: Port
+
+    @field_validator("host_ip")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("is not an IP address (the Nexus Service ClusterIP)") from None
+        return value
+
+    @field_validator("buildcache_ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        try:
+            ref = parse_image_ref(value, what="buildcache_ref")
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        if ref.tag or ref.digest:
+            raise ValueError("must be a repository without tag or digest (the driver adds per-target tags)")
+        return value
+
+
+class NodeMirror(_Strict):
+    """How K3s nodes reach the docker-group: a NodePort (preferred) or the ClusterIP."""
+
+    mode: Literal["nodeport", "clusterip"] = "nodeport"
+    node_port: Port | None = None
+    host: str | None = None
+    pull_username: str
+
+    @field_validator("host")
+    @classmethod
+    def _node_resolvable(cls, value: str | None) -> str | None:
+        if value is not None and _CLUSTER_DNS.search(value):
+            raise ValueError(
+                "names a cluster-DNS host: containerd on the node cannot resolve it; "
+                "use 127.0.0.1 with the NodePort or the ClusterIP"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _port_for_mode(self) -> NodeMirror:
+        if self.mode == "nodeport" and self.node_port is None:
+            raise ValueError("mode nodeport needs node_port")
+        return self
+
+
+class ReleaseRegistry(_Strict):
+    """Where release images are pushed."""
+
+    image_registry: str = "ghcr.io"
+    image_namespace: str = "yamonco"
+
+
+class Topology(_Strict):
+    """The whole topology file."""
+
+    nexus: Nexus
+    registry_cache: RegistryCache
+    node_mirror: NodeMirror
+    release: ReleaseRegistry = ReleaseRegistry()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        group = self.nexus.docker_group_port
+        for name in ("docker_proxy_port", "ghcr_proxy_port"):
+            port = getattr(self.registry_cache, name)
+            if port != group:
+                raise _FieldError(("registry_cache", name), port, f"disagrees with nexus.docker_group_port {group}")
+        ref = parse_image_ref(self.registry_cache.buildcache_ref)
+        wanted = {
+            self.nexus.docker_internal_endpoint,
+            f"{self.registry_cache.host_ip}:{self.nexus.docker_internal_port}",
+        }
+        if ref.registry not in wanted:
+            raise _FieldError(
+                ("registry_cache", "buildcache_ref"),
+                self.registry_cache.buildcache_ref,
+                f"must live on the Nexus docker-internal connector ({self.nexus.docker_internal_endpoint})",
+            )
+        return self
+
+    @property
+    def docker_group_url(self) -> str:
+        """URL of the Nexus docker-group (plain HTTP connector)."""
+        return f"http://{self.nexus.docker_group_endpoint}"
+
+    @property
+    def node_mirror_endpoint(self) -> str:
+        """The endpoint a K3s node's containerd uses for docker.io and ghcr.io."""
+        mirror = self.node_mirror
+        if mirror.mode == "nodeport":
+            return f"http://{mirror.host or '127.0.0.1'}:{mirror.node_port}"
+        return f"http://{mirror.host or self.registry_cache.host_ip}:{self.nexus.docker_group_port}"
+
+    @property
+    def node_mirror_hostport(self) -> str:
+        """`host:port` of the node mirror, the key of its `configs` entry."""
+        return self.node_mirror_endpoint.removeprefix("http://")
+
+    def image_repository(self, name: str) -> str:
+        """The release repository of an image, e.g. `ghcr.io/yamonco/fractalops-api`."""
+        return f"{self.release.image_registry}/{self.release.image_namespace}/{name}"
+
+
+class _FieldError(ValueError):
+    """A cross-field validation error that knows the field it belongs to."""
+
+    def __init__(self, loc: tuple[str, ...], value: object, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.value = value

@@ -1,0 +1,111 @@
+"""Policy check: no cache address or port baked into code, scripts or workflows; nothing retired back."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from release.topology.model import Topology
+from release.topology.retired import retired
+
+SCANNED = ("release", "ops", ".github")
+SKIPPED_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", "node_modules"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One policy violation at a file and line."""
+
+    path: Path
+    line: int
+    why: str
+
+    def render(self, root: Path) -> str:
+        """`file:line: why`, the path relative to the scanned root."""
+        try:
+            shown = self.path.relative_to(root)
+        except ValueError:
+            shown = self.path
+        return f"{shown}:{self.line}: {self.why}"
+
+
+def _is_topology_file(path: Path) -> bool:
+    """Topology files (and the retired-facts file beside the model) may name addresses."""
+    return path.suffix in {".yaml", ".yml"} and any(
+        part.startswith("topolog") for part in (*path.parent.parts, path.name)
+    )
+
+
+def _rules(topology: Topology) -> list[tuple[re.Pattern[str], str]]:
+    """The patterns to look for, derived from the topology and the retired facts."""
+    facts = retired()
+    rules: list[tuple[re.Pattern[str], str]] = []
+    nexus = topology.nexus
+    literal = {
+        nexus.cluster_host: "the Nexus service host",
+        topology.registry_cache.host_ip: "the Nexus ClusterIP",
+    }
+    for value, what in literal.items():
+        rules.append(
+            (
+                re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w-])"),
+                f"{what} {value} is baked in; read it from the topology",
+            )
+        )
+    ports = {
+        nexus.web_port: "the Nexus web/REST port",
+        nexus.docker_group_port: "the Nexus docker-group port",
+        nexus.docker_internal_port: "the Nexus docker-internal port",
+    }
+    if topology.node_mirror.node_port:
+        ports[topology.node_mirror.node_port] = "the node mirror NodePort"
+    for port, what in ports.items():
+        rules.append(
+            (
+                re.compile(rf"(?<![\w.]){port}(?![\w])"),
+                f"{what} {port} is baked in; read it from the topology",
+            )
+        )
+    for value in (*facts.addresses, *facts.names):
+        rules.append(
+            (
+                re.compile(rf"(?<![\w.]){re.escape(value)}(?![\w])"),
+                f"{value} is the retired standalone cache: {facts.folded_message}",
+            )
+        )
+    rules += [(p.regex, f"retired: {p.why}") for p in facts.patterns]
+    return rules
+
+
+def _files(root: Path) -> Iterator[Path]:
+    for top in SCANNED:
+        base = root / top
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not SKIPPED_DIRS.intersection(path.parts) and path.suffix != ".md":
+                yield path
+
+
+def scan(root: Path, topology: Topology) -> list[Finding]:
+    """Every finding under the scanned folders of `root`."""
+    rules = _rules(topology)
+    findings: list[Finding] = []
+    for path in _files(root):
+        if _is_topology_file(path.relative_to(root)):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        retired_name = next((why for rx, why in rules if rx.search(path.name)), None)
+        if retired_name:
+            findings.append(Finding(path, 1, f"file name: {retired_name}"))
+        for number, line in enumerate(text.splitlines(), start=1):
+            for regex, why in rules:
+                if regex.search(line):
+                    findings.append(Finding(path, number, why))
+                    break
+    return findings
