@@ -1,0 +1,50 @@
+"""Every environment variable the toolkit reads: the one list the workflow and release.sh must agree with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A variable, what it does, and whether it holds a secret."""
+
+    name: str
+    help: str
+    secret: bool = False
+
+
+DRIVER_VARS: tuple[EnvVar, ...] = (
+    EnvVar("FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE", "1 allows a release outside CI (a person at a terminal)."),
+    EnvVar("FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS", "0 = smoke build (GitOps untouched), 1 = promote into the values files."),
+    EnvVar("FRACTALOPS_TOPOLOGY", "Path of the topology file (default: ops/topology/fractalops.yaml)."),
+    EnvVar("FRACTALOPS_TARGETS", "Path of the release targets file (default: ops/containers/fractalops/targets.yaml)."),
+    EnvVar("FRACTALOPS_BUILDER", "buildx builder to use (default: the current one)."),
+    EnvVar("FRACTALOPS_PLATFORM", "Target platform(s), passed to buildx as --platform."),
+    EnvVar("FRACTALOPS_SOURCE_COMMIT", "Source commit of the build (default: HEAD of the source repository)."),
+    EnvVar("FRACTALOPS_CACHE_BRANCH", "Branch whose cache is written (the main branch's cache is also read)."),
+    EnvVar("FRACTALOPS_BUILD_EVENTS_FILE", "JSONL file the Build Plane Events are appended to."),
+    EnvVar("FRACTALOPS_BUILD_EVENTS_URL", "Optional HTTP sink the Build Plane Events are POSTed to."),
+    EnvVar("FRACTALOPS_GITOPS_AUTHOR", "Author of GitOps commits, 'Name <email>'."),
+    EnvVar("FRACTALOPS_GITOPS_REMOTE", "Remote the GitOps commit is pushed to (default: origin)."),
+    EnvVar("FRACTALOPS_GITOPS_BRANCH", "Branch the GitOps commit is pushed to (default: main)."),
+)
+
+RENDER_VARS: tuple[EnvVar, ...] = (
+    EnvVar("FRACTALOPS_NEXUS_PULL_PASSWORD", "Node pull password, from OpenBao's runtime scope.", secret=True),
+)
+
+CI_VARS: tuple[str, ...] = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITHUB_OUTPUT",
+    "GITHUB_STEP_SUMMARY",
+    "GITHUB_RUN_ID",
+    "GITHUB_SHA",
+    "GITHUB_REF_NAME",
+)
+
+
+def names() -> set[str]:
+    """The names of every FRACTALOPS_* variable the toolkit reads."""
+    return {v.name for v in (*DRIVER_VARS, *RENDER_VARS)}
