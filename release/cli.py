@@ -141,7 +141,7 @@ def topology_render_registries(app: App, output: Path | None, check_file: Path |
     password = pull_password()
     text = render_registries(topo, password)
     if check_file:
-        diff = drift(check_file, text, password)
+        diff = drift(check_file, text)
         if diff:
             click.echo(diff, nl=False)
             say(f"{check_file}: drifted from the topology")
@@ -186,6 +186,134 @@ def topology_render_buildkitd(app: App, via: str, output: Path | None) -> None:
 def topology_show(app: App) -> None:
     """Print the validated topology as JSON."""
     click.echo(app.topology().model_dump_json(indent=2))
+
+
+# --- devstack ---------------------------------------------------------------------------------
+
+
+@main.group()
+def devstack() -> None:
+    """A local build stack: Docker engine, buildx and Nexus stand-in registries on loopback."""
+
+
+@devstack.command("up")
+@handled
+def devstack_up() -> None:
+    """Install what is missing, start the stack, print `export` lines for eval."""
+    from release.devstack import up
+
+    click.echo(up().exports(), nl=False)
+
+
+@devstack.command("down")
+@handled
+def devstack_down() -> None:
+    """Stop every process the stack started."""
+    from release.devstack import down
+
+    down()
+
+
+@devstack.command("status")
+@handled
+def devstack_status() -> None:
+    """Say what runs, on which ports, and what is unhealthy (exit 1 if anything is)."""
+    from release.devstack import render_status, status
+
+    report = status()
+    click.echo(render_status(report), nl=False)
+    sys.exit(report.exit_code)
+
+
+# --- runtime release ---------------------------------------------------------------------------
+
+
+@main.command("runtime")
+@click.option("--target", "targets", multiple=True, help="Build only this target (repeatable): api, worker.")
+@click.option("--builder", envvar="FRACTALOPS_BUILDER", help="buildx builder (default: the current one).")
+@click.option("--platform", "platforms", multiple=True, help="Target platform, passed to buildx (repeatable).")
+@click.option("--json", "json_output", is_flag=True, help="Print one JSON document instead of image_ref lines.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (targets, tags, cache flags) and build nothing.")
+@click.option(
+    "--allow-local/--no-allow-local",
+    default=None,
+    help="Allow a release outside CI [env FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE].",
+)
+@click.option(
+    "--update-gitops/--no-update-gitops",
+    default=None,
+    help="Promote into the values files [env FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS; default off].",
+)
+@click.option("--no-cache", "no_cache", is_flag=True, help="Build without the registry cache.")
+@click.option(
+    "--targets-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FRACTALOPS_TARGETS",
+    help="Release targets file.",
+)
+@click.option(
+    "--events-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FRACTALOPS_BUILD_EVENTS_FILE",
+    help="JSONL file for Build Plane Events.",
+)
+@click.option("--force", is_flag=True, help="Override the compare-and-swap and monotonic GitOps guards.")
+@pass_app
+@handled
+def runtime(
+    app: App,
+    targets: tuple[str, ...],
+    builder: str | None,
+    platforms: tuple[str, ...],
+    json_output: bool,
+    dry_run: bool,
+    allow_local: bool | None,
+    update_gitops: bool | None,
+    no_cache: bool,
+    targets_file: Path | None,
+    events_file: Path | None,
+    force: bool,
+) -> None:
+    """Build and push the api and worker images; print one image_ref line per target."""
+    from release.driver import ReleaseOptions, run_release
+
+    options = ReleaseOptions(
+        targets=targets,
+        builder=builder,
+        platforms=platforms,
+        json_output=json_output,
+        dry_run=dry_run,
+        allow_local=allow_local,
+        update_gitops=update_gitops,
+        use_cache=not no_cache,
+        topology_path=app.topology_path,
+        targets_path=targets_file,
+        events_file=events_file,
+        force=force,
+    )
+    sys.exit(run_release(options))
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+@main.group()
+def events() -> None:
+    """Build Plane Events recorded by releases."""
+
+
+@events.command("summary")
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "json_output", is_flag=True, help="Print JSON.")
+@handled
+def events_summary(file: Path | None, json_output: bool) -> None:
+    """Failure rate, p50/p95 duration and cache availability."""
+    import json
+
+    from release.events import default_events_file, read_events, render_summary, summarize
+
+    summary = summarize(read_events(file or default_events_file()))
+    click.echo(json.dumps(summary, indent=2) if json_output else render_summary(summary), nl=not json_output or True)
 
 
 if __name__ == "__main__":  # pragma: no cover

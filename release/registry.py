@@ -79,16 +79,57 @@ class RegistryClient:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return response.status, dict(response.headers.items()), response.read()
         except urllib.error.HTTPError as err:
+            challenge = err.headers.get("WWW-Authenticate", "")
+            if err.code == 401 and challenge.lower().startswith("bearer") and not getattr(self, "_retrying", False):
+                self._auth = self._bearer_token(challenge)
+                self._retrying = True
+                try:
+                    return self._request(method, path, headers, timeout)
+                finally:
+                    self._retrying = False
             return err.code, dict(err.headers.items()), err.read()
 
-    def ping(self, budget: float = 2.0) -> Probe:
-        """GET /v2/ within `budget` seconds; 200 or 401 means a registry answered."""
-        started = time.monotonic()
+    def _bearer_token(self, challenge: str) -> str | None:
+        """Exchange the configured credentials for a bearer token (the registry token flow)."""
+        import re
+        import urllib.parse
+
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        if not realm.startswith(("http://", "https://")):
+            return None
+        request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(params)}")
+        basic = _docker_auth(self.registry)
+        if basic:
+            request.add_header("Authorization", basic)
         try:
-            status, _, _ = self._request("GET", "/v2/", timeout=budget)
-        except (TimeoutError, urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+        token = body.get("token") or body.get("access_token")
+        return f"Bearer {token}" if token else None
+
+    def ping(self, budget: float = 2.0) -> Probe:
+        """GET /v2/ within a total of `budget` seconds; 200 or 401 means a registry answered."""
+        import http.client
+
+        started = time.monotonic()
+        deadline = started + budget
+        host, _, port = self.registry.rpartition(":") if ":" in self.registry else (self.registry, "", "")
+        connection_type = http.client.HTTPConnection if self.scheme == "http" else http.client.HTTPSConnection
+        connection = connection_type(host, int(port) if port else None, timeout=budget)
+        try:
+            connection.connect()
+            assert connection.sock is not None
+            connection.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            connection.request("GET", "/v2/")
+            status = connection.getresponse().status
+        except (OSError, http.client.HTTPException) as err:
+            reason = "timed out" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
             return Probe(False, f"{self.registry}: {reason}", time.monotonic() - started)
+        finally:
+            connection.close()
         elapsed = time.monotonic() - started
         if status in (200, 401):
             return Probe(True, f"{self.registry}: HTTP {status}", elapsed)

@@ -48,7 +48,5 @@ def run(
         raise error(f"{step}: `{' '.join(argv)}` took longer than {timeout:.0f} s. {hint}") from err
     if proc.returncode != 0:
         detail = tail(proc.stderr or proc.stdout)
-        raise error(
-            f"{step} failed (exit {proc.returncode}): `{' '.join(argv)}`\n{detail}\nWhat to do: {hint}"
-        )
+        raise error(f"{step} failed (exit {proc.returncode}): `{' '.join(argv)}`\n{detail}\nWhat to do: {hint}")
     return proc.stdout

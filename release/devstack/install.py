@@ -174,9 +174,7 @@ def no_service_starts() -> Iterator[None]:
     """Keep package scripts from starting system services (a system engine or registry) during install."""
     created = False
     if not POLICY_RC_D.exists():
-        POLICY_RC_D.write_text(
-            "#!/bin/sh\n# fractalops devstack: no service starts during install\nexit 101\n"
-        )
+        POLICY_RC_D.write_text("#!/bin/sh\n# fractalops devstack: no service starts during install\nexit 101\n")
         POLICY_RC_D.chmod(0o755)
         created = True
     try:
@@ -302,15 +300,11 @@ def locate_binaries(root: Path) -> Binaries:
             "buildx plugin (docker-buildx)",
             hint_engine,
         ),
-        containerd=first_executable(
-            [Path("/usr/bin/containerd")], "containerd", "apt-get install containerd"
-        ),
+        containerd=first_executable([Path("/usr/bin/containerd")], "containerd", "apt-get install containerd"),
         registry=first_executable(
             [Path("/usr/bin/docker-registry")], "docker-registry", "apt-get install docker-registry"
         ),
-        busybox=first_executable(
-            [Path("/bin/busybox")], "busybox (busybox-static)", "apt-get install busybox-static"
-        ),
+        busybox=first_executable([Path("/bin/busybox")], "busybox (busybox-static)", "apt-get install busybox-static"),
         engine_path=":".join(
             [str(d) for d in engine_dirs if root != Path("/")]
             + ["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"]
@@ -341,7 +335,13 @@ def ensure_installed(paths: StackPaths, log: Log) -> Binaries:
         return done
     started = time.monotonic()
     codename = os_codename()
+    if not codename:
+        raise OperationError(
+            "detecting the Debian release: /etc/os-release has no VERSION_CODENAME. "
+            "What to do: run the devstack on Debian 12 (bookworm) or 13 (trixie)."
+        )
     engine_suite = ENGINE_SUITE_FOR.get(codename)
+    apt_packages: tuple[str, ...]
     paths.root.mkdir(parents=True, exist_ok=True)
     if engine_suite is None:
         # Debian 13 and later: the packaged engine, client and buildx are new enough.
@@ -365,7 +365,5 @@ def ensure_installed(paths: StackPaths, log: Log) -> Binaries:
         "install_seconds": round(time.monotonic() - started, 1),
     }
     paths.install_marker.write_text(json.dumps(marker, indent=2) + "\n")
-    log(
-        f"devstack: installed in {marker['install_seconds']} s ({', '.join(f'{k} {v}' for k, v in versions.items())})"
-    )
+    log(f"devstack: installed in {marker['install_seconds']} s ({', '.join(f'{k} {v}' for k, v in versions.items())})")
     return binaries

@@ -22,9 +22,7 @@ def bridge_cidr(ports: PortLayout) -> str:
 
 def bridge_exists(name: str) -> bool:
     """Return True if a network interface of that name exists."""
-    proc = subprocess.run(
-        ["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=False)
     return proc.returncode == 0 and bool(json.loads(proc.stdout or "[]"))
 
 

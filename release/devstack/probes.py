@@ -24,9 +24,7 @@ class Reply:
     error: str = ""
 
 
-def http_request(
-    url: str, method: str = "GET", headers: dict[str, str] | None = None, timeout: float = 2.0
-) -> Reply:
+def http_request(url: str, method: str = "GET", headers: dict[str, str] | None = None, timeout: float = 2.0) -> Reply:
     """Send one HTTP request to a loopback URL and return the reply; never raises for network errors."""
     request = urllib.request.Request(url, method=method, headers=headers or {})
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,10 +36,8 @@ def proc_start_time(pid: int) -> str | None:
 
 def reap(pid: int) -> None:
     """Collect a child's exit status if this process is its parent (avoids zombies in tests)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def read_pidfile(path: Path) -> TrackedProcess | None:
@@ -113,16 +112,12 @@ def wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
 def terminate(pids: Sequence[int], timeout: float = 15.0) -> list[int]:
     """Send SIGTERM, wait, then SIGKILL what remains; return the pids that survived even that."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     left = wait_gone(pids, timeout)
     for pid in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return wait_gone(left, 5.0)
 
 

@@ -70,6 +70,7 @@ def seed_base_image(
     tags: list[str] = []
     for tag in missing:
         tags += ["-t", f"{HOST}:{upstream_port}/{BASE_IMAGE_REPOSITORY}:{tag}"]
+    refs = tags[1::2]
     log(f"devstack: seeding {BASE_IMAGE_REPOSITORY}:{','.join(missing)} into the upstream registry")
     run(
         [
@@ -88,4 +89,47 @@ def seed_base_image(
         env=env,
         timeout=300.0,
     )
+    # Drop the engine's own copy so that `FROM busybox` really pulls through the mirror.
+    run(
+        [binaries.docker, "image", "rm", *refs],
+        step="removing the seed image from the engine",
+        hint="remove it by hand with `docker image rm`; then `devstack up`",
+        error=EngineError,
+        env=env,
+        timeout=60.0,
+    )
     return missing
+
+
+def fetch(port: int, repository: str, kind: str, reference: str) -> bytes:
+    """GET a manifest or blob from a registry (through a pull-through registry this caches it)."""
+    reply = http_request(
+        f"http://{HOST}:{port}/v2/{repository}/{kind}/{reference}", headers={"Accept": MANIFEST_TYPES}, timeout=60.0
+    )
+    if reply.status != 200:
+        raise RegistryError(
+            f"warming 127.0.0.1:{port}/{repository}: {kind}/{reference} answered {reply.status or reply.error}. "
+            "What to do: check the upstream registry with `devstack status`, then `devstack up`."
+        )
+    return reply.body
+
+
+def warm_pull_through(port: int, repository: str, tag: str) -> None:
+    """Pull a whole image (index, manifests, config, layers) through a pull-through registry so it keeps it."""
+    pending = [tag]
+    while pending:
+        document = json.loads(fetch(port, repository, "manifests", pending.pop()))
+        pending += [str(child["digest"]) for child in document.get("manifests") or []]
+        blobs = [document["config"], *document.get("layers", [])] if "config" in document else []
+        for blob in blobs:
+            fetch(port, repository, "blobs", str(blob["digest"]))
+
+
+def ensure_mirrored(port: int, log: Log) -> bool:
+    """Make the pull-through registry hold the base image tags; return whether it had to fetch them."""
+    if BASE_IMAGE_REPOSITORY in catalog(port):
+        return False
+    log(f"devstack: warming the pull-through registry with {BASE_IMAGE_REPOSITORY}")
+    for tag in BASE_IMAGE_TAGS:
+        warm_pull_through(port, BASE_IMAGE_REPOSITORY, tag)
+    return True

@@ -30,7 +30,7 @@ from release.devstack.network import bridge_name, ensure_bridge, remove_bridge
 from release.devstack.paths import StackPaths, default_state_dir
 from release.devstack.ports import PORT_BASE_ENV, PortLayout, port_layout, port_layout_from_env
 from release.devstack.probes import port_listening, unix_http_get, unix_socket_accepts
-from release.devstack.registries import registry_answers, seed_base_image
+from release.devstack.registries import ensure_mirrored, registry_answers, seed_base_image
 from release.devstack.status import ComponentStatus, StackStatus
 from release.errors import EngineError, OperationError, UsageError
 
@@ -74,9 +74,13 @@ def registry_component(role: str) -> str:
     return f"registry-{role}"
 
 
+# What must answer before a component starts (the pull-through registry dials its upstream at start).
+DEPENDS_ON = {DOCKERD: [CONTAINERD], "registry-pull-through": ["registry-upstream"]}
+
+
 def component_names() -> list[str]:
     """Return every component, in start order."""
-    return [CONTAINERD, DOCKERD, *(registry_component(r) for r in REGISTRY_ROLES)]
+    return [CONTAINERD, *(registry_component(r) for r in REGISTRY_ROLES), DOCKERD]
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -157,9 +161,7 @@ def write_configs(paths: StackPaths, ports: PortLayout, binaries: Binaries) -> s
     if write_if_changed(paths.config_file("daemon.json"), render_daemon_config(paths, ports)):
         changed.add(DOCKERD)
     for role in REGISTRY_ROLES:
-        if write_if_changed(
-            paths.config_file(f"registry-{role}.yml"), render_registry_config(paths, ports, role)
-        ):
+        if write_if_changed(paths.config_file(f"registry-{role}.yml"), render_registry_config(paths, ports, role)):
             changed.add(registry_component(role))
     write_if_changed(paths.docker_config / "config.json", render_docker_client_config())
     link_if_changed(paths.docker_config / "cli-plugins" / "docker-buildx", binaries.docker_buildx)
@@ -196,9 +198,7 @@ def component_endpoint(component: str, paths: StackPaths, ports: PortLayout) -> 
     return f"127.0.0.1:{registry_port(ports, component.removeprefix('registry-'))}"
 
 
-def wait_ready(
-    components: list[str], paths: StackPaths, ports: PortLayout, timeout: float = READY_TIMEOUT
-) -> None:
+def wait_ready(components: list[str], paths: StackPaths, ports: PortLayout, timeout: float = READY_TIMEOUT) -> None:
     """Wait until the components answer; raise naming the one that died or never answered."""
     deadline = time.monotonic() + timeout
     pending = list(components)
@@ -217,9 +217,15 @@ def failure(component: str, paths: StackPaths, what: str) -> OperationError:
     """Return the typed error for a component that failed to start, with its log tail and a fix."""
     log_path = paths.logfile(component)
     try:
-        log_tail = tail(log_path.read_text(errors="replace"), 12)
+        text = log_path.read_text(errors="replace").rsplit("--- devstack start", 1)[-1]
     except OSError:
-        log_tail = "(no log)"
+        text = "(no log)"
+    causes = [
+        line
+        for line in text.splitlines()
+        if line.startswith("panic:") or "level=fatal" in line or "level=error" in line
+    ]
+    log_tail = "\n".join(causes[-3:]) if causes else tail(text, 12)
     error = EngineError if component in (CONTAINERD, DOCKERD) else OperationError
     return error(
         f"devstack {component} {what}; log {log_path}:\n{log_tail}\n"
@@ -238,9 +244,7 @@ def check_port_free(component: str, paths: StackPaths, ports: PortLayout) -> Non
         )
 
 
-def start_component(
-    component: str, paths: StackPaths, ports: PortLayout, binaries: Binaries, log: Log
-) -> None:
+def start_component(component: str, paths: StackPaths, ports: PortLayout, binaries: Binaries, log: Log) -> None:
     """Start one component that is not running (clearing stale sockets first)."""
     if component.startswith("registry-"):
         check_port_free(component, paths, ports)
@@ -256,11 +260,7 @@ def start_component(
 def check_running_base(paths: StackPaths, ports: PortLayout) -> None:
     """Refuse to move a running stack to other ports without `down` first."""
     recorded = recorded_port_base(paths)
-    if (
-        recorded is not None
-        and recorded != ports.base
-        and any(processes.running(paths, c) for c in component_names())
-    ):
+    if recorded is not None and recorded != ports.base and any(processes.running(paths, c) for c in component_names()):
         raise UsageError(
             f"the devstack in {paths.root} runs on port base {recorded}, not {ports.base}. "
             "What to do: `devstack down` first, or unset the port base override."
@@ -282,20 +282,19 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
                 processes.stop(paths, component)
                 tracked = None
             if tracked is None:
+                wait_ready(DEPENDS_ON.get(component, []), paths, ports)
                 if component == DOCKERD:
-                    wait_ready([CONTAINERD], paths, ports)
                     ensure_bridge(ports)
                 start_component(component, paths, ports, binaries, log)
                 started.append(component)
         wait_ready(component_names(), paths, ports)
         seeded = seed_base_image(paths, ports.upstream, binaries, engine_env(paths, binaries), log)
+        seeded += ["mirror"] if ensure_mirrored(ports.pull_through, log) else []
         wrote = write_if_changed(paths.topology, render_topology(ports))
         wrote |= write_if_changed(paths.root / "stack.json", json.dumps({"port_base": ports.base}) + "\n")
         wrote |= write_if_changed(paths.env_file, render_exports(paths))
         changed = bool(started or seeded or wrote)
-        log(
-            f"devstack: up ({'started ' + ', '.join(started) if started else 'already running'}); {paths.root}"
-        )
+        log(f"devstack: up ({'started ' + ', '.join(started) if started else 'already running'}); {paths.root}")
         return StackEnv(paths=paths, ports=ports, env=stack_env(paths), changed=changed)
 
 

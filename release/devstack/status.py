@@ -54,8 +54,6 @@ def render_status(status: StackStatus) -> str:
     if status.topology:
         lines.append(f"topology: {status.topology}")
     lines.append(
-        "healthy"
-        if status.healthy
-        else f"unhealthy: {', '.join(c.name for c in status.unhealthy) or 'not installed'}"
+        "healthy" if status.healthy else f"unhealthy: {', '.join(c.name for c in status.unhealthy) or 'not installed'}"
     )
     return "\n".join(lines) + "\n"

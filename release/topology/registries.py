@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from pathlib import Path
 
 from release.errors import ConfigError, OperationError
@@ -49,7 +50,15 @@ def write_registries(path: Path, text: str) -> None:
         raise OperationError(f"{path}: cannot write: {err.strerror}") from None
 
 
-def drift(path: Path, rendered: str, password: str) -> str:
+_PASSWORD_LINE = re.compile(r"^(\s*[\"']?password[\"']?\s*:\s*).*$", re.MULTILINE)
+
+
+def _mask(text: str) -> str:
+    """Replace the value of every `password:` line, whatever the password is."""
+    return _PASSWORD_LINE.sub(lambda m: f'{m.group(1)}"{MASK}"', text)
+
+
+def drift(path: Path, rendered: str) -> str:
     """A unified diff (password masked) between the node's file and the rendered one; '' if equal."""
     try:
         current = path.read_text(encoding="utf-8")
@@ -57,8 +66,7 @@ def drift(path: Path, rendered: str, password: str) -> str:
         raise OperationError(f"{path}: cannot read: {err.strerror}") from None
     if current == rendered:
         return ""
-    masked_current = current.replace(password, MASK)
-    masked_rendered = rendered.replace(password, MASK)
+    masked_current, masked_rendered = _mask(current), _mask(rendered)
     if masked_current == masked_rendered:
         return f"--- {path}\n+++ rendered\n  (only the password differs; not shown)\n"
     lines = difflib.unified_diff(

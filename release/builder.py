@@ -1,0 +1,139 @@
+"""Shared BuildKit builders: plan a `docker buildx create` from the topology, then create it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from release.errors import EngineError, UsageError
+from release.fsutil import write_atomic
+from release.topology.buildkitd import render_buildkitd
+from release.topology.model import Topology
+
+DRIVERS = ("kubernetes", "docker-container", "remote")
+REMOTE_SCHEMES = ("tcp://", "unix://", "docker-container://", "kube-pod://")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+# How BuildKit reaches Nexus when the builder runs under each driver: pods of the kubernetes driver
+# resolve cluster DNS; a docker-container builder on a node does not, but reaches the ClusterIP.
+DEFAULT_VIA = {"kubernetes": "service", "docker-container": "clusterip"}
+
+Runner = Callable[[Sequence[str]], Any]
+
+
+@dataclass(frozen=True)
+class BuilderPlan:
+    """What `create_builder` will do: the exact command and the buildkitd.toml it writes first."""
+
+    name: str
+    driver: str
+    argv: tuple[str, ...]
+    config_path: Path | None
+    config_text: str | None
+    via: str | None
+    notes: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        """A human summary for dry runs: the command, then what else to know."""
+        import shlex
+
+        lines = [shlex.join(self.argv)]
+        if self.config_path is not None:
+            lines.insert(0, f"write {self.config_path} (buildkitd.toml, Nexus via {self.via})")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def plan_builder(
+    topology: Topology,
+    name: str,
+    driver: str,
+    *,
+    endpoint: str | None = None,
+    replicas: int = 1,
+    namespace: str = "buildkit",
+    config_path: Path | None = None,
+    via: str | None = None,
+    use: bool = False,
+    bootstrap: bool = True,
+) -> BuilderPlan:
+    """Plan a builder: `kubernetes` (replicas, namespace), `docker-container`, or `remote` (endpoint)."""
+    if driver not in DRIVERS:
+        raise UsageError(f"--driver: {driver!r} is not one of {', '.join(DRIVERS)}")
+    if not _NAME.match(name):
+        raise UsageError(f"--name: {name!r} is not a builder name (letters, digits, '.', '_', '-'; at most 63)")
+    argv = ["docker", "buildx", "create", "--name", name, "--driver", driver]
+    notes: list[str] = []
+    if driver == "remote":
+        if not endpoint or not endpoint.startswith(REMOTE_SCHEMES):
+            raise UsageError(
+                f"--endpoint: the remote driver needs one of {', '.join(REMOTE_SCHEMES)}, got {endpoint!r}"
+            )
+        if config_path is not None or via is not None:
+            raise UsageError(
+                "the remote driver takes no buildkitd config: configure the remote buildkitd itself "
+                "(render its file with `fractalops-release topology render-buildkitd`)"
+            )
+        notes.append(
+            "remote buildkitd is configured where it runs: install the output of "
+            "`fractalops-release topology render-buildkitd` as its /etc/buildkit/buildkitd.toml"
+        )
+    else:
+        if endpoint is not None:
+            raise UsageError(f"--endpoint is for the remote driver only, not {driver}")
+        if config_path is None:
+            raise UsageError(f"the {driver} driver needs a path for the rendered buildkitd.toml")
+        if driver == "kubernetes":
+            if replicas < 1:
+                raise UsageError(f"--replicas must be at least 1, got {replicas}")
+            if not _DNS_LABEL.match(namespace):
+                raise UsageError(f"--namespace: {namespace!r} is not a Kubernetes namespace name")
+            argv += ["--driver-opt", f"replicas={replicas},namespace={namespace}"]
+            notes.append(f"the kubernetes driver needs a kubeconfig allowed to manage Deployments in {namespace}")
+        argv += ["--buildkitd-config", str(config_path)]
+    if bootstrap:
+        argv.append("--bootstrap")
+    if use:
+        argv.append("--use")
+    if driver == "remote":
+        assert endpoint is not None  # checked above; narrows the type for mypy
+        argv.append(endpoint)
+        return BuilderPlan(name, driver, tuple(argv), None, None, None, tuple(notes))
+    chosen_via = via or DEFAULT_VIA[driver]
+    text = render_buildkitd(topology, chosen_via)
+    return BuilderPlan(name, driver, tuple(argv), config_path, text, chosen_via, tuple(notes))
+
+
+def _stderr_line(err: Any) -> str:
+    """The last non-empty line of a failed command's stderr (or the error text)."""
+    text = getattr(err, "stderr", None) or str(err)
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
+
+
+def run_docker(argv: Sequence[str]) -> str:
+    """Run a docker command through python-on-whales; its failure becomes an EngineError."""
+    from python_on_whales.exceptions import DockerException
+    from python_on_whales.utils import run
+
+    try:
+        return str(run(list(argv)))
+    except DockerException as err:
+        raise EngineError(f"{' '.join(argv[:3])} failed: {_stderr_line(err)}") from None
+    except FileNotFoundError:
+        raise EngineError(f"{argv[0]} is not installed here") from None
+
+
+def create_builder(plan: BuilderPlan, run: Runner = run_docker) -> None:
+    """Write the plan's buildkitd.toml, then run its `docker buildx create`."""
+    if plan.config_path is not None and plan.config_text is not None:
+        try:
+            plan.config_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(plan.config_path, plan.config_text.encode(), mode=0o644)
+        except OSError as err:
+            raise EngineError(f"cannot write {plan.config_path}: {err}") from None
+    run(plan.argv)

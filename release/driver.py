@@ -1,0 +1,297 @@
+"""The release driver: guards, preflight, plan, cache probe, concurrent builds, verified image_refs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from release.errors import ConfigError, OperationError, ReleaseError, UsageError
+
+PORTAL_MESSAGE = (
+    "the portal image is released from yamonco/fractalops-frontend, not from this repository; run: "
+    'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend'
+)
+PROBE_BUDGET_S = 2.0
+
+
+@dataclass
+class ReleaseOptions:
+    """What the caller asked for (CLI options and environment already merged)."""
+
+    targets: tuple[str, ...] = ()
+    builder: str | None = None
+    platforms: tuple[str, ...] = ()
+    json_output: bool = False
+    dry_run: bool = False
+    allow_local: bool | None = None
+    update_gitops: bool | None = None
+    use_cache: bool = True
+    topology_path: Path | None = None
+    targets_path: Path | None = None
+    events_file: Path | None = None
+    force: bool = False
+
+
+@dataclass
+class Streams:
+    """Where output goes: stdout for machine output, stderr for people."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def say(self, message: str) -> None:
+        """One line to stderr, whole even with concurrent builds."""
+        with self.lock:
+            self.err.write(message + "\n")
+            self.err.flush()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _branch(env: Mapping[str, str]) -> str:
+    for name in ("FRACTALOPS_CACHE_BRANCH", "GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
+        if env.get(name):
+            return env[name]
+    return "main"
+
+
+def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
+    """FRACTALOPS_SOURCE_COMMIT, else GITHUB_SHA, else HEAD of the repository."""
+    for name in ("FRACTALOPS_SOURCE_COMMIT", "GITHUB_SHA"):
+        if env.get(name):
+            return env[name]
+    from release.gitops.git import GitRepo
+
+    try:
+        return GitRepo(root).head()
+    except ReleaseError:
+        return None
+
+
+def select_targets(available: Mapping[str, Any], wanted: tuple[str, ...]) -> list[Any]:
+    """The targets asked for (all when none named); portal and unknown names are usage errors."""
+    if "portal" in wanted:
+        raise UsageError(PORTAL_MESSAGE)
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise UsageError(f"--target: unknown target(s) {', '.join(unknown)}; known: {', '.join(available)}")
+    names = list(dict.fromkeys(wanted)) or list(available)
+    return [available[name] for name in names]
+
+
+def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, streams: Streams | None = None) -> int:
+    """Run a release end to end; return the process exit status."""
+    from release import engine
+    from release.guards import check_guards
+    from release.plan import make_plan
+    from release.targets import load_targets
+    from release.topology import load_topology
+    from release.topology.load import repo_root
+
+    env = dict(os.environ if env is None else env)
+    streams = streams or Streams()
+    guards = check_guards(env, allow_local=options.allow_local, update_gitops=options.update_gitops)
+    topology = load_topology(options.topology_path)
+    targets = select_targets(load_targets(options.targets_path), options.targets)
+    root = repo_root() or Path.cwd()
+    builder = options.builder or env.get("FRACTALOPS_BUILDER") or None
+    platforms = options.platforms or tuple(p for p in env.get("FRACTALOPS_PLATFORM", "").split(",") if p)
+    if guards.update_gitops and set(t.name for t in targets) != set(load_targets(options.targets_path)):
+        streams.say("note: promoting a subset of targets; the others stay pinned as they are")
+    workdir = Path(tempfile.mkdtemp(prefix="fractalops-release-"))
+    plan = make_plan(
+        topology,
+        targets,
+        root=root,
+        source_commit=_source_commit(env, root),
+        branch=_branch(env),
+        builder=builder,
+        platforms=platforms,
+        update_gitops=guards.update_gitops,
+        workdir=workdir,
+        run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+    )
+    if options.dry_run:
+        import json
+
+        streams.out.write(json.dumps(plan.to_dict(), indent=2) + "\n")
+        return 0
+    builder_name = engine.preflight(builder)
+    return _execute(plan, options, env, streams, builder_name, topology)
+
+
+def _probe_cache(plan: Any, streams: Streams, use_cache: bool) -> str | None:
+    """None when the cache can be used; else the cache_import outcome (unavailable/disabled)."""
+    from release.registry import RegistryClient
+
+    if not use_cache:
+        return "disabled"
+    probe = RegistryClient(plan.cache_registry).ping(PROBE_BUDGET_S)
+    if probe.reachable:
+        return None
+    streams.say(
+        f"warning: build cache unavailable ({probe.detail}, {probe.seconds:.1f} s); building without cache this run"
+    )
+    return "unavailable"
+
+
+def _build_one(target_plan: Any, cache_state: str | None, streams: Streams, builder: str) -> tuple[Any, Any]:
+    """Build, push and verify one target; return (TargetResult, BuildEvent-ready dict)."""
+    from release import engine
+    from release.imageref import parse_image_ref
+    from release.outputs import TargetResult
+    from release.plan import without_cache
+    from release.progress import ProgressTracker
+    from release.registry import RegistryClient
+
+    request = target_plan.request if cache_state is None else without_cache(target_plan.request)
+    tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
+    started_at, started = _now(), time.monotonic()
+    image_ref: str | None = None
+    error: str | None = None
+    try:
+        metadata = engine.build(request, tracker.feed)
+        digest = metadata.get("containerimage.digest")
+        if not isinstance(digest, str):
+            raise OperationError(f"{target_plan.name}: buildx metadata has no containerimage.digest")
+        ref = parse_image_ref(target_plan.repository).with_digest(digest)
+        confirmed = RegistryClient(ref.registry).manifest_digest(ref)
+        if confirmed != digest:
+            raise OperationError(f"{target_plan.name}: {ref} is not in the registry after the push")
+        image_ref = str(ref)
+    except ReleaseError as err:
+        error = str(err)
+    duration = round(time.monotonic() - started, 3)
+    ratio = tracker.cache_hit_ratio
+    if cache_state is not None:
+        cache_import, cache_export = cache_state, "skipped"
+    else:
+        cache_import = "hit" if ratio else "miss"
+        cache_export = "failed" if tracker.cache_export_failed() else ("ok" if error is None else "skipped")
+    result = TargetResult(
+        target=target_plan.name,
+        image_ref=image_ref,
+        duration_s=duration,
+        result="ok" if error is None else "failed",
+        error=error,
+        cache_import=cache_import,
+        cache_export=cache_export,
+        cache_hit_ratio=ratio,
+    )
+    return result, {"started_at": started_at, "ended_at": _now(), "builder": builder}
+
+
+def _execute(
+    plan: Any, options: ReleaseOptions, env: Mapping[str, str], streams: Streams, builder: str, topology: Any
+) -> int:
+    """Run the builds concurrently, then report, record and (when asked) promote."""
+    from release.events import BuildEvent, append_events, default_events_file, post_events
+    from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
+
+    cache_state = _probe_cache(plan, streams, options.use_cache)
+    streams.say(
+        f"release: {', '.join(t.name for t in plan.targets)} from {plan.source_commit or 'an unknown commit'} "
+        f"on builder {builder}; cache {cache_state or 'at ' + plan.cache_registry}"
+    )
+    with ThreadPoolExecutor(max_workers=len(plan.targets)) as pool:
+        outcomes = list(pool.map(lambda t: _build_one(t, cache_state, streams, builder), plan.targets))
+    results = [result for result, _ in outcomes]
+    events = [
+        BuildEvent(
+            target=r.target,
+            image_ref=r.image_ref,
+            source_commit=plan.source_commit,
+            builder=extra["builder"],
+            started_at=extra["started_at"],
+            ended_at=extra["ended_at"],
+            duration_s=r.duration_s,
+            result=r.result,
+            error=r.error,
+            cache_import=r.cache_import,
+            cache_export=r.cache_export,
+            cache_hit_ratio=r.cache_hit_ratio,
+            ci_run_id=env.get("GITHUB_RUN_ID"),
+        )
+        for r, extra in outcomes
+    ]
+    _record_events(events, options, env, streams, append_events, default_events_file, post_events)
+    failed = [r for r in results if r.result != "ok"]
+    for r in failed:
+        streams.say(f"error: {r.target}: {r.error}")
+    promotion: dict[str, Any] | None = None
+    if not failed:
+        promotion = _gitops(plan, results, options, env, streams)
+    extra = {"source_commit": plan.source_commit, "builder": builder, "gitops": promotion}
+    streams.out.write(json_document(results, extra) if options.json_output else image_ref_lines(results))
+    streams.out.flush()
+    if env.get("GITHUB_OUTPUT"):
+        write_github_outputs(Path(env["GITHUB_OUTPUT"]), results)
+    if env.get("GITHUB_STEP_SUMMARY"):
+        title = "FractalOps runtime release" + (" (promoted)" if plan.update_gitops and not failed else " (smoke)")
+        write_step_summary(Path(env["GITHUB_STEP_SUMMARY"]), step_summary(results, title))
+    return 1 if failed or (promotion is not None and promotion.get("failed")) else 0
+
+
+def _record_events(
+    events: list[Any],
+    options: ReleaseOptions,
+    env: Mapping[str, str],
+    streams: Streams,
+    append: Callable[..., None],
+    default_file: Callable[[], Path],
+    post: Callable[..., bool],
+) -> None:
+    """Append the events to the JSONL file and POST them when a sink is set; never fail the release."""
+    path = options.events_file or default_file()
+    try:
+        append(events, path)
+    except OSError as err:
+        streams.say(f"warning: cannot append build events to {path}: {err.strerror}")
+    url = env.get("FRACTALOPS_BUILD_EVENTS_URL")
+    if url:
+        post(events, url, streams.say)
+
+
+def _gitops(
+    plan: Any, results: list[Any], options: ReleaseOptions, env: Mapping[str, str], streams: Streams
+) -> dict[str, Any] | None:
+    """Promote the built images when GitOps updates are on; otherwise print the diff a promotion would make."""
+    try:
+        from release.gitops.commands import promote_images  # type: ignore[attr-defined]
+    except ImportError:
+        if plan.update_gitops:
+            raise OperationError(
+                "GitOps updates are not available in this build; refusing rather than half-doing them"
+            ) from None
+        return None
+
+    images = {r.target: r.image_ref for r in results if r.image_ref}
+    try:
+        return promote_images(
+            images,
+            dry_run=not plan.update_gitops,
+            force=options.force,
+            source_commit=plan.source_commit,
+            env=env,
+            say=streams.say,
+        )
+    except ReleaseError as err:
+        if not plan.update_gitops:
+            streams.say(f"note: no promotion preview: {err}")
+            return None
+        if isinstance(err, ConfigError):
+            raise
+        streams.say(f"error: GitOps update failed: {err}")
+        return {"failed": True, "error": str(err)}

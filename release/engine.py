@@ -1,0 +1,161 @@
+"""The engine boundary: docker and buildx through python-on-whales, failures as EngineError."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from release.errors import EngineError
+
+RELEASE_HELP = (
+    "releases run in CI: run the 'Runtime Release' workflow (.github/workflows/runtime-release.yml), "
+    'or start the local stack with `eval "$(fractalops-release devstack up)"`'
+)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything one `docker buildx build` needs: plain data, printable in a dry run."""
+
+    context: Path
+    dockerfile: Path
+    target: str
+    tags: tuple[str, ...]
+    build_args: dict[str, str]
+    labels: dict[str, str]
+    cache_from: tuple[str, ...]
+    cache_to: str | None
+    platforms: tuple[str, ...]
+    builder: str | None
+    metadata_file: Path
+    progress: str = "rawjson"
+
+    def argv(self) -> list[str]:
+        """The equivalent command line (for dry runs and benchmarks)."""
+        argv = ["docker", "buildx", "build", "--push", f"--progress={self.progress}"]
+        if self.builder:
+            argv += ["--builder", self.builder]
+        argv += ["--file", str(self.dockerfile), "--target", self.target]
+        for tag in self.tags:
+            argv += ["--tag", tag]
+        for key, value in self.build_args.items():
+            argv += ["--build-arg", f"{key}={value}"]
+        for key, value in self.labels.items():
+            argv += ["--label", f"{key}={value}"]
+        for ref in self.cache_from:
+            argv += ["--cache-from", ref]
+        if self.cache_to:
+            argv += ["--cache-to", self.cache_to]
+        if self.platforms:
+            argv += ["--platform", ",".join(self.platforms)]
+        argv += ["--metadata-file", str(self.metadata_file), str(self.context)]
+        return argv
+
+
+def _docker() -> Any:
+    from python_on_whales import DockerClient
+
+    return DockerClient()
+
+
+def preflight(builder: str | None) -> str:
+    """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing."""
+    docker = shutil.which("docker")
+    if docker is None:
+        raise EngineError(f"docker is not installed here; {RELEASE_HELP}")
+    probe = subprocess.run(
+        [docker, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, check=False
+    )
+    if probe.returncode == 127:
+        raise EngineError(
+            f"docker at {docker} is the workspace stub (exit 127): this machine has no container runtime; {RELEASE_HELP}"
+        )
+    buildx = subprocess.run([docker, "buildx", "version"], capture_output=True, text=True, check=False)
+    if buildx.returncode != 0:
+        raise EngineError(
+            f"docker buildx is missing ({(buildx.stderr or buildx.stdout).strip()[:120]}); {RELEASE_HELP}"
+        )
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        info = _docker().buildx.inspect(builder)
+    except DockerException as err:
+        raise EngineError(f"builder {builder or '(current)'} is not usable: {_stderr(err)}") from None
+    if info.driver == "docker" and not _containerd_store():
+        raise EngineError(
+            f"builder {info.name} (docker driver) cannot export a registry cache: turn on the containerd image store "
+            "(daemon.json features.containerd-snapshotter) or select a docker-container/kubernetes/remote builder"
+        )
+    return str(info.name)
+
+
+def _containerd_store() -> bool:
+    """True when the engine uses the containerd image store (needed for registry cache export)."""
+    try:
+        status = _docker().system.info().driver_status or []
+    except Exception:
+        return False
+    return any("io.containerd.snapshotter" in str(value) for pair in status for value in pair)
+
+
+def _attrs(text: str) -> dict[str, str]:
+    """`type=registry,ref=…` as the mapping python-on-whales expects."""
+    return dict(part.split("=", 1) for part in text.split(","))
+
+
+def _stderr(err: Any) -> str:
+    text = getattr(err, "stderr", "") or str(err)
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed"
+
+
+def build(request: BuildRequest, on_line: Callable[[str], None]) -> dict[str, Any]:
+    """Run one build, streaming its progress lines to `on_line`; return the metadata file's content."""
+    from python_on_whales.exceptions import DockerException
+
+    request.metadata_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lines = cast(
+            Iterator[str],
+            _docker().buildx.build(
+                context_path=request.context,
+                file=request.dockerfile,
+                target=request.target,
+                tags=list(request.tags),
+                build_args=request.build_args,
+                labels=request.labels,
+                cache_from=[_attrs(ref) for ref in request.cache_from] or None,
+                cache_to=request.cache_to,
+                platforms=list(request.platforms) or None,
+                builder=request.builder,
+                push=True,
+                metadata_file=request.metadata_file,
+                progress=cast(Any, request.progress),
+                stream_logs=True,
+            ),
+        )
+        for line in lines:
+            on_line(line)
+    except DockerException as err:
+        raise EngineError(f"build of target {request.target} failed: {_stderr(err)}") from None
+    try:
+        return cast(dict[str, Any], json.loads(request.metadata_file.read_text()))
+    except (OSError, ValueError) as err:
+        raise EngineError(f"build of target {request.target}: no readable metadata file ({err})") from None
+
+
+def prune_builder_cache(builder: str | None) -> None:
+    """Drop the builder's local cache (`docker buildx prune -af`)."""
+    from python_on_whales.exceptions import DockerException
+    from python_on_whales.utils import run
+
+    docker = _docker()
+    try:
+        run([*docker.docker_cmd, "buildx", "prune", "--all", "--force", *(["--builder", builder] if builder else [])])
+    except DockerException as err:
+        raise EngineError(f"buildx prune failed: {_stderr(err)}") from None

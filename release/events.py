@@ -1,0 +1,143 @@
+"""Build Plane Events: one record per target build, appended to JSONL and optionally POSTed."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from release.errors import ConfigError
+
+EVENTS_FILE_ENV = "FRACTALOPS_BUILD_EVENTS_FILE"
+EVENTS_URL_ENV = "FRACTALOPS_BUILD_EVENTS_URL"
+SCHEMA = "fractalops.build-plane-event/v1"
+
+
+@dataclass
+class BuildEvent:
+    """What happened to one target build."""
+
+    target: str
+    image_ref: str | None
+    source_commit: str | None
+    builder: str | None
+    started_at: str
+    ended_at: str
+    duration_s: float
+    result: str  # ok | failed
+    error: str | None
+    cache_import: str  # hit | miss | unavailable | disabled
+    cache_export: str  # ok | failed | skipped
+    cache_hit_ratio: float | None
+    ci_run_id: str | None
+    schema: str = SCHEMA
+
+    def to_json(self) -> str:
+        """One JSON line."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def default_events_file() -> Path:
+    """`$FRACTALOPS_BUILD_EVENTS_FILE`, else the user's state folder."""
+    explicit = os.environ.get(EVENTS_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "fractalops-release" / "build-events.jsonl"
+
+
+def append_events(events: Iterable[BuildEvent], path: Path) -> None:
+    """Append the events to the JSONL file in one write."""
+    text = "".join(event.to_json() + "\n" for event in events)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def post_events(events: list[BuildEvent], url: str, warn: Callable[[str], None], timeout: float = 2.0) -> bool:
+    """POST the events as JSON with a short timeout and one retry; warn, never raise, on failure."""
+    body = json.dumps([asdict(e) for e in events]).encode()
+    last = ""
+    for attempt in range(2):
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if 200 <= response.status < 300:
+                    return True
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as err:
+            last = f"HTTP {err.code}"
+        except (urllib.error.URLError, OSError) as err:
+            last = str(getattr(err, "reason", err))
+        if attempt == 0:
+            time.sleep(0.3)
+    warn(f"warning: build events sink did not take the events ({last}); they are in the JSONL file")
+    return False
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL events file; a bad line is a configuration error naming the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the events file: {err.strerror}") from None
+    events = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            raise ConfigError(f"{path}:{number}: not a JSON event line") from None
+    return events
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[round(fraction * 100) - 1]
+
+
+def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Failure rate, p50/p95 duration and cache availability over the events."""
+    if not events:
+        return {"builds": 0}
+    durations = [float(e.get("duration_s", 0.0)) for e in events]
+    failed = sum(1 for e in events if e.get("result") != "ok")
+    probed = [e for e in events if e.get("cache_import") != "disabled"]
+    available = sum(1 for e in probed if e.get("cache_import") != "unavailable")
+    ratios = [float(e["cache_hit_ratio"]) for e in events if e.get("cache_hit_ratio") is not None]
+    per_target: dict[str, int] = {}
+    for e in events:
+        per_target[str(e.get("target"))] = per_target.get(str(e.get("target")), 0) + 1
+    return {
+        "builds": len(events),
+        "per_target": dict(sorted(per_target.items())),
+        "failure_rate": round(failed / len(events), 4),
+        "duration_p50_s": round(_percentile(durations, 0.50), 3),
+        "duration_p95_s": round(_percentile(durations, 0.95), 3),
+        "cache_availability": round(available / len(probed), 4) if probed else None,
+        "cache_hit_ratio_mean": round(statistics.fmean(ratios), 4) if ratios else None,
+    }
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """A few human-readable lines."""
+    if not summary.get("builds"):
+        return "no build events\n"
+    pct = lambda v: "n/a" if v is None else f"{v * 100:.1f}%"  # noqa: E731
+    return (
+        f"builds: {summary['builds']} ({', '.join(f'{k} {v}' for k, v in summary['per_target'].items())})\n"
+        f"failure rate: {pct(summary['failure_rate'])}\n"
+        f"duration p50: {summary['duration_p50_s']:.2f} s, p95: {summary['duration_p95_s']:.2f} s\n"
+        f"cache availability: {pct(summary['cache_availability'])}\n"
+        f"mean cache hit ratio: {pct(summary['cache_hit_ratio_mean'])}\n"
+    )

@@ -1,0 +1,184 @@
+"""The git boundary: the only module importing GitPython; every git failure becomes a GitError."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from release.errors import ConfigError, GitError
+
+AUTHOR_ENV = "FRACTALOPS_GITOPS_AUTHOR"
+DEFAULT_AUTHOR = "fractalops-release <release@fractalops.invalid>"
+_AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*[^<>\s])\s*<(?P<email>[^<>\s]+)>\s*$")
+# Porcelain push outcomes that mean "the remote moved under us": fetch, rebase, try again.
+_RETRYABLE = (
+    "fetch first",
+    "non-fast-forward",
+    "stale info",
+    "cannot lock ref",
+    "failed to update ref",
+    "incorrect old value",
+)
+
+
+@dataclass(frozen=True)
+class Author:
+    """A commit identity."""
+
+    name: str
+    email: str
+
+    def __str__(self) -> str:
+        """`Name <email>`."""
+        return f"{self.name} <{self.email}>"
+
+
+def parse_author(text: str | None = None) -> Author:
+    """`text`, else `$FRACTALOPS_GITOPS_AUTHOR`, else the default, parsed from `Name <email>`."""
+    raw = text or os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR
+    match = _AUTHOR.match(raw)
+    if not match:
+        raise ConfigError(f"{AUTHOR_ENV}: {raw!r}: want 'Name <email>'")
+    return Author(match.group("name"), match.group("email"))
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """What a push did: accepted, rejected because the remote moved (retry), or failed."""
+
+    status: Literal["accepted", "moved", "failed"]
+    detail: str
+
+
+@contextmanager
+def _git_errors(what: str) -> Iterator[None]:
+    """Turn GitPython's errors into GitError naming the operation."""
+    from git.exc import GitCommandError
+    from git.exc import GitError as GitPythonError
+
+    try:
+        yield
+    except GitCommandError as err:
+        stderr = (err.stderr or "").strip().replace("\n", " ").removeprefix("stderr: ").strip("' ")
+        raise GitError(f"git {what} failed (exit {err.status}): {stderr or err}") from err
+    except GitPythonError as err:
+        raise GitError(f"git {what} failed: {err}") from err
+
+
+class GitRepo:
+    """One working tree: read files at revisions, commit paths, fetch, reset, push, ancestry."""
+
+    def __init__(self, path: Path | str) -> None:
+        """Open the repository whose working tree holds `path`."""
+        from git import Repo
+        from git.exc import InvalidGitRepositoryError, NoSuchPathError
+
+        try:
+            self._repo: Any = Repo(path, search_parent_directories=True)
+        except (InvalidGitRepositoryError, NoSuchPathError):
+            raise ConfigError(f"{path}: not inside a git repository") from None
+        if self._repo.bare:
+            raise ConfigError(f"{path}: a bare repository has no working tree to edit")
+        self.root = Path(str(self._repo.working_tree_dir))
+        self.git_dir = Path(self._repo.git_dir)
+
+    def _run(self, what: str, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run one git command; its stdout."""
+        with _git_errors(what):
+            return str(self._repo.git.execute(["git", *args], env=env))
+
+    def head(self) -> str | None:
+        """The commit HEAD points at (None in an empty repository)."""
+        return self.resolve("HEAD")
+
+    def resolve(self, rev: str) -> str | None:
+        """The full sha of commit `rev`, None if it does not name a commit here."""
+        from git.exc import GitCommandError
+
+        try:
+            return str(self._repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")).strip() or None
+        except GitCommandError:
+            return None
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether commit `older` is an ancestor of (or equal to) `newer`."""
+        from git.exc import GitCommandError
+
+        try:
+            self._repo.git.merge_base("--is-ancestor", older, newer)
+        except GitCommandError as err:
+            if err.status == 1:
+                return False
+            raise GitError(f"git merge-base --is-ancestor {older} {newer} failed: {err.stderr.strip()}") from err
+        return True
+
+    def show(self, rev: str, path: str) -> bytes | None:
+        """The bytes of `path` at `rev`, None if it does not exist there."""
+        from git.exc import GitCommandError
+
+        try:
+            data = self._repo.git.execute(
+                ["git", "show", f"{rev}:{path}"], stdout_as_string=False, strip_newline_in_stdout=False
+            )
+        except GitCommandError:
+            return None
+        return bytes(data)
+
+    def dirty(self, paths: list[str]) -> list[str]:
+        """The paths among `paths` with staged or unstaged changes (or untracked)."""
+        out = self._run("status", "status", "--porcelain", "--untracked-files=all", "--", *paths)
+        return [line[3:] for line in out.splitlines() if line.strip()]
+
+    def unstage(self, paths: list[str]) -> None:
+        """Make the index hold HEAD's version of `paths` again (files untouched)."""
+        if self.head() is not None:
+            self._run("reset", "reset", "-q", "HEAD", "--", *paths)
+
+    def commit(self, paths: list[str], message: str, author: Author) -> str:
+        """Commit the working-tree content of exactly `paths`; the new commit's sha."""
+        env = {
+            "GIT_AUTHOR_NAME": author.name,
+            "GIT_AUTHOR_EMAIL": author.email,
+            "GIT_COMMITTER_NAME": author.name,
+            "GIT_COMMITTER_EMAIL": author.email,
+        }
+        self._run("commit", "commit", "-q", "--only", "-m", message, "--", *paths, env=env)
+        head = self.head()
+        if head is None:
+            raise GitError("git commit left no HEAD")
+        return head
+
+    def fetch(self, remote: str, branch: str) -> str | None:
+        """Fetch `branch` from `remote`; its tip there (None if the branch does not exist there)."""
+        if remote not in [r.name for r in self._repo.remotes]:
+            raise ConfigError(f"{self.root}: no git remote named {remote!r}")
+        listing = self._run("ls-remote", "ls-remote", "--heads", remote, f"refs/heads/{branch}")
+        if not listing.strip():
+            return None
+        self._run("fetch", "fetch", "-q", "--no-tags", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}")
+        return self.resolve(f"refs/remotes/{remote}/{branch}")
+
+    def reset_keep(self, rev: str) -> None:
+        """Move HEAD (and the branch) to `rev`, updating only files that differ; refuse to lose local edits."""
+        self._run("reset --keep", "reset", "-q", "--keep", rev)
+
+    def push(self, remote: str, branch: str) -> PushOutcome:
+        """Push HEAD to `remote`'s `branch`, never forced; a rejection because the remote moved is `moved`."""
+        with _git_errors("push"):
+            status, out, err = self._repo.git.execute(
+                ["git", "push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"],
+                with_extended_output=True,
+                with_exceptions=False,
+            )
+        refs = [line for line in str(out).splitlines() if line[:1] in "*=+-!" and "\t" in line]
+        if status == 0 and refs and not any(line.startswith("!") for line in refs):
+            return PushOutcome("accepted", refs[0].split("\t")[-1])
+        detail = " ".join(line.split("\t")[-1] for line in refs if line.startswith("!")) or str(err).strip()
+        if any(reason in detail for reason in _RETRYABLE):
+            return PushOutcome("moved", detail)
+        return PushOutcome("failed", detail.replace("\n", " ") or f"exit {status}")

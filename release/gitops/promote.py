@@ -1,0 +1,359 @@
+"""Promote images: plan (registry checks, guards, diff), then apply (one commit, push with rebase and retry)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from release.errors import ConfigError, GitError, GuardRefusal, RegistryError, ReleaseError
+from release.gitops.git import Author, GitRepo, parse_author
+from release.gitops.guards import Decision
+from release.gitops.plan import Candidate, PinnedLookup, PromotionPlan, TargetChange, evaluate
+from release.gitops.writer import ensure_clean, recover, write_and_commit
+from release.imageref import ImageRef, parse_pinned_ref
+from release.targets import RELATIVE_PATH as TARGETS_PATH
+from release.targets import Target, load_targets
+
+if TYPE_CHECKING:
+    from release.topology.model import Topology
+
+REVISION_LABEL = "org.opencontainers.image.revision"
+ATTEMPTS_ENV = "FRACTALOPS_GITOPS_PUSH_ATTEMPTS"
+BACKOFF_ENV = "FRACTALOPS_GITOPS_PUSH_BACKOFF"
+DEFAULT_ATTEMPTS = 8
+DEFAULT_BACKOFF = 0.2
+BACKOFF_CAP = 3.0
+Policy = Literal["strict", "monotonic"]
+
+
+class Registry(Protocol):
+    """What a promotion needs from a registry client (see release.registry.RegistryClient)."""
+
+    def manifest_digest(self, ref: ImageRef) -> str | None:
+        """The digest the registry holds for `ref`, None if unknown."""
+
+    def image_labels(self, ref: ImageRef) -> dict[str, str]:
+        """The config labels of the image `ref` names."""
+
+
+RegistryFactory = Callable[[str], Registry]
+
+
+def _default_factory(registry: str) -> Registry:
+    from release.registry import RegistryClient
+
+    return RegistryClient(registry)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The collaborators an apply needs again on every attempt (not part of the printable plan)."""
+
+    targets: Mapping[str, Target]
+    history: GitRepo | None
+    pinned_lookup: PinnedLookup
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What a promotion did: the plan, the final changes and decisions, the commit, whether it was pushed."""
+
+    plan: PromotionPlan
+    changes: tuple[TargetChange, ...]
+    decisions: tuple[Decision, ...]
+    commit: str | None
+    pushed: bool
+    attempts: int
+    retries: int
+    dry_run: bool = False
+    diff: str = ""
+    remote: str | None = None
+    branch: str | None = None
+    pushes: list[str] = field(default_factory=list)
+
+    @property
+    def noop(self) -> bool:
+        """Whether nothing had to change."""
+        return self.commit is None and not self.dry_run
+
+
+def _labels_lookup(factory: RegistryFactory) -> PinnedLookup:
+    """Source commit of a pinned image from its registry labels; None when it cannot be read."""
+    cache: dict[tuple[str, str], str | None] = {}
+
+    def lookup(repository: str, digest: str) -> str | None:
+        if (repository, digest) not in cache:
+            try:
+                ref = parse_pinned_ref(f"{repository}@{digest}", what="pinned image")
+                cache[(repository, digest)] = factory(ref.registry).image_labels(ref).get(REVISION_LABEL)
+            except ReleaseError:
+                cache[(repository, digest)] = None
+        return cache[(repository, digest)]
+
+    return lookup
+
+
+def _candidates(
+    images: Mapping[str, str],
+    targets: Mapping[str, Target],
+    topology: Topology,
+    factory: RegistryFactory,
+    history: GitRepo | None,
+    source_commits: Mapping[str, str],
+) -> tuple[Candidate, ...]:
+    """Parse, match and confirm every image in its registry; read its source commit."""
+    if not images:
+        raise ConfigError("nothing to promote: give at least one target=image_ref")
+    result: list[Candidate] = []
+    for name, text in images.items():
+        if name not in targets:
+            raise ConfigError(f"unknown target {name!r} (known: {', '.join(sorted(targets))})")
+        ref = parse_pinned_ref(text, what=f"{name} image_ref")
+        wanted = targets[name].repository(topology)
+        if ref.repository != wanted:
+            raise ConfigError(f"{name} image_ref {text!r}: repository {ref.repository} is not the target's {wanted}")
+        client = factory(ref.registry)
+        found = client.manifest_digest(ref)
+        if found is None:
+            raise RegistryError(f"{name}: {ref} is not in the registry {ref.registry} (manifest unknown)")
+        if found != ref.digest:
+            raise RegistryError(f"{name}: {ref}: the registry answered digest {found}")
+        revision: str | None
+        if name in source_commits:
+            revision, source = source_commits[name], "given"
+        else:
+            revision, source = client.image_labels(ref).get(REVISION_LABEL), "label"
+        if revision is not None and history is not None:
+            revision = history.resolve(revision) or revision
+        assert ref.digest is not None
+        result.append(
+            Candidate(name, str(ref), ref.repository, ref.tag, ref.digest, revision, source if revision else "unknown")
+        )
+    return tuple(result)
+
+
+def _read_texts(root: Path, files: set[str]) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for file in sorted(files):
+        try:
+            texts[file] = (root / file).read_bytes().decode("utf-8")
+        except OSError as err:
+            raise ConfigError(f"{root / file}: cannot read the values file: {err.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{root / file}: the values file is not UTF-8") from None
+    return texts
+
+
+def plan_promotion(
+    images: Mapping[str, str],
+    *,
+    repo_root: Path | str,
+    force: bool = False,
+    policy: Policy = "strict",
+    topology: Topology | None = None,
+    targets: Mapping[str, Target] | None = None,
+    source_repo: Path | str | None = None,
+    source_commits: Mapping[str, str] | None = None,
+    registry_client_factory: RegistryFactory | None = None,
+) -> PromotionPlan:
+    """Check every image and guard against the files on disk and compute the diff; writes nothing."""
+    from release.topology import load_topology
+
+    root = GitRepo(repo_root).root
+    targets = targets if targets is not None else load_targets(root / TARGETS_PATH)
+    topology = topology if topology is not None else load_topology()
+    factory = registry_client_factory or _default_factory
+    history = GitRepo(source_repo) if source_repo is not None else GitRepo(root)
+    candidates = _candidates(images, targets, topology, factory, history, source_commits or {})
+    lookup = _labels_lookup(factory)
+    texts = _read_texts(root, {targets[c.target].values.file for c in candidates})
+    result = evaluate(candidates, targets, texts, expected=None, history=history, pinned_lookup=lookup, force=force)
+    decisions = tuple(d for d in result.decisions if d.guard != "cas")
+    return PromotionPlan(
+        root, candidates, result.changes, decisions, result.diff(), force, policy, _Context(targets, history, lookup)
+    )
+
+
+def _budget(attempts: int | None, backoff: float | None) -> tuple[int, float]:
+    """Attempts and base backoff from the arguments, else the environment, else the defaults."""
+    try:
+        count = attempts if attempts is not None else int(os.environ.get(ATTEMPTS_ENV) or DEFAULT_ATTEMPTS)
+        base = backoff if backoff is not None else float(os.environ.get(BACKOFF_ENV) or DEFAULT_BACKOFF)
+    except ValueError:
+        raise ConfigError(f"{ATTEMPTS_ENV} must be an integer and {BACKOFF_ENV} a number of seconds") from None
+    if count < 1 or base < 0:
+        raise ConfigError(f"{ATTEMPTS_ENV} must be at least 1 and {BACKOFF_ENV} not negative")
+    return count, base
+
+
+def backoff_delay(retry: int, base: float) -> float:
+    """Seconds to wait before retry `retry` (1-based): base×1.5^(retry-1), jittered ±50 %, capped."""
+    return min(BACKOFF_CAP, base * 1.5 ** (retry - 1)) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not crypto
+
+
+def _commit_message(changes: tuple[TargetChange, ...], candidates: Mapping[str, Candidate]) -> str:
+    landing = [c for c in changes if not c.noop]
+    title = "promote: " + ", ".join(f"{c.target} {c.new.get('tag') or c.new['digest'][7:19]}" for c in landing)
+    body = [
+        f"{c.target}: {candidates[c.target].image_ref} (source commit {candidates[c.target].revision or 'unknown'})"
+        for c in landing
+    ]
+    return title + "\n\n" + "\n".join(body) + "\n"
+
+
+def _sync(repo: GitRepo, tip: str | None, remote: str, branch: str) -> None:
+    """Fast-forward HEAD to the remote tip; refuse if HEAD holds commits the remote lacks."""
+    head = repo.head()
+    if tip is None or head == tip:
+        return
+    if head is not None and repo.is_ancestor(head, tip):
+        repo.reset_keep(tip)
+        return
+    raise GuardRefusal(f"{repo.root}: HEAD has commits that are not on {remote}/{branch}; push or drop them first")
+
+
+def apply_promotion(
+    plan: PromotionPlan,
+    *,
+    remote: str = "origin",
+    branch: str = "main",
+    push: bool = True,
+    author: Author | str | None = None,
+    attempts: int | None = None,
+    backoff: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PromotionResult:
+    """Write the plan's edits in one commit and push it; on a moved remote re-check, rebase and retry."""
+    context: _Context = plan.context
+    if context is None:
+        raise ConfigError("this plan was not made by plan_promotion; it cannot be applied")
+    count, base = _budget(attempts, backoff)
+    who = author if isinstance(author, Author) else parse_author(author)
+    repo = GitRepo(plan.repo_root)
+    recover(repo)
+    files = sorted({change.file for change in plan.changes})
+    ensure_clean(repo, files)
+    candidates = {c.target: c for c in plan.candidates}
+    expected = {change.target: change.old for change in plan.changes}
+    pushes: list[str] = []
+    tip: str | None = None
+    for attempt in range(1, count + 1):
+        if push:
+            tip = repo.fetch(remote, branch)
+            _sync(repo, tip, remote, branch)
+        texts = _read_texts(repo.root, set(files))
+        relaxed = attempt > 1 and plan.policy == "monotonic"
+        result = evaluate(
+            plan.candidates,
+            context.targets,
+            texts,
+            expected=None if relaxed else expected,
+            history=context.history,
+            pinned_lookup=context.pinned_lookup,
+            force=plan.force,
+        )
+        if not result.texts:
+            return PromotionResult(
+                plan,
+                result.changes,
+                result.decisions,
+                None,
+                False,
+                attempt,
+                attempt - 1,
+                remote=remote,
+                branch=branch,
+                pushes=pushes,
+            )
+        base_head = repo.head()
+        data = {file: text.encode("utf-8") for file, text in result.texts.items()}
+        sha = write_and_commit(repo, data, _commit_message(result.changes, candidates), who)
+        if not push:
+            return PromotionResult(plan, result.changes, result.decisions, sha, False, attempt, 0, diff=result.diff())
+        try:
+            outcome = repo.push(remote, branch)
+        except ReleaseError:
+            if base_head is not None:
+                repo.reset_keep(base_head)
+            raise
+        pushes.append(f"{outcome.status}: {outcome.detail}")
+        if outcome.status == "accepted":
+            return PromotionResult(
+                plan,
+                result.changes,
+                result.decisions,
+                sha,
+                True,
+                attempt,
+                attempt - 1,
+                diff=result.diff(),
+                remote=remote,
+                branch=branch,
+                pushes=pushes,
+            )
+        assert base_head is not None
+        repo.reset_keep(base_head)
+        if outcome.status == "failed":
+            raise GitError(f"push to {remote}/{branch} failed: {outcome.detail}")
+        if attempt < count:
+            sleep(backoff_delay(attempt, base))
+    raise GitError(
+        f"push to {remote}/{branch} rejected {count} times (the remote kept moving); nothing was pushed, "
+        f"the clone is back at {(tip or '?')[:12]}; raise {ATTEMPTS_ENV} or try again"
+    )
+
+
+def promote(
+    images: Mapping[str, str],
+    *,
+    repo_root: Path | str,
+    dry_run: bool = False,
+    force: bool = False,
+    policy: Policy = "strict",
+    remote: str = "origin",
+    branch: str = "main",
+    push: bool = True,
+    topology: Topology | None = None,
+    targets: Mapping[str, Target] | None = None,
+    source_repo: Path | str | None = None,
+    source_commits: Mapping[str, str] | None = None,
+    registry_client_factory: RegistryFactory | None = None,
+    author: Author | str | None = None,
+    attempts: int | None = None,
+    backoff: float | None = None,
+) -> PromotionResult:
+    """Plan, then (unless `dry_run`) apply: pin each target's image_ref in its values file and push."""
+    plan = plan_promotion(
+        images,
+        repo_root=repo_root,
+        force=force,
+        policy=policy,
+        topology=topology,
+        targets=targets,
+        source_repo=source_repo,
+        source_commits=source_commits,
+        registry_client_factory=registry_client_factory,
+    )
+    if dry_run:
+        return PromotionResult(plan, plan.changes, plan.decisions, None, False, 0, 0, dry_run=True, diff=plan.diff)
+    return apply_promotion(
+        plan, remote=remote, branch=branch, push=push, author=author, attempts=attempts, backoff=backoff
+    )
+
+
+def as_data(result: PromotionResult) -> dict[str, Any]:
+    """Plain data of a result (for records and JSON)."""
+    return {
+        "targets": [vars(c) for c in result.changes],
+        "decisions": [d.as_dict() for d in result.decisions],
+        "commit": result.commit,
+        "pushed": result.pushed,
+        "attempts": result.attempts,
+        "retries": result.retries,
+        "dry_run": result.dry_run,
+    }

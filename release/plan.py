@@ -1,0 +1,137 @@
+"""The release plan: what a run will build, tag, cache and pin, as plain data before anything runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from release.engine import BuildRequest
+from release.targets import Target
+from release.topology.model import Topology
+
+MAIN_BRANCH = "main"
+REVISION_LABEL = "org.opencontainers.image.revision"
+SOURCE_LABEL = "org.opencontainers.image.source"
+CACHE_ATTRS = "mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
+
+
+def cache_scope(branch: str) -> str:
+    """A tag-safe form of a branch name."""
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", branch.lower()).strip("-.") or MAIN_BRANCH
+    return slug[:80]
+
+
+def cache_refs(topology: Topology, target: str, branch: str) -> tuple[tuple[str, ...], str]:
+    """(cache-from refs, cache-to ref) for a target: its own branch cache, plus main's when on a branch."""
+    base = topology.registry_cache.buildcache_ref
+    own = f"{base}:{target}-{cache_scope(branch)}"
+    sources = [own]
+    if cache_scope(branch) != MAIN_BRANCH:
+        sources.append(f"{base}:{target}-{MAIN_BRANCH}")
+    return tuple(f"type=registry,ref={ref}" for ref in sources), f"type=registry,ref={own},{CACHE_ATTRS}"
+
+
+@dataclass
+class TargetPlan:
+    """One target's part of the plan."""
+
+    name: str
+    repository: str
+    tag: str
+    request: BuildRequest
+    values_file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for --dry-run."""
+        data = asdict(self)
+        data["command"] = self.request.argv()
+        data.pop("request")
+        return data
+
+
+@dataclass
+class ReleasePlan:
+    """The whole run."""
+
+    source_commit: str | None
+    branch: str
+    builder: str | None
+    cache_registry: str
+    update_gitops: bool
+    targets: list[TargetPlan] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for --dry-run."""
+        return {
+            "source_commit": self.source_commit,
+            "branch": self.branch,
+            "builder": self.builder,
+            "cache_registry": self.cache_registry,
+            "update_gitops": self.update_gitops,
+            "targets": [t.to_dict() for t in self.targets],
+        }
+
+
+def image_tag(target: Target, source_commit: str | None, run_stamp: str) -> str:
+    """The tag pushed beside the digest: the configured format of the source commit."""
+    if not source_commit:
+        return f"build-{run_stamp}"
+    return target.values.tag_format.format(short=source_commit[:7], revision=source_commit)
+
+
+def make_plan(
+    topology: Topology,
+    targets: list[Target],
+    *,
+    root: Path,
+    source_commit: str | None,
+    branch: str,
+    builder: str | None,
+    platforms: tuple[str, ...],
+    update_gitops: bool,
+    workdir: Path,
+    run_stamp: str,
+) -> ReleasePlan:
+    """Compute the plan; nothing runs."""
+    from release.imageref import parse_image_ref
+
+    plan = ReleasePlan(
+        source_commit=source_commit,
+        branch=branch,
+        builder=builder,
+        cache_registry=parse_image_ref(topology.registry_cache.buildcache_ref).registry,
+        update_gitops=update_gitops,
+    )
+    for target in targets:
+        repository = target.repository(topology)
+        tag = image_tag(target, source_commit, run_stamp)
+        cache_from, cache_to = cache_refs(topology, target.name, branch)
+        labels = {SOURCE_LABEL: "https://github.com/yamonco/fractalops"}
+        build_args = {}
+        if source_commit:
+            labels[REVISION_LABEL] = source_commit
+            build_args["SOURCE_COMMIT"] = source_commit
+        request = BuildRequest(
+            context=root / target.context,
+            dockerfile=root / target.context / target.dockerfile,
+            target=target.target,
+            tags=(f"{repository}:{tag}",),
+            build_args=build_args,
+            labels=labels,
+            cache_from=cache_from,
+            cache_to=cache_to,
+            platforms=platforms,
+            builder=builder,
+            metadata_file=workdir / f"{target.name}.metadata.json",
+        )
+        plan.targets.append(TargetPlan(target.name, repository, tag, request, target.values.file))
+    return plan
+
+
+def without_cache(request: BuildRequest) -> BuildRequest:
+    """The same build with no cache import or export (the cache registry is unreachable)."""
+    from dataclasses import replace
+
+    return replace(request, cache_from=(), cache_to=None)

@@ -1,0 +1,126 @@
+"""BuildKit progress: read buildx's rawjson stream, echo it as plain lines, count cached steps."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# Dockerfile instruction vertices look like `[base 2/3] RUN …` or `[2/3] COPY …`.
+_DECODER = json.JSONDecoder()
+_MAX_BUFFER = 4 * 1024 * 1024
+_STEP = re.compile(r"^\[(?:[^\]]*\s)?\d+/\d+\]\s+(?P<instruction>[A-Z]+)")
+
+
+def _seconds(started: str | None, completed: str | None) -> float | None:
+    if not started or not completed:
+        return None
+    try:
+        return (datetime.fromisoformat(completed) - datetime.fromisoformat(started)).total_seconds()
+    except ValueError:
+        return None
+
+
+@dataclass
+class Vertex:
+    """One vertex of the build graph as last reported."""
+
+    digest: str
+    name: str
+    number: int
+    started: str | None = None
+    completed: str | None = None
+    cached: bool = False
+    error: str | None = None
+
+    @property
+    def is_step(self) -> bool:
+        """An executed Dockerfile instruction: not internal work, and not FROM (a source, never executed)."""
+        match = _STEP.match(self.name)
+        return bool(match) and match.group("instruction") != "FROM"
+
+
+@dataclass
+class ProgressTracker:
+    """Consumes rawjson lines, echoes plain progress through `echo`, and counts steps."""
+
+    prefix: str
+    echo: Callable[[str], None]
+    vertices: dict[str, Vertex] = field(default_factory=dict)
+    announced: set[str] = field(default_factory=set)
+    finished: set[str] = field(default_factory=set)
+    buffer: str = ""
+
+    def feed(self, line: str) -> None:
+        """Consume one line of buildx output; rawjson objects may span lines, other text is echoed."""
+        if not self.buffer and not line.lstrip().startswith("{"):
+            if line.strip():
+                self.echo(f"{self.prefix} {line.rstrip()}")
+            return
+        self.buffer += line if line.endswith("\n") else line + "\n"
+        while self.buffer.strip():
+            text = self.buffer.lstrip()
+            try:
+                status, end = _DECODER.raw_decode(text)
+            except ValueError:
+                if len(self.buffer) > _MAX_BUFFER:
+                    self.echo(f"{self.prefix} {self.buffer.strip()[:200]}")
+                    self.buffer = ""
+                return
+            self.buffer = text[end:]
+            if isinstance(status, dict):
+                self._status(status)
+
+    def _status(self, status: dict[str, Any]) -> None:
+        for raw in status.get("vertexes") or []:
+            self._vertex(raw)
+        for log in status.get("logs") or []:
+            vertex = self.vertices.get(log.get("vertex", ""))
+            data = base64.b64decode(log.get("data") or "").decode(errors="replace")
+            for piece in data.splitlines():
+                self.echo(f"{self.prefix} #{vertex.number if vertex else '?'} {piece}")
+
+    def _vertex(self, raw: dict[str, object]) -> None:
+        digest = str(raw.get("digest", ""))
+        vertex = self.vertices.get(digest)
+        if vertex is None:
+            vertex = Vertex(digest, str(raw.get("name", "")), len(self.vertices) + 1)
+            self.vertices[digest] = vertex
+        vertex.started = str(raw["started"]) if raw.get("started") else vertex.started
+        vertex.completed = str(raw["completed"]) if raw.get("completed") else vertex.completed
+        vertex.cached = bool(raw.get("cached")) or vertex.cached
+        vertex.error = str(raw["error"]) if raw.get("error") else vertex.error
+        if digest not in self.announced and (vertex.started or vertex.cached):
+            self.announced.add(digest)
+            self.echo(f"{self.prefix} #{vertex.number} {vertex.name}")
+        if digest not in self.finished and (vertex.completed or vertex.error):
+            self.finished.add(digest)
+            if vertex.error:
+                outcome = f"ERROR {vertex.error}"
+            elif vertex.cached:
+                outcome = "CACHED"
+            else:
+                took = _seconds(vertex.started, vertex.completed)
+                outcome = f"DONE {took:.1f}s" if took is not None else "DONE"
+            self.echo(f"{self.prefix} #{vertex.number} {outcome}")
+
+    @property
+    def steps(self) -> list[Vertex]:
+        """The Dockerfile instruction vertices seen."""
+        return [v for v in self.vertices.values() if v.is_step]
+
+    @property
+    def cache_hit_ratio(self) -> float | None:
+        """Cached steps / all steps, or None when no step was seen."""
+        steps = self.steps
+        if not steps:
+            return None
+        return round(sum(1 for v in steps if v.cached) / len(steps), 4)
+
+    def cache_export_failed(self) -> bool:
+        """True if a cache export vertex reported an error (ignored by ignore-error=true)."""
+        return any("export" in v.name and "cache" in v.name and v.error for v in self.vertices.values())

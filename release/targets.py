@@ -1,0 +1,170 @@
+"""The release targets (api, worker): how each is built and which values keys pin its image."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from release.errors import ConfigError
+
+if TYPE_CHECKING:
+    from release.topology.model import Topology
+
+RELATIVE_PATH = Path("ops/containers/fractalops/targets.yaml")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _relative(value: str) -> str:
+    """A repository-relative POSIX path that stays inside the repository."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts:
+        raise ValueError("must be a path relative to the repository root, without '..'")
+    return value
+
+
+def _key_path(value: str) -> str:
+    """A dotted key path the values editor understands."""
+    from release.gitops.yamledit import parse_path
+
+    try:
+        parse_path(value)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
+class _Strict(BaseModel):
+    """Base: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ValuesKeys(_Strict):
+    """The values file of a target and the dotted keys that hold its image."""
+
+    file: str
+    repository: str
+    digest: str
+    tag: str | None = None
+    revision: str | None = None
+    tag_format: str = "sha-{short}"
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        return _relative(value)
+
+    @field_validator("repository", "digest", "tag", "revision")
+    @classmethod
+    def _keys(cls, value: str | None) -> str | None:
+        return value if value is None else _key_path(value)
+
+    @field_validator("tag_format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        try:
+            value.format(short="0" * 7, revision="0" * 40)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may only use {short} and {revision}") from None
+        return value
+
+    def paths(self) -> dict[str, str]:
+        """Role (repository, tag, digest, revision) → key path, for the keys configured."""
+        roles = {"repository": self.repository, "tag": self.tag, "digest": self.digest, "revision": self.revision}
+        return {role: path for role, path in roles.items() if path is not None}
+
+
+class Target(_Strict):
+    """One release target: build inputs, image name and the values keys that pin it."""
+
+    name: str
+    context: str
+    dockerfile: str = "Dockerfile"
+    target: str
+    image: str
+    values: ValuesKeys
+
+    @field_validator("context", "dockerfile")
+    @classmethod
+    def _paths(cls, value: str) -> str:
+        return _relative(value)
+
+    @field_validator("name", "image", "target")
+    @classmethod
+    def _dns(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lowercase letters, digits and '-'")
+        return value
+
+    def repository(self, topology: Topology) -> str:
+        """The release repository of this target's image, e.g. `ghcr.io/yamonco/fractalops-api`."""
+        return topology.image_repository(self.image)
+
+
+class _File(_Strict):
+    """The targets file: a mapping of target name to target."""
+
+    targets: dict[str, dict[str, Any]]
+
+
+def default_targets_path() -> Path:
+    """`<repository root>/ops/containers/fractalops/targets.yaml`."""
+    from release.topology.load import repo_root
+
+    root = repo_root()
+    if root is None:
+        raise ConfigError(f"no repository root found (looked for the topology file); cannot find {RELATIVE_PATH}")
+    return root / RELATIVE_PATH
+
+
+def _fail(source: str, err: Any, prefix: tuple[Any, ...] = ()) -> ConfigError:
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in (*prefix, *first["loc"])) or "(top level)"
+    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return ConfigError(f"{source}: {loc}: {first.get('input')!r}: {message}{more}")
+
+
+def parse_targets(data: Any, source: str) -> dict[str, Target]:
+    """Validate already-loaded YAML data as a targets file."""
+    from pydantic import ValidationError
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the targets file must be a mapping, got {type(data).__name__}")
+    try:
+        raw = _File.model_validate(data)
+    except ValidationError as err:
+        raise _fail(source, err) from None
+    if not raw.targets:
+        raise ConfigError(f"{source}: targets: {{}}: at least one target is needed")
+    result: dict[str, Target] = {}
+    for name, body in raw.targets.items():
+        if "name" in body:
+            raise ConfigError(f"{source}: targets.{name}.name: {body['name']!r}: the name is the key; remove it")
+        try:
+            result[name] = Target.model_validate({"name": name, **body})
+        except ValidationError as err:
+            raise _fail(source, err, ("targets", name)) from None
+    return result
+
+
+def load_targets(path: Path | str | None = None) -> dict[str, Target]:
+    """Read and validate the targets file (default: see `default_targets_path`)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    targets_path = Path(path) if path else default_targets_path()
+    try:
+        text = targets_path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{targets_path}: cannot read the targets file: {err.strerror}") from None
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{targets_path}:{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    return parse_targets(data, str(targets_path))

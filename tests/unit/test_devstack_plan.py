@@ -1,0 +1,182 @@
+"""Pure parts of the devstack: port layout, state dir, rendered configs, topology, exports, pidfiles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from release.devstack import processes
+from release.devstack.configs import (
+    daemon_config,
+    registry_config,
+    render_exports,
+    render_topology,
+    stack_env,
+)
+from release.devstack.install import (
+    ArchiveSource,
+    engine_sources_line,
+    parse_deb822_sources,
+    parse_one_line_sources,
+    private_apt_options,
+)
+from release.devstack.network import bridge_cidr, bridge_name
+from release.devstack.paths import StackPaths, default_state_dir
+from release.devstack.ports import (
+    DEFAULT_PORT_BASE,
+    MIN_PORT_BASE,
+    PortLayout,
+    port_layout_from_env,
+)
+from release.devstack.status import ComponentStatus, StackStatus, render_status
+from release.errors import UsageError
+from release.topology.load import load_topology
+
+STATE = StackPaths(Path("/tmp/fx-state"))
+PORTS = PortLayout(35080)
+
+
+def test_default_ports_are_distinct_and_in_the_unusual_range() -> None:
+    # The default layout uses four distinct ports, all at or above the devstack's minimum base.
+    layout = port_layout_from_env({})
+    assert layout.base == DEFAULT_PORT_BASE
+    assert len(set(layout.all_ports())) == 4
+    assert min(layout.all_ports()) >= MIN_PORT_BASE
+
+
+def test_port_base_env_moves_every_port() -> None:
+    # FRACTALOPS_DEVSTACK_PORT_BASE shifts the whole layout.
+    layout = port_layout_from_env({"FRACTALOPS_DEVSTACK_PORT_BASE": "36000"})
+    assert (layout.hosted, layout.pull_through, layout.upstream, layout.nexus_web) == (36000, 36001, 36002, 36003)
+
+
+@pytest.mark.parametrize("raw", ["abc", "80", "70000", "8080", "30080"])
+def test_bad_or_low_port_base_is_a_usage_error(raw: str) -> None:
+    # A non-number or a base outside the devstack's range (low, well-known or too high) is refused.
+    with pytest.raises(UsageError):
+        port_layout_from_env({"FRACTALOPS_DEVSTACK_PORT_BASE": raw})
+
+
+def test_state_dir_prefers_override_then_xdg_then_home() -> None:
+    # The state dir comes from the override, else XDG_STATE_HOME, else ~/.local/state.
+    assert default_state_dir({"FRACTALOPS_DEVSTACK_DIR": "/x/y", "XDG_STATE_HOME": "/s"}) == Path("/x/y")
+    assert default_state_dir({"XDG_STATE_HOME": "/s"}) == Path("/s/fractalops-devstack")
+    assert default_state_dir({"HOME": "/h"}) == Path("/h/.local/state/fractalops-devstack")
+
+
+def test_daemon_config_isolates_the_engine_and_mirrors_docker_io() -> None:
+    # The engine gets its own roots, socket and containerd, the containerd store, and the pull-through mirror.
+    config = daemon_config(STATE, PORTS)
+    assert config["features"] == {"containerd-snapshotter": True}
+    assert config["registry-mirrors"] == ["http://127.0.0.1:35081"]
+    assert config["hosts"] == ["unix:///tmp/fx-state/run/docker.sock"]
+    assert config["containerd"] == "/tmp/fx-state/run/containerd.sock"
+    for key in ("data-root", "exec-root", "pidfile"):
+        assert str(config[key]).startswith("/tmp/fx-state/")
+    assert config["bridge"] == bridge_name(PORTS)
+    assert "/var/run/docker.sock" not in json.dumps(config)
+
+
+def test_bridge_name_fits_interface_limit_and_subnet_is_private() -> None:
+    # The bridge name is a valid interface name and its /24 is in 10.0.0.0/8.
+    assert len(bridge_name(PortLayout(65000))) <= 15
+    assert bridge_cidr(PORTS).startswith("10.")
+    assert bridge_cidr(PORTS).endswith(".1/24")
+
+
+def test_registry_configs_listen_on_loopback_and_only_pull_through_proxies() -> None:
+    # Each registry listens on 127.0.0.1; only the pull-through one proxies the upstream.
+    for role, port in (("hosted", 35080), ("pull-through", 35081), ("upstream", 35082)):
+        config = registry_config(STATE, PORTS, role)
+        assert config["http"]["addr"] == f"127.0.0.1:{port}"
+        assert config["storage"]["filesystem"]["rootdirectory"] == f"/tmp/fx-state/registries/{role}"
+        assert ("proxy" in config) == (role == "pull-through")
+    assert registry_config(STATE, PORTS, "pull-through")["proxy"] == {"remoteurl": "http://127.0.0.1:35082"}
+
+
+def test_topology_file_has_the_schema_keys_and_loads_with_the_release_model(tmp_path: Path) -> None:
+    # The rendered topology has exactly the schema's keys and validates with the release model.
+    text = render_topology(PORTS)
+    data = YAML(typ="safe").load(text)
+    assert set(data) == {"nexus", "registry_cache", "node_mirror", "release"}
+    assert data["registry_cache"]["buildcache_ref"] == "127.0.0.1:35080/fractalops/buildcache"
+    assert data["release"] == {"image_registry": "127.0.0.1:35080"}
+    assert data["nexus"]["docker_group_port"] == 35081
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    topology = load_topology(path)
+    assert topology.nexus.docker_internal_endpoint == "127.0.0.1:35080"
+
+
+def test_exports_evaluate_in_a_shell_and_put_the_stack_client_first() -> None:
+    # `eval` of the export lines sets DOCKER_HOST etc. and puts the stack's bin dir first on PATH.
+    script = f'eval "$(cat <<\'EOF\'\n{render_exports(STATE)}EOF\n)"; echo "$DOCKER_HOST|$DOCKER_CONFIG|${{PATH%%:*}}"'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "unix:///tmp/fx-state/run/docker.sock|/tmp/fx-state/docker-config|/tmp/fx-state/bin"
+    assert stack_env(STATE)["FRACTALOPS_TOPOLOGY"] == "/tmp/fx-state/topology.yaml"
+
+
+def test_deb822_sources_yield_the_machine_archive_not_security() -> None:
+    # The archive URI and keyring come from the stanza that serves the machine's suite.
+    text = (
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+        "Signed-By: /k.gpg\n\n"
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    assert parse_deb822_sources(text, "bookworm") == ArchiveSource(
+        uri="http://mirror.example/debian", signed_by="/usr/share/keyrings/debian-archive-keyring.gpg"
+    )
+    assert parse_deb822_sources(text, "trixie") is None
+
+
+def test_one_line_sources_with_options_yield_the_archive() -> None:
+    # A one-line sources.list entry with [signed-by=…] gives URI and keyring.
+    text = "# x\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main\n"
+    assert parse_one_line_sources(text, "bookworm") == ArchiveSource("http://mirror.example/debian", "/k.gpg")
+
+
+def test_private_apt_uses_only_its_own_sources_and_state() -> None:
+    # The engine suite is fetched with a private sources list and state dir, never the system's.
+    line = engine_sources_line(ArchiveSource("http://mirror.example/debian", "/k.gpg"), "trixie")
+    assert line == "deb [signed-by=/k.gpg] http://mirror.example/debian trixie main\n"
+    options = " ".join(private_apt_options(STATE))
+    assert "Dir::State=/tmp/fx-state/apt/state" in options
+    assert "Dir::Etc::SourceList=/tmp/fx-state/apt/sources.list" in options
+    assert "Dir::Etc::SourceParts=/tmp/fx-state/apt/sources.list.d" in options
+    assert "sid" not in line
+
+
+def test_status_is_unhealthy_when_any_component_is_down() -> None:
+    # One component down makes the stack unhealthy, exit status 1, and the renderer names it.
+    up = ComponentStatus("dockerd", running=True, healthy=True, pid=10, endpoint="unix:///s")
+    down = ComponentStatus("registry-hosted", running=False, healthy=False, endpoint="127.0.0.1:35080")
+    healthy = StackStatus(state_dir="/s", components=[up], installed=True)
+    sick = StackStatus(state_dir="/s", components=[up, down], installed=True)
+    assert healthy.exit_code == 0
+    assert sick.exit_code == 1
+    assert "unhealthy: registry-hosted" in render_status(sick)
+    assert "DOWN" in render_status(sick)
+
+
+def test_pidfile_process_is_started_tracked_and_stopped(tmp_path: Path) -> None:
+    # A component started through its pidfile is seen running, and stop ends it and removes the pidfile.
+    paths = StackPaths(tmp_path)
+    started = processes.start(paths, "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    assert processes.running(paths, "sleeper") == started
+    assert processes.stop(paths, "sleeper", timeout=5.0) == started.pid
+    assert processes.running(paths, "sleeper") is None
+    assert not paths.pidfile("sleeper").exists()
+
+
+def test_stale_pidfile_is_not_taken_for_a_running_process(tmp_path: Path) -> None:
+    # A pidfile whose start time does not match the live process counts as not running.
+    paths = StackPaths(tmp_path)
+    paths.run.mkdir(parents=True)
+    paths.pidfile("ghost").write_text("1 0\n")
+    assert processes.running(paths, "ghost") is None

@@ -1,0 +1,181 @@
+"""Renderers: the env survives a real bash, registries.yaml and buildkitd.toml parse back, secrets stay hidden."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from release.cli import main
+from release.topology import load_topology
+from release.topology.env import format_env, render_env
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGY = ROOT / "ops/topology/fractalops.yaml"
+PASSWORD = "pa$$ 'w\"ord`x"
+
+
+@pytest.fixture
+def topo():  # type: ignore[no-untyped-def]
+    return load_topology(TOPOLOGY)
+
+
+def _source_in_bash(script: str, names: list[str]) -> dict[str, str]:
+    """Source `script` in a real bash and read the variables back as JSON."""
+    reader = "import json, os, sys; print(json.dumps({n: os.environ.get(n) for n in sys.argv[1:]}))"
+    proc = subprocess.run(
+        ["bash", "-c", 'source /dev/stdin; exec python3 -c "$0" "$@"', reader, *names],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": os.environ["PATH"]},
+    )
+    return json.loads(proc.stdout)
+
+
+def test_render_env_has_every_cache_variable(topo) -> None:  # type: ignore[no-untyped-def]
+    # The env names the docker-group, apt, pip, npm and buildcache endpoints from the topology.
+    env = render_env(topo)
+    group = "http://nexus.nexus.svc:8083"
+    assert env["FRACTALOPS_GHCR_REGISTRY_CACHE"] == group
+    assert env["FRACTALOPS_DOCKER_IO_MIRROR_ENDPOINT"] == group
+    assert env["FRACTALOPS_GHCR_IO_MIRROR_ENDPOINT"] == group
+    assert env["FRACTALOPS_APT_CACHE_URL"] == "http://nexus.nexus.svc:8081/repository/apt-debian/"
+    assert env["FRACTALOPS_PIP_INDEX_URL"] == "http://nexus.nexus.svc:8081/repository/pypi-group/simple"
+    assert env["FRACTALOPS_NPM_REGISTRY_URL"] == "http://nexus.nexus.svc:8081/repository/npm-group/"
+    assert env["FRACTALOPS_BUILDCACHE_REF"] == "nexus.nexus.svc:8082/fractalops/buildcache"
+    assert list(env) == sorted(env)
+
+
+def test_shell_env_sourced_by_bash_gives_back_every_value(topo) -> None:  # type: ignore[no-untyped-def]
+    # `source` of the shell format restores each value exactly.
+    env = render_env(topo)
+    assert _source_in_bash(format_env(env, "shell"), list(env)) == env
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(
+    st.from_regex(r"FRACTALOPS_[A-Z][A-Z0-9_]{0,20}", fullmatch=True),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40),
+    min_size=1, max_size=5,
+))
+def test_hostile_values_survive_source(env: dict[str, str]) -> None:
+    # Values with spaces, quotes, $, backticks and newlines survive `source` unchanged.
+    assert _source_in_bash(format_env(env, "shell"), list(env)) == env
+
+
+def test_github_format_appends_to_github_env(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # --format github appends NAME=value lines to $GITHUB_ENV in its documented format.
+    github_env = tmp_path / "github_env"
+    github_env.write_text("EARLIER=1\n")
+    result = CliRunner(env={"GITHUB_ENV": str(github_env)}).invoke(
+        main, ["--topology", str(TOPOLOGY), "topology", "render-env", "--format", "github"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = github_env.read_text().splitlines()
+    assert lines[0] == "EARLIER=1"
+    assert dict(line.split("=", 1) for line in lines[1:]) == render_env(topo)
+
+
+def test_github_format_uses_a_delimiter_for_multiline_values() -> None:
+    # A value with a newline is written with the heredoc form GitHub documents.
+    text = format_env({"FRACTALOPS_X": "a\nb"}, "github")
+    first, value, closing = text.splitlines()[0], text.splitlines()[1:3], text.splitlines()[3]
+    assert first.startswith("FRACTALOPS_X<<ghadelimiter_") and value == ["a", "b"]
+    assert closing == first.split("<<", 1)[1]
+
+
+def test_json_and_dotenv_formats_round_trip(topo) -> None:  # type: ignore[no-untyped-def]
+    # JSON parses back to the env; dotenv lines carry every name once.
+    env = render_env(topo)
+    assert json.loads(format_env(env, "json")) == env
+    dotenv = format_env(env, "dotenv").splitlines()
+    assert [line.split("=", 1)[0] for line in dotenv] == list(env)
+
+
+def test_registries_yaml_parses_to_the_k3s_structure(tmp_path: Path) -> None:
+    # registries.yaml mirrors docker.io and ghcr.io to the node mirror with shim-puller auth, mode 0600.
+    out = tmp_path / "registries.yaml"
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(
+        main, ["--topology", str(TOPOLOGY), "topology", "render-registries", "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    data = YAML(typ="safe").load(out.read_text())
+    assert data == {
+        "mirrors": {
+            "docker.io": {"endpoint": ["http://127.0.0.1:30083"]},
+            "ghcr.io": {"endpoint": ["http://127.0.0.1:30083"]},
+        },
+        "configs": {"127.0.0.1:30083": {"auth": {"username": "shim-puller", "password": PASSWORD}}},
+    }
+    assert PASSWORD not in result.stdout and PASSWORD not in result.stderr
+
+
+def test_registries_without_password_writes_nothing(tmp_path: Path) -> None:
+    # An unset password is a clear error, and no file appears.
+    out = tmp_path / "registries.yaml"
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": ""}).invoke(
+        main, ["--topology", str(TOPOLOGY), "topology", "render-registries", "--output", str(out)]
+    )
+    assert result.exit_code == 2 and "FRACTALOPS_NEXUS_PULL_PASSWORD is not set" in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_registries_check_reports_drift_with_the_password_masked(tmp_path: Path) -> None:
+    # --check exits 1 on drift and shows the diff without the password; 0 when in sync.
+    out = tmp_path / "registries.yaml"
+    runner = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD})
+    args = ["--topology", str(TOPOLOGY), "topology", "render-registries"]
+    assert runner.invoke(main, [*args, "--output", str(out)]).exit_code == 0
+    assert runner.invoke(main, [*args, "--check", str(out)]).exit_code == 0
+    out.write_text(out.read_text().replace("shim-puller", "someone-else"))
+    result = runner.invoke(main, [*args, "--check", str(out)])
+    assert result.exit_code == 1
+    assert "-      username: \"someone-else\"" in result.stdout and "+      username: \"shim-puller\"" in result.stdout
+    assert PASSWORD not in result.output and "********" in result.stdout
+
+
+def test_registries_check_hides_a_changed_password(tmp_path: Path) -> None:
+    # When only the password differs, --check says so without printing either password.
+    out = tmp_path / "registries.yaml"
+    args = ["--topology", str(TOPOLOGY), "topology", "render-registries"]
+    CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": "old-secret-1"}).invoke(main, [*args, "--output", str(out)])
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(main, [*args, "--check", str(out)])
+    assert result.exit_code == 1 and "only the password differs" in result.output
+    assert "old-secret-1" not in result.output and PASSWORD not in result.output
+
+
+def test_buildkitd_toml_parses_to_mirrors_and_http_connectors(topo) -> None:  # type: ignore[no-untyped-def]
+    # buildkitd.toml mirrors docker.io and ghcr.io to the docker-group and marks both connectors plain HTTP.
+    result = CliRunner().invoke(main, ["--topology", str(TOPOLOGY), "topology", "render-buildkitd"])
+    assert result.exit_code == 0
+    data = tomllib.loads(result.stdout)
+    assert data == {
+        "registry": {
+            "docker.io": {"mirrors": ["nexus.nexus.svc:8083"]},
+            "ghcr.io": {"mirrors": ["nexus.nexus.svc:8083"]},
+            "nexus.nexus.svc:8083": {"http": True},
+            "nexus.nexus.svc:8082": {"http": True},
+        }
+    }
+
+
+def test_buildkitd_via_clusterip_names_the_ip(topo) -> None:  # type: ignore[no-untyped-def]
+    # --via clusterip reaches Nexus by its ClusterIP for builders without cluster DNS.
+    from release.topology.buildkitd import render_buildkitd
+
+    data = tomllib.loads(render_buildkitd(topo, "clusterip"))
+    ip = topo.registry_cache.host_ip
+    assert data["registry"]["docker.io"]["mirrors"] == [f"{ip}:8083"]
+    assert data["registry"][f"{ip}:8082"] == {"http": True}

@@ -1,0 +1,111 @@
+"""The topology model: the committed file validates, bad files give exit-2 errors naming the field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from ruamel.yaml import YAML
+
+from release.cli import main
+from release.errors import ConfigError
+from release.topology import load_topology
+from release.topology.load import parse_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPOLOGY = ROOT / "ops/topology/fractalops.yaml"
+
+
+def _data() -> dict[str, Any]:
+    return YAML(typ="safe").load(TOPOLOGY.read_text())
+
+
+def test_committed_topology_describes_nexus() -> None:
+    # The committed topology loads and points every cache role at Nexus.
+    topo = load_topology(TOPOLOGY)
+    assert topo.nexus.cluster_host == "nexus.nexus.svc"
+    assert topo.registry_cache.buildcache_ref == "nexus.nexus.svc:8082/fractalops/buildcache"
+    assert topo.docker_group_url == "http://nexus.nexus.svc:8083"
+    assert topo.node_mirror_endpoint == "http://127.0.0.1:30083"
+    assert topo.node_mirror.pull_username == "shim-puller"
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    keys = path.split(".")
+    for key in keys[:-1]:
+        data = data[key]
+    if value is _DELETE:
+        del data[keys[-1]]
+    else:
+        data[keys[-1]] = value
+
+
+_DELETE = object()
+
+INVALID = [
+    ("nexus.web_port", 0, "nexus.web_port"),
+    ("nexus.docker_group_port", 70000, "nexus.docker_group_port"),
+    ("nexus.docker_internal_port", "8082", "nexus.docker_internal_port"),
+    ("registry_cache.host_ip", "nexus.example", "registry_cache.host_ip"),
+    ("registry_cache.host_ip", "10.43.1", "registry_cache.host_ip"),
+    ("registry_cache.buildcache_ref", "not a ref", "registry_cache.buildcache_ref"),
+    ("registry_cache.buildcache_ref", "nexus.nexus.svc:8082/fractalops/buildcache:latest", "registry_cache.buildcache_ref"),
+    ("registry_cache.buildcache_ref", "nexus.nexus.svc:8083/fractalops/buildcache", "registry_cache.buildcache_ref"),
+    ("registry_cache.docker_proxy_port", 8084, "registry_cache.docker_proxy_port"),
+    ("registry_cache.ghcr_proxy_port", 8082, "registry_cache.ghcr_proxy_port"),
+    ("registry_cache.extra_key", "x", "registry_cache.extra_key"),
+    ("registry_cache.host_ip", "10.10.10.150", "folded into Nexus on 2026-06-18"),
+    ("registry_cache.lxc", {"vmid": 113}, "folded into Nexus on 2026-06-18"),
+    ("node_mirror.host", "nexus.nexus.svc", "node_mirror.host"),
+    ("node_mirror.password", "hunter2", "node_mirror.password"),
+    ("node_mirror.mode", "hostport", "node_mirror.mode"),
+    ("nexus.service", "Nexus_Svc", "nexus.service"),
+    ("nexus.public_url", "nexus.yamon.io", "nexus.public_url"),
+    ("nexus", _DELETE, "nexus"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "named"), INVALID, ids=[f"{f}={v!r}" for f, v, _ in INVALID])
+def test_invalid_topology_exits_2_naming_the_field(tmp_path: Path, field: str, value: Any, named: str) -> None:
+    # Each kind of invalid topology exits 2 with one line naming the file and the field.
+    data = copy.deepcopy(_data())
+    _set(data, field, value)
+    bad = tmp_path / "topology.yaml"
+    YAML().dump(data, bad)
+    result = CliRunner().invoke(main, ["--topology", str(bad), "topology", "render-env"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(bad) in lines[0] and named in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_unparseable_yaml_names_the_line(tmp_path: Path) -> None:
+    # A file that is not YAML is a configuration error naming the file and line.
+    bad = tmp_path / "t.yaml"
+    bad.write_text("nexus:\n  service: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: line \d+: not valid YAML"):
+        load_topology(bad)
+
+
+def test_missing_topology_file_is_a_config_error(tmp_path: Path) -> None:
+    # A topology path that does not exist is exit 2, not a traceback.
+    result = CliRunner().invoke(main, ["--topology", str(tmp_path / "nope.yaml"), "topology", "show"])
+    assert result.exit_code == 2 and "cannot read the topology" in result.stderr
+
+
+def test_clusterip_node_mirror_uses_the_clusterip() -> None:
+    # The kube-proxy alternative reaches the docker-group through the ClusterIP.
+    data = _data()
+    data["node_mirror"] = {"mode": "clusterip", "pull_username": "shim-puller"}
+    topo = parse_topology(data, "t")
+    assert topo.node_mirror_endpoint == f"http://{topo.registry_cache.host_ip}:8083"
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
+    # --debug lets the error propagate instead of printing one line.
+    result = CliRunner().invoke(main, ["--debug", "--topology", str(tmp_path / "x.yaml"), "topology", "show"])
+    assert isinstance(result.exception, ConfigError)
