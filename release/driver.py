@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -21,6 +22,9 @@ PORTAL_MESSAGE = (
     'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend'
 )
 PROBE_BUDGET_S = 2.0
+BUILD_ATTEMPTS = 2
+# A registry's transient server error during push: worth one more (fully cached) build.
+_TRANSIENT = re.compile(r"\b50[0234]\b[^\n]*(Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)", re.I)
 
 
 @dataclass
@@ -157,12 +161,20 @@ def _build_one(target_plan: Any, cache_state: str | None, streams: Streams, buil
     from release.registry import RegistryClient
 
     request = target_plan.request if cache_state is None else without_cache(target_plan.request)
-    tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
     started_at, started = _now(), time.monotonic()
     image_ref: str | None = None
     error: str | None = None
+    tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
     try:
-        metadata = engine.build(request, tracker.feed)
+        for attempt in range(1, BUILD_ATTEMPTS + 1):
+            try:
+                metadata = engine.build(request, tracker.feed)
+                break
+            except OperationError as err:
+                if attempt == BUILD_ATTEMPTS or not _TRANSIENT.search(str(err)):
+                    raise
+                streams.say(f"warning: {target_plan.name}: registry answered with a server error; building once more")
+                tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
         digest = metadata.get("containerimage.digest")
         if not isinstance(digest, str):
             raise OperationError(f"{target_plan.name}: buildx metadata has no containerimage.digest")

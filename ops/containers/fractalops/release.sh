@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Release the FractalOps API and worker images: a thin shim over the driver, no logic here.
+#   ./ops/containers/fractalops/release.sh [runtime options]   build, push, print image_ref=… lines
+#   ./ops/containers/fractalops/release.sh promote api=<ref> worker=<ref>   promote without rebuilding
+# Guards: FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE=1 outside CI; FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0 for a smoke build.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+cd "$root"
+python=python3
+if [ -x "$root/.venv/bin/python" ]; then
+  python="$root/.venv/bin/python"
+fi
+command=runtime
+if [ "${1:-}" = "promote" ]; then
+  command=promote
+  shift
+fi
+exec "$python" -m release "$command" "$@"

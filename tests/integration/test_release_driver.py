@@ -1,0 +1,231 @@
+"""The release driver on the local stack: smoke release, registry cache, guards, preflight, broken caches."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from release.imageref import parse_pinned_ref
+from release.registry import RegistryClient
+
+if TYPE_CHECKING:
+    from conftest import Devstack
+
+pytestmark = pytest.mark.devstack
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE_SH = ROOT / "ops/containers/fractalops/release.sh"
+IMAGE_REF = re.compile(r"^image_ref=(?P<ref>\S+@sha256:[0-9a-f]{64})$")
+
+
+def _git_state() -> str:
+    """What git sees in the working tree (to check a smoke release leaves it as it was)."""
+    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def release(
+    stack: Devstack, tmp_path: Path, *args: str, topology: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run release.sh as a person would outside CI, with the stack's env and a private events file."""
+    full = {
+        k: v for k, v in os.environ.items() if k not in {"CI", "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"}
+    }
+    full.update(stack.env)
+    full.update(
+        {
+            "FRACTALOPS_TOPOLOGY": str(topology or stack.topology),
+            "FRACTALOPS_BUILD_EVENTS_FILE": str(tmp_path / "events.jsonl"),
+            "FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE": "1",
+            "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS": "0",
+        }
+    )
+    full.update(env)
+    return subprocess.run([str(RELEASE_SH), *args], env=full, capture_output=True, text=True, timeout=600, check=False)
+
+
+def events(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def image_refs(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    matches = [IMAGE_REF.match(line) for line in lines]
+    assert all(matches), f"stdout has lines that are not image_ref=…: {lines}"
+    return [m.group("ref") for m in matches if m]
+
+
+def assert_in_registry(ref_text: str) -> None:
+    ref = parse_pinned_ref(ref_text)
+    assert RegistryClient(ref.registry).manifest_digest(ref) == ref.digest
+
+
+def topology_with_cache_at(stack: Devstack, tmp_path: Path, port: int) -> Path:
+    """A copy of the stack's topology whose docker-internal (cache) connector is on `port`; images still go to the stack."""
+    yaml = YAML()
+    data = yaml.load(stack.topology.read_text())
+    data["nexus"]["docker_internal_port"] = port
+    data["registry_cache"]["buildcache_ref"] = f"127.0.0.1:{port}/fractalops/buildcache"
+    path = tmp_path / "topology-broken-cache.yaml"
+    with path.open("w") as handle:
+        yaml.dump(data, handle)
+    return path
+
+
+@pytest.fixture
+def scope() -> str:
+    """A cache branch of this test's own, so tests do not share cache tags."""
+    return f"itest-{uuid.uuid4().hex[:8]}"
+
+
+def test_smoke_release_prints_two_resolvable_image_refs_and_leaves_the_tree_clean(
+    devstack: Devstack, tmp_path: Path, scope: str
+) -> None:
+    # A smoke release prints exactly two image_ref lines whose digests resolve, and changes nothing in git.
+    before = _git_state()
+    result = release(devstack, tmp_path, FRACTALOPS_CACHE_BRANCH=scope)
+    assert result.returncode == 0, result.stderr[-3000:]
+    refs = image_refs(result.stdout)
+    assert len(refs) == 2
+    assert {parse_pinned_ref(r).path for r in refs} == {"yamonco/fractalops-api", "yamonco/fractalops-worker"}
+    for ref in refs:
+        assert_in_registry(ref)
+    assert _git_state() == before
+    recorded = events(tmp_path)
+    assert {e["target"] for e in recorded} == {"api", "worker"}
+    assert all(e["result"] == "ok" and e["cache_export"] == "ok" for e in recorded)
+
+
+def test_rebuild_from_the_registry_cache_alone_has_hit_ratio_one(
+    devstack: Devstack, tmp_path: Path, scope: str
+) -> None:
+    # After the builder's local cache is pruned, every step of both targets comes from the registry cache.
+    first = release(devstack, tmp_path, FRACTALOPS_CACHE_BRANCH=scope)
+    assert first.returncode == 0, first.stderr[-3000:]
+    prune = devstack.docker(["buildx", "prune", "-af"])
+    assert prune.returncode == 0, prune.stderr
+    second = release(devstack, tmp_path, "--json", FRACTALOPS_CACHE_BRANCH=scope)
+    assert second.returncode == 0, second.stderr[-3000:]
+    document = json.loads(second.stdout)
+    ratios = {t["target"]: t["cache_hit_ratio"] for t in document["targets"]}
+    assert ratios == {"api": 1.0, "worker": 1.0}
+    assert {t["cache_import"] for t in document["targets"]} == {"hit"}
+
+
+def test_release_outside_ci_without_opt_in_is_refused_and_builds_nothing(devstack: Devstack, tmp_path: Path) -> None:
+    # Outside CI, without FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE=1, the driver refuses and says how to opt in.
+    result = release(devstack, tmp_path, FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE="")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE=1" in result.stderr
+    assert events(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "off"])
+def test_bad_update_gitops_value_is_a_usage_error(devstack: Devstack, tmp_path: Path, value: str) -> None:
+    # Any value other than 0/1/true/false/yes/no is a usage error (exit 2), not a silent default.
+    result = release(devstack, tmp_path, FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=value)
+    assert result.returncode == 2
+    assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in result.stderr and value in result.stderr
+    assert result.stdout == "" and events(tmp_path) == []
+
+
+def test_docker_stub_that_exits_127_is_refused_in_preflight(devstack: Devstack, tmp_path: Path) -> None:
+    # The workspace's docker stub (exit 127) is refused before any work, with one line saying what to do.
+    stub_dir = tmp_path / "stub"
+    stub_dir.mkdir()
+    stub = stub_dir / "docker"
+    stub.write_text("#!/bin/sh\necho 'docker: this workspace has no container runtime' >&2\nexit 127\n")
+    stub.chmod(0o755)
+    result = release(devstack, tmp_path, PATH=f"{stub_dir}:{os.environ['PATH']}")
+    assert result.returncode == 1
+    assert "stub (exit 127)" in result.stderr and "runtime-release.yml" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert events(tmp_path) == []
+
+
+def test_portal_target_builds_nothing_and_names_the_frontend_workflow(devstack: Devstack, tmp_path: Path) -> None:
+    # Asking for the portal says it is released from fractalops-frontend and prints the gh command.
+    result = release(devstack, tmp_path, "--target", "portal")
+    assert result.returncode == 2
+    assert 'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend' in result.stderr
+    assert events(tmp_path) == []
+
+
+def test_dry_run_prints_the_plan_with_cache_flags_and_builds_nothing(devstack: Devstack, tmp_path: Path) -> None:
+    # --dry-run prints targets, tags and the cache flags Nexus needs, without building.
+    result = release(devstack, tmp_path, "--dry-run", "--target", "api", FRACTALOPS_CACHE_BRANCH="feature/x")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    (api,) = plan["targets"]
+    command = " ".join(api["command"])
+    cache = f"127.0.0.1:{devstack.ports.hosted}/fractalops/buildcache"
+    assert (
+        f"--cache-to type=registry,ref={cache}:api-feature-x,mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
+        in command
+    )
+    assert f"--cache-from type=registry,ref={cache}:api-feature-x" in command
+    assert f"--cache-from type=registry,ref={cache}:api-main" in command
+    assert events(tmp_path) == []
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and never answers (a hung cache host)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("kind", ["stopped", "silent"])
+def test_unreachable_cache_degrades_to_a_build_without_cache(
+    devstack: Devstack, tmp_path: Path, silent_port: int, kind: str
+) -> None:
+    # With the cache registry stopped or silent, the release succeeds, prints image_refs and records 'unavailable'.
+    port = _closed_port() if kind == "stopped" else silent_port
+    topology = topology_with_cache_at(devstack, tmp_path, port)
+    result = release(devstack, tmp_path, topology=topology)
+    assert result.returncode == 0, result.stderr[-3000:]
+    refs = image_refs(result.stdout)
+    assert len(refs) == 2
+    for ref in refs:
+        assert_in_registry(ref)
+    assert result.stderr.count("warning: build cache unavailable") == 1
+    recorded = events(tmp_path)
+    assert [(e["cache_import"], e["cache_export"]) for e in recorded] == [("unavailable", "skipped")] * 2
+
+
+def test_events_summary_reports_failure_rate_durations_and_cache_availability(
+    devstack: Devstack, tmp_path: Path, silent_port: int
+) -> None:
+    # events summary reads the JSONL file the releases wrote.
+    assert release(devstack, tmp_path, "--target", "api").returncode == 0
+    topology = topology_with_cache_at(devstack, tmp_path, _closed_port())
+    assert release(devstack, tmp_path, "--target", "api", topology=topology).returncode == 0
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/fractalops-release"), "events", "summary", str(tmp_path / "events.jsonl"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = json.loads(result.stdout)
+    assert summary["builds"] == 2 and summary["failure_rate"] == 0.0
+    assert summary["cache_availability"] == 0.5
+    assert summary["duration_p50_s"] > 0
