@@ -31,7 +31,11 @@ def main() -> None:
     eager = _median_ms([sys.executable, "-c", "import click, pydantic, ruamel.yaml, git, python_on_whales"])
     result = {
         "runs": RUNS,
-        "median_ms": {"python_noop": round(baseline, 1), "cli_help": round(cli, 1), "eager_core_imports": round(eager, 1)},
+        "median_ms": {
+            "python_noop": round(baseline, 1),
+            "cli_help": round(cli, 1),
+            "eager_core_imports": round(eager, 1),
+        },
         "ratio_cli_vs_eager": round(cli / eager, 3),
         "target_ms": 150,
         "ok": cli <= 150,

@@ -107,15 +107,23 @@ def topology_check(app: App, root: Path | None) -> None:
     default="shell",
     show_default=True,
 )
+@click.option(
+    "--via",
+    type=click.Choice(["service", "clusterip"]),
+    default="service",
+    envvar="FRACTALOPS_NEXUS_VIA",
+    show_default=True,
+    help="How builders reach Nexus (the host of FRACTALOPS_BUILDCACHE_REF).",
+)
 @pass_app
 @handled
-def topology_render_env(app: App, fmt: str) -> None:
+def topology_render_env(app: App, fmt: str, via: str) -> None:
     """Print the FRACTALOPS_* environment (github: append to $GITHUB_ENV)."""
     import os
 
     from release.topology.env import format_env, render_env
 
-    text = format_env(render_env(app.topology()), fmt)
+    text = format_env(render_env(app.topology(), via), fmt)
     github_env = os.environ.get("GITHUB_ENV")
     if fmt == "github" and github_env:
         with open(github_env, "a", encoding="utf-8") as handle:
@@ -161,6 +169,7 @@ def topology_render_registries(app: App, output: Path | None, check_file: Path |
     "--via",
     type=click.Choice(["service", "clusterip"]),
     default="service",
+    envvar="FRACTALOPS_NEXUS_VIA",
     show_default=True,
     help="Reach Nexus by its service DNS name or its ClusterIP.",
 )
@@ -292,6 +301,131 @@ def runtime(
         force=force,
     )
     sys.exit(run_release(options))
+
+
+# --- promote -----------------------------------------------------------------------------------
+
+
+@main.command("promote")
+@click.argument("pairs", nargs=-1, required=True, metavar="TARGET=IMAGE_REF...")
+@click.option("--dry-run", is_flag=True, help="Print the unified diff it would commit; change nothing.")
+@click.option("--force", is_flag=True, help="Override compare-and-swap and monotonic refusals (rollbacks).")
+@click.option("--json", "json_output", is_flag=True, help="Print the release record as JSON.")
+@click.option("--remote", default="origin", envvar="FRACTALOPS_GITOPS_REMOTE", show_default=True)
+@click.option("--branch", default="main", envvar="FRACTALOPS_GITOPS_BRANCH", show_default=True)
+@click.option(
+    "--policy",
+    type=click.Choice(["strict", "monotonic"]),
+    default="strict",
+    show_default=True,
+    help="When the remote moved: strict re-checks every expected value; monotonic lets the newest build win.",
+)
+@click.option(
+    "--source-repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Repository holding the source commits (for the monotonic guard; default: this one).",
+)
+@click.option("--targets-file", type=click.Path(path_type=Path, dir_okay=False), envvar="FRACTALOPS_TARGETS")
+@pass_app
+@handled
+def promote(
+    app: App,
+    pairs: tuple[str, ...],
+    dry_run: bool,
+    force: bool,
+    json_output: bool,
+    remote: str,
+    branch: str,
+    policy: str,
+    source_repo: Path | None,
+    targets_file: Path | None,
+) -> None:
+    """Pin already-built images (api=<repo>@sha256:… worker=…) in the values files: one commit, pushed."""
+    import os
+
+    from release.gitops.commands import parse_pairs, run_promote
+
+    code = run_promote(
+        list(pairs),
+        dry_run=dry_run,
+        force=force,
+        json_output=json_output,
+        remote=remote,
+        branch=branch,
+        source_repo=source_repo,
+        topology_path=app.topology_path,
+        targets_path=targets_file,
+        policy=policy,  # type: ignore[arg-type]
+    )
+    github_output = os.environ.get("GITHUB_OUTPUT")
+    if code == 0 and github_output and not dry_run:
+        with open(github_output, "a", encoding="utf-8") as handle:
+            handle.writelines(f"image_ref_{target}={ref}\n" for target, ref in parse_pairs(list(pairs)).items())
+    sys.exit(code)
+
+
+# --- builder -----------------------------------------------------------------------------------
+
+
+@main.group()
+def builder() -> None:
+    """Shared BuildKit builders configured from the topology."""
+
+
+@builder.command("create")
+@click.option("--name", required=True, help="Builder name.")
+@click.option(
+    "--driver", type=click.Choice(["docker-container", "kubernetes", "remote"]), default="kubernetes", show_default=True
+)
+@click.option("--endpoint", help="remote driver: the buildkitd address (tcp://…).")
+@click.option("--replicas", type=int, default=2, show_default=True, help="kubernetes driver: BuildKit pods.")
+@click.option("--namespace", default="buildkit", show_default=True, help="kubernetes driver: namespace.")
+@click.option(
+    "--via",
+    type=click.Choice(["service", "clusterip"]),
+    default="service",
+    envvar="FRACTALOPS_NEXUS_VIA",
+    show_default=True,
+    help="How the builder reaches Nexus.",
+)
+@click.option(
+    "--config-path", type=click.Path(path_type=Path, dir_okay=False), help="Where to write the rendered buildkitd.toml."
+)
+@click.option("--use", is_flag=True, help="Make it the current builder.")
+@click.option("--dry-run", is_flag=True, help="Print the docker buildx create command and the config; run nothing.")
+@pass_app
+@handled
+def builder_create(
+    app: App,
+    name: str,
+    driver: str,
+    endpoint: str | None,
+    replicas: int,
+    namespace: str,
+    via: str,
+    config_path: Path | None,
+    use: bool,
+    dry_run: bool,
+) -> None:
+    """Create a buildx builder (kubernetes, remote or docker-container) with the rendered buildkitd.toml."""
+    from release import builder as builder_module
+
+    plan = builder_module.plan_builder(
+        app.topology(),
+        name,
+        driver,
+        endpoint=endpoint,
+        replicas=replicas,
+        namespace=namespace,
+        config_path=config_path,
+        via=via,
+        use=use,
+    )
+    if dry_run:
+        click.echo(plan.render(), nl=False)
+        return
+    builder_module.create_builder(plan)
+    say(f"builder {name} created ({driver})")
 
 
 # --- events ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from release.errors import ConfigError, OperationError, ReleaseError, UsageError
+from release.errors import OperationError, ReleaseError, UsageError
 
 PORTAL_MESSAGE = (
     "the portal image is released from yamonco/fractalops-frontend, not from this repository; run: "
@@ -126,6 +126,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         update_gitops=guards.update_gitops,
         workdir=workdir,
         run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+        via=env.get("FRACTALOPS_NEXUS_VIA") or "service",
     )
     if options.dry_run:
         import json
@@ -133,7 +134,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         streams.out.write(json.dumps(plan.to_dict(), indent=2) + "\n")
         return 0
     builder_name = engine.preflight(builder)
-    return _execute(plan, options, env, streams, builder_name, topology)
+    return _execute(plan, options, env, streams, builder_name, topology, root)
 
 
 def _probe_cache(plan: Any, streams: Streams, use_cache: bool) -> str | None:
@@ -206,7 +207,13 @@ def _build_one(target_plan: Any, cache_state: str | None, streams: Streams, buil
 
 
 def _execute(
-    plan: Any, options: ReleaseOptions, env: Mapping[str, str], streams: Streams, builder: str, topology: Any
+    plan: Any,
+    options: ReleaseOptions,
+    env: Mapping[str, str],
+    streams: Streams,
+    builder: str,
+    topology: Any,
+    root: Path,
 ) -> int:
     """Run the builds concurrently, then report, record and (when asked) promote."""
     from release.events import BuildEvent, append_events, default_events_file, post_events
@@ -244,7 +251,7 @@ def _execute(
         streams.say(f"error: {r.target}: {r.error}")
     promotion: dict[str, Any] | None = None
     if not failed:
-        promotion = _gitops(plan, results, options, env, streams)
+        promotion = _gitops(plan, results, options, env, streams, topology, root)
     extra = {"source_commit": plan.source_commit, "builder": builder, "gitops": promotion}
     streams.out.write(json_document(results, extra) if options.json_output else image_ref_lines(results))
     streams.out.flush()
@@ -253,7 +260,9 @@ def _execute(
     if env.get("GITHUB_STEP_SUMMARY"):
         title = "FractalOps runtime release" + (" (promoted)" if plan.update_gitops and not failed else " (smoke)")
         write_step_summary(Path(env["GITHUB_STEP_SUMMARY"]), step_summary(results, title))
-    return 1 if failed or (promotion is not None and promotion.get("failed")) else 0
+    if promotion is not None and promotion.get("failed"):
+        return int(promotion.get("exit_code", 1))
+    return 1 if failed else 0
 
 
 def _record_events(
@@ -277,33 +286,49 @@ def _record_events(
 
 
 def _gitops(
-    plan: Any, results: list[Any], options: ReleaseOptions, env: Mapping[str, str], streams: Streams
+    plan: Any,
+    results: list[Any],
+    options: ReleaseOptions,
+    env: Mapping[str, str],
+    streams: Streams,
+    topology: Any,
+    root: Path,
 ) -> dict[str, Any] | None:
     """Promote the built images when GitOps updates are on; otherwise print the diff a promotion would make."""
-    try:
-        from release.gitops.commands import promote_images  # type: ignore[attr-defined]
-    except ImportError:
-        if plan.update_gitops:
-            raise OperationError(
-                "GitOps updates are not available in this build; refusing rather than half-doing them"
-            ) from None
-        return None
+    from release.gitops.promote import plan_promotion, promote
+    from release.gitops.record import append_record, build_record
 
     images = {r.target: r.image_ref for r in results if r.image_ref}
-    try:
-        return promote_images(
-            images,
-            dry_run=not plan.update_gitops,
-            force=options.force,
-            source_commit=plan.source_commit,
-            env=env,
-            say=streams.say,
-        )
-    except ReleaseError as err:
-        if not plan.update_gitops:
+    sources = {name: plan.source_commit for name in images} if plan.source_commit else None
+    if not plan.update_gitops:
+        try:
+            preview = plan_promotion(
+                images, repo_root=root, topology=topology, source_commits=sources, policy="monotonic"
+            )
+        except ReleaseError as err:
             streams.say(f"note: no promotion preview: {err}")
             return None
-        if isinstance(err, ConfigError):
-            raise
+        streams.say("promotion preview (smoke build: GitOps untouched; this is the diff a promotion would commit):")
+        streams.say(preview.diff.rstrip("\n") or "(no change: the values files already pin these images)")
+        return None
+    try:
+        result = promote(
+            images,
+            repo_root=root,
+            topology=topology,
+            source_commits=sources,
+            policy="monotonic",
+            force=options.force,
+            remote=env.get("FRACTALOPS_GITOPS_REMOTE") or "origin",
+            branch=env.get("FRACTALOPS_GITOPS_BRANCH") or "main",
+        )
+    except ReleaseError as err:
         streams.say(f"error: GitOps update failed: {err}")
-        return {"failed": True, "error": str(err)}
+        return {"failed": True, "error": str(err), "exit_code": err.exit_code}
+    record = build_record(result)
+    where = append_record(record)
+    if result.noop:
+        streams.say("gitops: the values files already pin these images; nothing committed")
+    else:
+        streams.say(f"gitops: {result.commit} pushed after {result.retries} retries; record in {where}")
+    return record

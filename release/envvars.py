@@ -16,7 +16,10 @@ class EnvVar:
 
 DRIVER_VARS: tuple[EnvVar, ...] = (
     EnvVar("FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE", "1 allows a release outside CI (a person at a terminal)."),
-    EnvVar("FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS", "0 = smoke build (GitOps untouched), 1 = promote into the values files."),
+    EnvVar(
+        "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS",
+        "0 = smoke build (GitOps untouched), 1 = promote into the values files.",
+    ),
     EnvVar("FRACTALOPS_TOPOLOGY", "Path of the topology file (default: ops/topology/fractalops.yaml)."),
     EnvVar("FRACTALOPS_TARGETS", "Path of the release targets file (default: ops/containers/fractalops/targets.yaml)."),
     EnvVar("FRACTALOPS_BUILDER", "buildx builder to use (default: the current one)."),
@@ -28,6 +31,19 @@ DRIVER_VARS: tuple[EnvVar, ...] = (
     EnvVar("FRACTALOPS_GITOPS_AUTHOR", "Author of GitOps commits, 'Name <email>'."),
     EnvVar("FRACTALOPS_GITOPS_REMOTE", "Remote the GitOps commit is pushed to (default: origin)."),
     EnvVar("FRACTALOPS_GITOPS_BRANCH", "Branch the GitOps commit is pushed to (default: main)."),
+    EnvVar("FRACTALOPS_GITOPS_PUSH_ATTEMPTS", "Push attempts when the remote moved (default 8)."),
+    EnvVar("FRACTALOPS_GITOPS_PUSH_BACKOFF", "First backoff between push attempts in seconds (default 0.2)."),
+    EnvVar("FRACTALOPS_EVENTS_DIR", "Folder of the release records (releases.jsonl)."),
+    EnvVar("FRACTALOPS_NEXUS_VIA", "How the builder reaches Nexus: service (DNS name, default) or clusterip."),
+)
+
+DEVSTACK_VARS: tuple[EnvVar, ...] = (
+    EnvVar("FRACTALOPS_DEVSTACK_DIR", "State folder of the local build stack."),
+    EnvVar("FRACTALOPS_DEVSTACK_PORT_BASE", "First of the local build stack's loopback ports."),
+)
+
+TEST_HOOKS: tuple[EnvVar, ...] = (
+    EnvVar("FRACTALOPS_TEST_CRASH_AT", "Test hook: kill the GitOps writer at a named point (crash tests only)."),
 )
 
 RENDER_VARS: tuple[EnvVar, ...] = (
@@ -47,4 +63,4 @@ CI_VARS: tuple[str, ...] = (
 
 def names() -> set[str]:
     """The names of every FRACTALOPS_* variable the toolkit reads."""
-    return {v.name for v in (*DRIVER_VARS, *RENDER_VARS)}
+    return {v.name for v in (*DRIVER_VARS, *RENDER_VARS, *DEVSTACK_VARS, *TEST_HOOKS)}

@@ -133,7 +133,10 @@ def render_summary(summary: dict[str, Any]) -> str:
     """A few human-readable lines."""
     if not summary.get("builds"):
         return "no build events\n"
-    pct = lambda v: "n/a" if v is None else f"{v * 100:.1f}%"  # noqa: E731
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value * 100:.1f}%"
+
     return (
         f"builds: {summary['builds']} ({', '.join(f'{k} {v}' for k, v in summary['per_target'].items())})\n"
         f"failure rate: {pct(summary['failure_rate'])}\n"

@@ -23,9 +23,9 @@ def cache_scope(branch: str) -> str:
     return slug[:80]
 
 
-def cache_refs(topology: Topology, target: str, branch: str) -> tuple[tuple[str, ...], str]:
+def cache_refs(topology: Topology, target: str, branch: str, via: str = "service") -> tuple[tuple[str, ...], str]:
     """(cache-from refs, cache-to ref) for a target: its own branch cache, plus main's when on a branch."""
-    base = topology.registry_cache.buildcache_ref
+    base = topology.buildcache_ref_via(via)
     own = f"{base}:{target}-{cache_scope(branch)}"
     sources = [own]
     if cache_scope(branch) != MAIN_BRANCH:
@@ -93,6 +93,7 @@ def make_plan(
     update_gitops: bool,
     workdir: Path,
     run_stamp: str,
+    via: str = "service",
 ) -> ReleasePlan:
     """Compute the plan; nothing runs."""
     from release.imageref import parse_image_ref
@@ -101,13 +102,13 @@ def make_plan(
         source_commit=source_commit,
         branch=branch,
         builder=builder,
-        cache_registry=parse_image_ref(topology.registry_cache.buildcache_ref).registry,
+        cache_registry=parse_image_ref(topology.buildcache_ref_via(via)).registry,
         update_gitops=update_gitops,
     )
     for target in targets:
         repository = target.repository(topology)
         tag = image_tag(target, source_commit, run_stamp)
-        cache_from, cache_to = cache_refs(topology, target.name, branch)
+        cache_from, cache_to = cache_refs(topology, target.name, branch, via)
         labels = {SOURCE_LABEL: "https://github.com/yamonco/fractalops"}
         build_args = {}
         if source_commit:

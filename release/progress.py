@@ -41,7 +41,7 @@ class Vertex:
     def is_step(self) -> bool:
         """An executed Dockerfile instruction: not internal work, and not FROM (a source, never executed)."""
         match = _STEP.match(self.name)
-        return bool(match) and match.group("instruction") != "FROM"
+        return match is not None and match.group("instruction") != "FROM"
 
 
 @dataclass

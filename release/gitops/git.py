@@ -175,7 +175,7 @@ class GitRepo:
                 with_extended_output=True,
                 with_exceptions=False,
             )
-        refs = [line for line in str(out).splitlines() if line[:1] in "*=+-!" and "\t" in line]
+        refs = [line for line in str(out).splitlines() if line[:1] in " *=+-!" and line.count("\t") >= 2]
         if status == 0 and refs and not any(line.startswith("!") for line in refs):
             return PushOutcome("accepted", refs[0].split("\t")[-1])
         detail = " ".join(line.split("\t")[-1] for line in refs if line.startswith("!")) or str(err).strip()

@@ -57,6 +57,7 @@ class _Context:
     targets: Mapping[str, Target]
     history: GitRepo | None
     pinned_lookup: PinnedLookup
+    base: str | None
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,17 @@ def plan_promotion(
     source_commits: Mapping[str, str] | None = None,
     registry_client_factory: RegistryFactory | None = None,
 ) -> PromotionPlan:
-    """Check every image and guard against the files on disk and compute the diff; writes nothing."""
+    """Check every image and guard against the files on disk and compute the diff.
+
+    Writes nothing, except that an interrupted earlier write (a journal left by a crash) is rolled back first.
+    `policy` says what happens when the remote moved since this plan: `strict` keeps compare-and-swap against
+    the plan's values (or already ours); `monotonic` re-checks only the monotonic guard on the new tip.
+    """
     from release.topology import load_topology
 
-    root = GitRepo(repo_root).root
+    repo = GitRepo(repo_root)
+    recover(repo)
+    root = repo.root
     targets = targets if targets is not None else load_targets(root / TARGETS_PATH)
     topology = topology if topology is not None else load_topology()
     factory = registry_client_factory or _default_factory
@@ -175,7 +183,14 @@ def plan_promotion(
     result = evaluate(candidates, targets, texts, expected=None, history=history, pinned_lookup=lookup, force=force)
     decisions = tuple(d for d in result.decisions if d.guard != "cas")
     return PromotionPlan(
-        root, candidates, result.changes, decisions, result.diff(), force, policy, _Context(targets, history, lookup)
+        root,
+        candidates,
+        result.changes,
+        decisions,
+        result.diff(),
+        force,
+        policy,
+        _Context(targets, history, lookup, repo.head()),
     )
 
 
@@ -247,7 +262,7 @@ def apply_promotion(
             tip = repo.fetch(remote, branch)
             _sync(repo, tip, remote, branch)
         texts = _read_texts(repo.root, set(files))
-        relaxed = attempt > 1 and plan.policy == "monotonic"
+        relaxed = plan.policy == "monotonic" and repo.head() != context.base
         result = evaluate(
             plan.candidates,
             context.targets,

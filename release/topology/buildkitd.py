@@ -18,8 +18,7 @@ def render_buildkitd(topology: Topology, via: str = "service") -> str:
     nexus = topology.nexus
     host = nexus.cluster_host if via == "service" else topology.registry_cache.host_ip
     group = f"{host}:{nexus.docker_group_port}"
-    cache_registry = parse_image_ref(topology.registry_cache.buildcache_ref).registry
-    internal = cache_registry if via == "service" else f"{host}:{nexus.docker_internal_port}"
+    internal = parse_image_ref(topology.buildcache_ref_via(via)).registry
     q = json.dumps
     out = ["# Rendered by fractalops-release from the topology; do not edit by hand.", ""]
     for upstream in ("docker.io", "ghcr.io"):

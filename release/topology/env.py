@@ -12,8 +12,8 @@ from release.topology.model import Topology
 FORMATS = ("shell", "dotenv", "github", "json")
 
 
-def render_env(topology: Topology) -> dict[str, str]:
-    """Every FRACTALOPS_* variable the topology defines, sorted by name."""
+def render_env(topology: Topology, via: str = "service") -> dict[str, str]:
+    """Every FRACTALOPS_* variable the topology defines, sorted by name; `via` picks how builders reach Nexus."""
     nexus, cache = topology.nexus, topology.registry_cache
     group = topology.docker_group_url
     env = {
@@ -23,7 +23,7 @@ def render_env(topology: Topology) -> dict[str, str]:
         "FRACTALOPS_APT_CACHE_URL": nexus.repository_url(nexus.repositories.apt_debian),
         "FRACTALOPS_PIP_INDEX_URL": nexus.repository_url(nexus.repositories.pypi) + "simple",
         "FRACTALOPS_NPM_REGISTRY_URL": nexus.repository_url(nexus.repositories.npm),
-        "FRACTALOPS_BUILDCACHE_REF": cache.buildcache_ref,
+        "FRACTALOPS_BUILDCACHE_REF": topology.buildcache_ref_via(via),
         "FRACTALOPS_NEXUS_URL": nexus.public_url,
         "FRACTALOPS_NEXUS_HOST_IP": cache.host_ip,
         "FRACTALOPS_NODE_MIRROR_ENDPOINT": topology.node_mirror_endpoint,

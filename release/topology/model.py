@@ -192,6 +192,15 @@ class Topology(_Strict):
         """`host:port` of the node mirror, the key of its `configs` entry."""
         return self.node_mirror_endpoint.removeprefix("http://")
 
+    def buildcache_ref_via(self, via: str = "service") -> str:
+        """The build cache repository as a builder reaches it: by service name, or by the ClusterIP."""
+        if via == "service":
+            return self.registry_cache.buildcache_ref
+        if via != "clusterip":
+            raise ConfigError(f"FRACTALOPS_NEXUS_VIA: {via!r} is not one of service, clusterip")
+        ref = parse_image_ref(self.registry_cache.buildcache_ref)
+        return f"{self.registry_cache.host_ip}:{self.nexus.docker_internal_port}/{ref.path}"
+
     def image_repository(self, name: str) -> str:
         """The release repository of an image, e.g. `ghcr.io/yamonco/fractalops-api`."""
         return f"{self.release.image_registry}/{self.release.image_namespace}/{name}"

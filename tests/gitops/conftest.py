@@ -52,13 +52,19 @@ class StandInRegistry:
         labels = {"org.opencontainers.image.title": path}
         if revision is not None:
             labels["org.opencontainers.image.revision"] = revision
-        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": labels}, "salt": salt}).encode()
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "config": {"Labels": labels}, "salt": salt}
+        ).encode()
         config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
         manifest = json.dumps(
             {
                 "schemaVersion": 2,
                 "mediaType": MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": len(config),
+                },
                 "layers": [],
             }
         ).encode()

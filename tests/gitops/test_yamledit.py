@@ -24,7 +24,8 @@ def changed_lines(before: str, after: str) -> dict[int, str]:
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
-        assert tag == "replace" and i2 - i1 == j2 - j1, f"lines inserted or deleted: {tag} {old[i1:i2]} {new[j1:j2]}"
+        assert tag == "replace", f"lines inserted or deleted: {tag} {old[i1:i2]} {new[j1:j2]}"
+        assert i2 - i1 == j2 - j1, f"line count changed: {old[i1:i2]} {new[j1:j2]}"
         result.update({i1 + k: new[j1 + k] for k in range(i2 - i1)})
     return result
 
@@ -43,10 +44,7 @@ GOLDEN_CASES = [
     (
         "flow.yaml",
         {"image.tag": (None, "sha-abcdef1"), "image.digest": (None, DIGEST)},
-        {
-            1: "image: {repository: ghcr.io/yamonco/fractalops-api, tag: 'sha-abcdef1', "
-            f'digest: "{DIGEST}"}}\n'
-        },
+        {1: f"image: {{repository: ghcr.io/yamonco/fractalops-api, tag: 'sha-abcdef1', digest: \"{DIGEST}\"}}\n"},
     ),
     (
         "quoted.yaml",
@@ -72,7 +70,9 @@ GOLDEN_CASES = [
 
 
 @pytest.mark.parametrize(("name", "edits", "expected"), GOLDEN_CASES, ids=[c[0] for c in GOLDEN_CASES])
-def test_golden_edit_changes_exactly_the_edited_lines(name: str, edits: dict[str, tuple[str | None, str]], expected: dict[int, str]) -> None:
+def test_golden_edit_changes_exactly_the_edited_lines(
+    name: str, edits: dict[str, tuple[str | None, str]], expected: dict[int, str]
+) -> None:
     # Only the lines holding the edited scalars differ, and they read exactly as expected (comments, quotes, CRLF kept).
     before = (GOLDEN / name).read_bytes().decode()
     after = replace_values(before, edits, source=name)
@@ -127,7 +127,10 @@ def test_compare_and_swap_mismatch_is_a_guard_refusal() -> None:
 
 def test_key_path_with_quoted_segment_keeps_its_dots() -> None:
     # A double-quoted segment may hold dots; malformed paths are config errors.
-    assert parse_path('podAnnotations."fractalops.io/source-commit"') == ("podAnnotations", "fractalops.io/source-commit")
+    assert parse_path('podAnnotations."fractalops.io/source-commit"') == (
+        "podAnnotations",
+        "fractalops.io/source-commit",
+    )
     for bad in ("a..b", "a.", '"unclosed', ""):
         with pytest.raises(ConfigError):
             parse_path(bad)
@@ -182,7 +185,9 @@ def values_files(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values_files(), _PLAIN, st.from_regex(r"[0-9a-f]{64}", fullmatch=True))
-def test_property_bytes_outside_edited_scalars_are_unchanged(case: tuple[str, dict[str, str]], tag: str, hexdigest: str) -> None:
+def test_property_bytes_outside_edited_scalars_are_unchanged(
+    case: tuple[str, dict[str, str]], tag: str, hexdigest: str
+) -> None:
     # For any generated file, removing the edited scalars from both texts leaves identical bytes, and the new values read back.
     text, _styles = case
     edits = {"image.tag": (None, tag), "image.digest": (None, "sha256:" + hexdigest)}

@@ -136,8 +136,10 @@ def test_bad_update_gitops_value_is_a_usage_error(devstack: Devstack, tmp_path: 
     # Any value other than 0/1/true/false/yes/no is a usage error (exit 2), not a silent default.
     result = release(devstack, tmp_path, FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=value)
     assert result.returncode == 2
-    assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in result.stderr and value in result.stderr
-    assert result.stdout == "" and events(tmp_path) == []
+    assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in result.stderr
+    assert value in result.stderr
+    assert result.stdout == ""
+    assert events(tmp_path) == []
 
 
 def test_docker_stub_that_exits_127_is_refused_in_preflight(devstack: Devstack, tmp_path: Path) -> None:
@@ -149,7 +151,8 @@ def test_docker_stub_that_exits_127_is_refused_in_preflight(devstack: Devstack, 
     stub.chmod(0o755)
     result = release(devstack, tmp_path, PATH=f"{stub_dir}:{os.environ['PATH']}")
     assert result.returncode == 1
-    assert "stub (exit 127)" in result.stderr and "runtime-release.yml" in result.stderr
+    assert "stub (exit 127)" in result.stderr
+    assert "runtime-release.yml" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert events(tmp_path) == []
 
@@ -226,6 +229,7 @@ def test_events_summary_reports_failure_rate_durations_and_cache_availability(
         check=True,
     )
     summary = json.loads(result.stdout)
-    assert summary["builds"] == 2 and summary["failure_rate"] == 0.0
+    assert summary["builds"] == 2
+    assert summary["failure_rate"] == 0.0
     assert summary["cache_availability"] == 0.5
     assert summary["duration_p50_s"] > 0

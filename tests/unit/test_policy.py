@@ -21,7 +21,9 @@ def _copy_repo(tmp_path: Path) -> Path:
 
 
 def _check(root: Path):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(main, ["--topology", str(root / "ops/topology/fractalops.yaml"), "topology", "check", "--root", str(root)])
+    return CliRunner().invoke(
+        main, ["--topology", str(root / "ops/topology/fractalops.yaml"), "topology", "check", "--root", str(root)]
+    )
 
 
 def test_policy_check_passes_on_this_repository() -> None:
@@ -50,7 +52,8 @@ def test_policy_check_finds_a_planted_address(tmp_path: Path, relative: str, con
     target.write_text(content)
     result = _check(root)
     assert result.exit_code == 1, result.output
-    assert f"{relative}:" in result.stdout and why in result.stdout
+    assert f"{relative}:" in result.stdout
+    assert why in result.stdout
 
 
 def test_policy_check_ignores_topology_files(tmp_path: Path) -> None:

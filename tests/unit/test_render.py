@@ -64,11 +64,14 @@ def test_shell_env_sourced_by_bash_gives_back_every_value(topo) -> None:  # type
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(
-    st.from_regex(r"FRACTALOPS_[A-Z][A-Z0-9_]{0,20}", fullmatch=True),
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40),
-    min_size=1, max_size=5,
-))
+@given(
+    st.dictionaries(
+        st.from_regex(r"FRACTALOPS_[A-Z][A-Z0-9_]{0,20}", fullmatch=True),
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_hostile_values_survive_source(env: dict[str, str]) -> None:
     # Values with spaces, quotes, $, backticks and newlines survive `source` unchanged.
     assert _source_in_bash(format_env(env, "shell"), list(env)) == env
@@ -91,7 +94,8 @@ def test_github_format_uses_a_delimiter_for_multiline_values() -> None:
     # A value with a newline is written with the heredoc form GitHub documents.
     text = format_env({"FRACTALOPS_X": "a\nb"}, "github")
     first, value, closing = text.splitlines()[0], text.splitlines()[1:3], text.splitlines()[3]
-    assert first.startswith("FRACTALOPS_X<<ghadelimiter_") and value == ["a", "b"]
+    assert first.startswith("FRACTALOPS_X<<ghadelimiter_")
+    assert value == ["a", "b"]
     assert closing == first.split("<<", 1)[1]
 
 
@@ -119,7 +123,8 @@ def test_registries_yaml_parses_to_the_k3s_structure(tmp_path: Path) -> None:
         },
         "configs": {"127.0.0.1:30083": {"auth": {"username": "shim-puller", "password": PASSWORD}}},
     }
-    assert PASSWORD not in result.stdout and PASSWORD not in result.stderr
+    assert PASSWORD not in result.stdout
+    assert PASSWORD not in result.stderr
 
 
 def test_registries_without_password_writes_nothing(tmp_path: Path) -> None:
@@ -128,8 +133,10 @@ def test_registries_without_password_writes_nothing(tmp_path: Path) -> None:
     result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": ""}).invoke(
         main, ["--topology", str(TOPOLOGY), "topology", "render-registries", "--output", str(out)]
     )
-    assert result.exit_code == 2 and "FRACTALOPS_NEXUS_PULL_PASSWORD is not set" in result.stderr
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert result.exit_code == 2
+    assert "FRACTALOPS_NEXUS_PULL_PASSWORD is not set" in result.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_registries_check_reports_drift_with_the_password_masked(tmp_path: Path) -> None:
@@ -142,8 +149,10 @@ def test_registries_check_reports_drift_with_the_password_masked(tmp_path: Path)
     out.write_text(out.read_text().replace("shim-puller", "someone-else"))
     result = runner.invoke(main, [*args, "--check", str(out)])
     assert result.exit_code == 1
-    assert "-      username: \"someone-else\"" in result.stdout and "+      username: \"shim-puller\"" in result.stdout
-    assert PASSWORD not in result.output and "********" in result.stdout
+    assert '-      username: "someone-else"' in result.stdout
+    assert '+      username: "shim-puller"' in result.stdout
+    assert PASSWORD not in result.output
+    assert "********" in result.stdout
 
 
 def test_registries_check_hides_a_changed_password(tmp_path: Path) -> None:
@@ -152,8 +161,10 @@ def test_registries_check_hides_a_changed_password(tmp_path: Path) -> None:
     args = ["--topology", str(TOPOLOGY), "topology", "render-registries"]
     CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": "old-secret-1"}).invoke(main, [*args, "--output", str(out)])
     result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(main, [*args, "--check", str(out)])
-    assert result.exit_code == 1 and "only the password differs" in result.output
-    assert "old-secret-1" not in result.output and PASSWORD not in result.output
+    assert result.exit_code == 1
+    assert "only the password differs" in result.output
+    assert "old-secret-1" not in result.output
+    assert PASSWORD not in result.output
 
 
 def test_buildkitd_toml_parses_to_mirrors_and_http_connectors(topo) -> None:  # type: ignore[no-untyped-def]

@@ -52,7 +52,11 @@ INVALID = [
     ("registry_cache.host_ip", "nexus.example", "registry_cache.host_ip"),
     ("registry_cache.host_ip", "10.43.1", "registry_cache.host_ip"),
     ("registry_cache.buildcache_ref", "not a ref", "registry_cache.buildcache_ref"),
-    ("registry_cache.buildcache_ref", "nexus.nexus.svc:8082/fractalops/buildcache:latest", "registry_cache.buildcache_ref"),
+    (
+        "registry_cache.buildcache_ref",
+        "nexus.nexus.svc:8082/fractalops/buildcache:latest",
+        "registry_cache.buildcache_ref",
+    ),
     ("registry_cache.buildcache_ref", "nexus.nexus.svc:8083/fractalops/buildcache", "registry_cache.buildcache_ref"),
     ("registry_cache.docker_proxy_port", 8084, "registry_cache.docker_proxy_port"),
     ("registry_cache.ghcr_proxy_port", 8082, "registry_cache.ghcr_proxy_port"),
@@ -79,7 +83,8 @@ def test_invalid_topology_exits_2_naming_the_field(tmp_path: Path, field: str, v
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert str(bad) in lines[0] and named in lines[0]
+    assert str(bad) in lines[0]
+    assert named in lines[0]
     assert "Traceback" not in result.output
 
 
@@ -94,7 +99,8 @@ def test_unparseable_yaml_names_the_line(tmp_path: Path) -> None:
 def test_missing_topology_file_is_a_config_error(tmp_path: Path) -> None:
     # A topology path that does not exist is exit 2, not a traceback.
     result = CliRunner().invoke(main, ["--topology", str(tmp_path / "nope.yaml"), "topology", "show"])
-    assert result.exit_code == 2 and "cannot read the topology" in result.stderr
+    assert result.exit_code == 2
+    assert "cannot read the topology" in result.stderr
 
 
 def test_clusterip_node_mirror_uses_the_clusterip() -> None:

@@ -77,12 +77,7 @@ def test_release_step_sets_the_gitops_switch() -> None:
     # The release workflow names the smoke/promote switch exactly as envvars.py does.
     text = (REPO / ".github" / "workflows" / "runtime-release.yml").read_text()
     assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in names()
-    assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in names_in_text(text)
-
-
-def names_in_text(text: str) -> set[str]:
-    """Every FRACTALOPS_* name in a text."""
-    return set(NAME.findall(text))
+    assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in set(NAME.findall(text))
 
 
 def test_name_pattern_catches_a_typo(tmp_path: Path) -> None:

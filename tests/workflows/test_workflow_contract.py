@@ -118,7 +118,9 @@ def test_promote_steps(release: Any) -> None:
     assert build["env"]["FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS"] == "1"
     assert build["run"].strip().splitlines()[-1] == RELEASE_SH
     only = step_named(release, "promote", "Promote already-built")
-    assert only["run"].strip().splitlines()[-1] == f'{RELEASE_SH} promote "api=$API_IMAGE_REF" "worker=$WORKER_IMAGE_REF"'
+    assert (
+        only["run"].strip().splitlines()[-1] == f'{RELEASE_SH} promote "api=$API_IMAGE_REF" "worker=$WORKER_IMAGE_REF"'
+    )
     env = release["jobs"]["promote"]["env"]
     assert env == {"API_IMAGE_REF": "${{ inputs.api_image_ref }}", "WORKER_IMAGE_REF": "${{ inputs.worker_image_ref }}"}
 
@@ -137,7 +139,12 @@ def test_builder_config_comes_from_the_toolkit(release: Any, job: str) -> None:
 
 def test_only_release_sh_does_release_work(release: Any) -> None:
     # Besides setup (venv, render-env, render-buildkitd, the cache host), run: steps only call release.sh.
-    allowed_setup = ("python -m venv", "topology render-env", "topology render-buildkitd", "FRACTALOPS_BUILDCACHE_REF%%/*")
+    allowed_setup = (
+        "python -m venv",
+        "topology render-env",
+        "topology render-buildkitd",
+        "FRACTALOPS_BUILDCACHE_REF%%/*",
+    )
     for job, step in iter_steps(release):
         run = step.get("run")
         if run is None or any(marker in run for marker in allowed_setup) or step.get("id") == "plan":
@@ -150,7 +157,9 @@ def test_only_release_sh_does_release_work(release: Any) -> None:
 def test_registry_logins_use_secrets_and_rendered_hosts(release: Any) -> None:
     # Logins take credentials from secrets and the registry host from the rendered env, never a literal.
     for job in ("smoke", "promote"):
-        logins = [s for j, s in iter_steps(release) if j == job and str(s.get("uses", "")).startswith("docker/login-action@")]
+        logins = [
+            s for j, s in iter_steps(release) if j == job and str(s.get("uses", "")).startswith("docker/login-action@")
+        ]
         registries = {s["with"]["registry"] for s in logins}
         assert registries == {"${{ env.FRACTALOPS_IMAGE_REGISTRY }}", "${{ steps.cache.outputs.registry }}"}
         for login in logins:

@@ -1,0 +1,240 @@
+"""Benchmarks of the release driver on the local stack, each a ratio against plain `docker buildx` in the same run.
+
+Run: `.venv/bin/python bench/release_bench.py` (root; brings the devstack up). Results: bench/results/release.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE_SH = ROOT / "ops/containers/fractalops/release.sh"
+RESULTS = ROOT / "bench/results/release.json"
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+
+
+class Bench:
+    """The stack, its env, and helpers to time the driver and plain buildx."""
+
+    def __init__(self) -> None:
+        from release.devstack import up
+
+        stack = up(log=lambda m: print(m, file=sys.stderr))
+        self.env = {**os.environ, **stack.env, "PATH": f"{stack.path_prefix}:{os.environ['PATH']}"}
+        for name in ("CI", "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+            self.env.pop(name, None)
+        self.env.update(
+            {"FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE": "1", "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS": "0"}
+        )
+        self.topology = stack.topology_path
+        self.hosted = f"127.0.0.1:{stack.ports.hosted}"
+        self.workdir = Path(os.environ.get("BENCH_WORKDIR", "/tmp/fractalops-bench"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env["FRACTALOPS_BUILD_EVENTS_FILE"] = str(self.workdir / "events.jsonl")
+
+    def topology_for(self, cache_port: int | None = None, cache_repo: str | None = None) -> Path:
+        """A topology copy with its own cache repository (a cold cache) and/or a broken cache port."""
+        yaml = YAML()
+        data = yaml.load(self.topology.read_text())
+        port = cache_port or data["nexus"]["docker_internal_port"]
+        data["nexus"]["docker_internal_port"] = port
+        data["registry_cache"]["buildcache_ref"] = f"127.0.0.1:{port}/fractalops/{cache_repo or 'buildcache'}"
+        path = self.workdir / f"topology-{uuid.uuid4().hex[:8]}.yaml"
+        with path.open("w") as handle:
+            yaml.dump(data, handle)
+        return path
+
+    def prune(self) -> None:
+        """Drop the builder's local cache."""
+        subprocess.run(["docker", "buildx", "prune", "-af"], env=self.env, check=True, capture_output=True)
+
+    def driver(self, topology: Path, *args: str) -> tuple[float, dict[str, Any]]:
+        """Time one release; return (seconds, --json document)."""
+        env = {**self.env, "FRACTALOPS_TOPOLOGY": str(topology)}
+        started = time.perf_counter()
+        proc = subprocess.run([str(RELEASE_SH), "--json", *args], env=env, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"driver failed: {proc.stderr[-2000:]}")
+        return elapsed, json.loads(proc.stdout)
+
+    def plan_commands(self, topology: Path, *args: str) -> list[list[str]]:
+        """The plain buildx commands the driver would run (from its dry-run plan)."""
+        env = {**self.env, "FRACTALOPS_TOPOLOGY": str(topology)}
+        proc = subprocess.run(
+            [str(RELEASE_SH), "--dry-run", *args], env=env, capture_output=True, text=True, check=True
+        )
+        commands = []
+        for target in json.loads(proc.stdout)["targets"]:
+            argv = [a.replace("--progress=rawjson", "--progress=plain") for a in target["command"]]
+            commands.append(argv)
+        return commands
+
+    def plain(self, commands: list[list[str]]) -> float:
+        """Time the plain buildx commands run side by side, as a person would in two shells."""
+        started = time.perf_counter()
+        procs = [
+            subprocess.Popen(c, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for c in commands
+        ]
+        errors = [p.communicate()[1] for p in procs]
+        elapsed = time.perf_counter() - started
+        if any(p.returncode for p in procs):
+            raise SystemExit(f"plain buildx failed: {[e[-800:] for e in errors]}")
+        return elapsed
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def bench_overhead(b: Bench) -> dict[str, Any]:
+    """1. A warm smoke release of both targets vs the same plain buildx commands."""
+    topology = b.topology_for(cache_repo=f"bench-warm-{uuid.uuid4().hex[:6]}")
+    b.driver(topology)  # warm the builder and the registry cache
+    commands = b.plan_commands(topology)
+    driver, plain = [], []
+    for _ in range(REPEATS):
+        plain.append(b.plain(commands))
+        driver.append(b.driver(topology)[0])
+    ratio = median(driver) / median(plain)
+    return {
+        "driver_s": median(driver),
+        "plain_buildx_s": median(plain),
+        "ratio": round(ratio, 3),
+        "target": "<= 1.10",
+        "ok": ratio <= 1.10,
+    }
+
+
+def bench_concurrency(b: Bench) -> dict[str, Any]:
+    """2. Both targets cold vs the slower single-target cold build."""
+    both, single = [], []
+    for _ in range(REPEATS):
+        b.prune()
+        both.append(b.driver(b.topology_for(cache_repo=f"bench-cold-{uuid.uuid4().hex[:6]}"))[0])
+        singles = []
+        for target in ("api", "worker"):
+            b.prune()
+            singles.append(
+                b.driver(b.topology_for(cache_repo=f"bench-cold-{uuid.uuid4().hex[:6]}"), "--target", target)[0]
+            )
+        single.append(max(singles))
+    ratio = median(both) / median(single)
+    return {
+        "both_cold_s": median(both),
+        "slower_single_cold_s": median(single),
+        "ratio": round(ratio, 3),
+        "target": "<= 1.2",
+        "ok": ratio <= 1.2,
+    }
+
+
+def bench_registry_warm(b: Bench) -> dict[str, Any]:
+    """3. Warm from the registry cache alone (builder pruned) vs cold: every step CACHED, ratio <= 0.25."""
+    cold, warm, ratios = [], [], []
+    for _ in range(REPEATS):
+        topology = b.topology_for(cache_repo=f"bench-reg-{uuid.uuid4().hex[:6]}")
+        b.prune()
+        cold.append(b.driver(topology)[0])
+        b.prune()
+        seconds, document = b.driver(topology)
+        warm.append(seconds)
+        ratios += [t["cache_hit_ratio"] for t in document["targets"]]
+    ratio = median(warm) / median(cold)
+    all_cached = all(r == 1.0 for r in ratios)
+    return {
+        "cold_s": median(cold),
+        "warm_from_registry_s": median(warm),
+        "ratio": round(ratio, 3),
+        "hit_ratios": ratios,
+        "target": "<= 0.25 and every step CACHED",
+        "ok": ratio <= 0.25 and all_cached,
+    }
+
+
+@contextmanager
+def broken_cache(kind: str) -> Iterator[int]:
+    """A cache port that refuses, drops packets (iptables DROP on loopback) or accepts and stays silent."""
+    if kind == "silent":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(64)
+            yield int(sock.getsockname()[1])
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    if kind == "refused":
+        yield port
+        return
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        yield port
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=True)
+
+
+def bench_degraded(b: Bench) -> dict[str, Any]:
+    """4. Degraded cache: refused, dropped, silent; driver <= cold + 3 s, plain buildx measured beside it."""
+    out: dict[str, Any] = {}
+    for kind in ("refused", "dropped", "silent"):
+        with broken_cache(kind) as port:
+            topology = b.topology_for(cache_port=port)
+            drivers, colds = [], []
+            for _ in range(REPEATS):
+                b.prune()
+                colds.append(b.driver(b.topology_for(cache_repo=f"bench-cold-{uuid.uuid4().hex[:6]}"), "--no-cache")[0])
+                b.prune()
+                drivers.append(b.driver(topology)[0])
+            b.prune()
+            plain = b.plain(b.plan_commands(topology))
+        limit = median(colds) + 3.0
+        out[kind] = {
+            "driver_s": median(drivers),
+            "cold_no_cache_s": median(colds),
+            "plain_buildx_s": round(plain, 3),
+            "limit_s": round(limit, 3),
+            "ok": median(drivers) <= limit,
+        }
+    return out
+
+
+def main() -> None:
+    """Run every benchmark and write the results file."""
+    b = Bench()
+    benches: dict[str, Callable[[Bench], dict[str, Any]]] = {
+        "driver_overhead": bench_overhead,
+        "concurrency": bench_concurrency,
+        "registry_cache_warm": bench_registry_warm,
+        "degraded_cache": bench_degraded,
+    }
+    only = set(sys.argv[1:])
+    results: dict[str, Any] = {"repeats": REPEATS, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for name, func in benches.items():
+        if only and name not in only:
+            continue
+        print(f"== {name}", file=sys.stderr)
+        results[name] = func(b)
+        print(json.dumps(results[name], indent=2), file=sys.stderr)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

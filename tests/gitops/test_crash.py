@@ -1,0 +1,85 @@
+"""A promotion killed (SIGKILL) between its file writes leaves a journal; the next writer run restores the tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from release.gitops.git import GitRepo
+from release.gitops.writer import TEST_CRASH_ENV, journal_path, recover
+
+from .conftest import GitOpsWorld, git
+
+API = "platform/k8s/apps/fractalops-api/values.yaml"
+WORKER = "platform/k8s/apps/fractalops-worker/values.yaml"
+CHILD = (
+    "import sys\n"
+    "from release.gitops.commands import run_promote\n"
+    "sys.exit(run_promote(sys.argv[4:], repo_root=sys.argv[1], source_repo=sys.argv[2], topology_path=sys.argv[3],"
+    " record_path=sys.argv[1] + '/../records.jsonl'))\n"
+)
+
+
+def promote_in_child(
+    world: GitOpsWorld, topology: Any, index: int, crash_at: str | None
+) -> subprocess.CompletedProcess[str]:
+    """Run a promotion of api and worker in a separate python process, optionally with the crash test hook set."""
+    path = world.root / "topology.yaml"
+    with path.open("w") as handle:
+        YAML(typ="safe").dump(json.loads(topology.model_dump_json()), handle)
+    env = {k: v for k, v in os.environ.items() if k != TEST_CRASH_ENV}
+    if crash_at:
+        env[TEST_CRASH_ENV] = crash_at
+    args = [
+        str(world.clone),
+        str(world.source),
+        str(path),
+        f"api={world.image('api', index)}",
+        f"worker={world.image('worker', index)}",
+    ]
+    return subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def tree_equals_head(clone: Path) -> bool:
+    """Whether the working tree and index equal HEAD."""
+    return git(clone, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("crash_at", ["between-writes", "before-commit"])
+def test_kill_mid_write_is_undone_by_recover(world: GitOpsWorld, topology: Any, crash_at: str) -> None:
+    # After SIGKILL mid-write the tree is half-updated with a journal; recover() restores it to HEAD.
+    head = git(world.clone, "rev-parse", "HEAD")
+    killed = promote_in_child(world, topology, 3, crash_at)
+    assert killed.returncode == -signal.SIGKILL
+    repo = GitRepo(world.clone)
+    assert journal_path(repo).exists()
+    assert not tree_equals_head(world.clone)
+    dirty = git(world.clone, "status", "--porcelain")
+    assert API in dirty
+    assert (WORKER in dirty) == (crash_at == "before-commit")
+    restored = recover(repo)
+    assert API in restored
+    assert tree_equals_head(world.clone)
+    assert not journal_path(repo).exists()
+    assert git(world.clone, "rev-parse", "HEAD") == head
+    assert git(world.remote, "rev-parse", "main") == head
+
+
+def test_next_promotion_recovers_first_then_lands(world: GitOpsWorld, topology: Any) -> None:
+    # The next writer command after a crash restores the journaled files, then promotes from a clean tree.
+    assert promote_in_child(world, topology, 3, "between-writes").returncode == -signal.SIGKILL
+    done = promote_in_child(world, topology, 4, None)
+    assert done.returncode == 0, done.stderr
+    assert tree_equals_head(world.clone)
+    assert not journal_path(GitRepo(world.clone)).exists()
+    assert git(world.clone, "rev-parse", "HEAD") == git(world.remote, "rev-parse", "main")
+    assert world.commits[4] in world.remote_file(API)
+    assert world.commits[4] in world.remote_file(WORKER)

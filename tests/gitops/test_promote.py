@@ -1,0 +1,276 @@
+"""Promotion end to end against real git repositories and a stand-in registry over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from release.errors import ConfigError, GitError, GuardRefusal, RegistryError
+from release.gitops.commands import parse_pairs, run_promote
+from release.gitops.git import GitRepo
+from release.gitops.promote import apply_promotion, plan_promotion, promote
+from release.gitops.writer import journal_path
+
+from .conftest import GitOpsWorld, git
+
+API = "platform/k8s/apps/fractalops-api/values.yaml"
+WORKER = "platform/k8s/apps/fractalops-worker/values.yaml"
+
+
+def snapshot(world: GitOpsWorld) -> tuple[str, str, str, str]:
+    """Remote tip, clone HEAD, clone status and the two values files: to prove nothing changed."""
+    return (
+        git(world.remote, "rev-parse", "main"),
+        git(world.clone, "rev-parse", "HEAD"),
+        git(world.clone, "status", "--porcelain"),
+        (world.clone / API).read_text() + (world.clone / WORKER).read_text(),
+    )
+
+
+def run(world: GitOpsWorld, topology: Any, images: dict[str, str], **kwargs: Any) -> Any:
+    return promote(images, repo_root=world.clone, topology=topology, source_repo=world.source, **kwargs)
+
+
+def test_promotion_lands_api_and_worker_in_one_pushed_commit(world: GitOpsWorld, topology: Any) -> None:
+    # Both targets land in a single commit on the remote that names each image and source commit.
+    api, worker = world.image("api", 3), world.image("worker", 3)
+    result = run(world, topology, {"api": api, "worker": worker})
+    assert result.pushed
+    assert result.retries == 0
+    assert git(world.remote, "rev-parse", "main").strip() == result.commit
+    files = git(world.remote, "show", "--name-only", "--format=", "main").split()
+    assert sorted(files) == [API, WORKER]
+    message = git(world.remote, "log", "-1", "--format=%B%n%an <%ae>", "main")
+    assert api in message
+    assert worker in message
+    assert world.commits[3] in message
+    assert "fractalops-release <release@fractalops.invalid>" in message
+    assert f"digest: {api.split('@')[1]}" in world.remote_file(API)
+    assert git(world.clone, "status", "--porcelain") == ""
+
+
+def test_promotion_diff_touches_only_the_pinned_lines(world: GitOpsWorld, topology: Any) -> None:
+    # The commit's diff changes tag, digest and source-commit lines only (repository already matches).
+    api = world.image("api", 2)
+    run(world, topology, {"api": api})
+    diff = git(world.remote, "show", "--format=", "-U0", "main")
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert len(changed) == 6
+    assert {line[1:].split(":")[0].strip() for line in changed} == {"tag", "digest", "fractalops.io/source-commit"}
+
+
+def test_dry_run_prints_the_diff_and_touches_nothing(world: GitOpsWorld, topology: Any) -> None:
+    # A dry run returns the unified diff it would commit and changes no file, commit or remote.
+    before = snapshot(world)
+    api = world.image("api", 4)
+    out, err = io.StringIO(), io.StringIO()
+    code = run_promote(
+        [f"api={api}"],
+        dry_run=True,
+        repo_root=world.clone,
+        source_repo=world.source,
+        out=out,
+        err=err,
+        registry_client_factory=None,
+        **_topology_kwargs(world, topology),
+    )
+    assert code == 0
+    text = out.getvalue()
+    assert f"+++ b/{API}" in text
+    assert f"+  digest: {api.split('@')[1]}" in text
+    assert snapshot(world) == before
+
+
+def _topology_kwargs(world: GitOpsWorld, topology: Any) -> dict[str, Any]:
+    """Write the test topology to a file for the click-free command."""
+    from ruamel.yaml import YAML
+
+    path = world.root / "topology.yaml"
+    with path.open("w") as handle:
+        YAML(typ="safe").dump(json.loads(topology.model_dump_json()), handle)
+    return {"topology_path": path}
+
+
+def test_already_pinned_digest_is_a_noop_without_commit(world: GitOpsWorld, topology: Any) -> None:
+    # Promoting the digest the file already pins changes nothing and makes no commit.
+    api = world.image("api", 5)
+    run(world, topology, {"api": api})
+    before = snapshot(world)
+    result = run(world, topology, {"api": api})
+    assert result.noop
+    assert result.commit is None
+    assert not result.pushed
+    assert [d.verdict for d in result.decisions] == ["noop"]
+    assert snapshot(world) == before
+
+
+def test_older_source_commit_is_refused_and_force_overrides(world: GitOpsWorld, topology: Any) -> None:
+    # Pinning a build from an older source commit is refused (exit 1); --force rolls back on purpose.
+    run(world, topology, {"api": world.image("api", 6)})
+    before = snapshot(world)
+    old = world.image("api", 2)
+    with pytest.raises(GuardRefusal, match="older than the pinned") as caught:
+        run(world, topology, {"api": old})
+    assert caught.value.exit_code == 1
+    assert snapshot(world) == before
+    result = run(world, topology, {"api": old}, force=True)
+    assert result.pushed
+    assert any(d.verdict == "forced" for d in result.decisions)
+
+
+def test_unrelated_source_commit_is_refused_unless_forced(world: GitOpsWorld, topology: Any) -> None:
+    # A candidate whose source commit is not in the source repository is refused without --force.
+    digest = world.registry.add_image("yamonco/fractalops-api", "d" * 40)
+    ref = world.registry.ref("yamonco/fractalops-api", digest, "sha-ddddddd")
+    before = snapshot(world)
+    with pytest.raises(GuardRefusal, match="not in the source repository"):
+        run(world, topology, {"api": ref})
+    assert snapshot(world) == before
+    assert run(world, topology, {"api": ref}, force=True).pushed
+
+
+def test_compare_and_swap_refuses_when_the_file_changed_after_the_plan(world: GitOpsWorld, topology: Any) -> None:
+    # A plan made before someone else pinned another image is refused at apply time, and the clone is left clean.
+    plan = plan_promotion(
+        {"api": world.image("api", 8)}, repo_root=world.clone, topology=topology, source_repo=world.source
+    )
+    other = world.new_clone("other")
+    promote({"api": world.image("api", 7)}, repo_root=other, topology=topology, source_repo=world.source)
+    with pytest.raises(GuardRefusal, match="compare-and-swap"):
+        apply_promotion(plan)
+    assert git(world.clone, "status", "--porcelain") == ""
+    assert git(world.clone, "rev-parse", "HEAD") == git(world.remote, "rev-parse", "main")
+
+
+def test_uncommitted_change_to_a_values_file_is_refused(world: GitOpsWorld, topology: Any) -> None:
+    # A working tree with local edits to a values file is refused and the edit is kept.
+    (world.clone / API).write_text((world.clone / API).read_text() + "# local edit\n")
+    remote_before = git(world.remote, "rev-parse", "main")
+    with pytest.raises(GuardRefusal, match="uncommitted changes"):
+        run(world, topology, {"api": world.image("api", 4)})
+    assert (world.clone / API).read_text().endswith("# local edit\n")
+    assert git(world.remote, "rev-parse", "main") == remote_before
+
+
+@pytest.mark.parametrize(
+    ("pairs", "error", "problem"),
+    [
+        (["api"], ConfigError, "want target=image_ref"),
+        (["api=ghcr.io/yamonco/fractalops-api:latest"], ConfigError, "not pinned by digest"),
+        (["api=not a ref"], ConfigError, "not a valid image reference"),
+        (["nope=ghcr.io/x/y@sha256:" + "0" * 64], ConfigError, "unknown target"),
+        (["api=ghcr.io/other/fractalops-api@sha256:" + "0" * 64], ConfigError, "is not the target's"),
+    ],
+)
+def test_bad_image_argument_is_a_one_line_config_error(
+    world: GitOpsWorld, topology: Any, pairs: list[str], error: type[Exception], problem: str
+) -> None:
+    # Malformed pairs and refs, unknown targets and foreign repositories exit 2 in one line, touching nothing.
+    before = snapshot(world)
+    with pytest.raises(error) as caught:
+        run_promote(pairs, repo_root=world.clone, source_repo=world.source, **_topology_kwargs(world, topology))
+    assert problem in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2  # type: ignore[attr-defined]
+    assert snapshot(world) == before
+
+
+def test_digest_absent_from_the_registry_is_a_registry_error(world: GitOpsWorld, topology: Any) -> None:
+    # A well-formed ref whose digest the registry does not hold exits 1 and touches nothing.
+    before = snapshot(world)
+    ref = world.registry.ref("yamonco/fractalops-api", "sha256:" + "e" * 64)
+    with pytest.raises(RegistryError, match="not in the registry") as caught:
+        run(world, topology, {"api": ref})
+    assert caught.value.exit_code == 1
+    assert snapshot(world) == before
+    assert any(r.startswith("HEAD /v2/yamonco/fractalops-api/manifests/sha256:eee") for r in world.registry.requests)
+
+
+def test_json_record_is_printed_and_appended(world: GitOpsWorld, topology: Any, tmp_path: Path) -> None:
+    # --json prints the release record, which is also appended as one line to the records file.
+    records = tmp_path / "events" / "releases.jsonl"
+    out, err = io.StringIO(), io.StringIO()
+    api = world.image("api", 9)
+    run_promote(
+        [f"api={api}"],
+        json_output=True,
+        repo_root=world.clone,
+        source_repo=world.source,
+        record_path=records,
+        out=out,
+        err=err,
+        **_topology_kwargs(world, topology),
+    )
+    printed = json.loads(out.getvalue())
+    stored = [json.loads(line) for line in records.read_text().splitlines()]
+    assert stored == [printed]
+    assert printed["images"] == {"api": api}
+    assert printed["source_commits"] == {"api": world.commits[9]}
+    assert printed["commit"] == git(world.remote, "rev-parse", "main").strip()
+    assert printed["pushed"] is True
+    assert printed["retries"] == 0
+    assert {d["guard"] for d in printed["decisions"]} == {"cas", "monotonic"}
+    assert "pushed to origin/main" in err.getvalue()
+
+
+def test_push_rejected_by_a_moved_remote_rebases_and_lands(
+    world: GitOpsWorld, topology: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # When another change lands just before our push, the push is rejected; we fetch, re-apply on the new tip and land.
+    other = world.new_clone("other")
+    original_push = GitRepo.push
+    calls: list[str] = []
+
+    def push_after_a_concurrent_change(self: GitRepo, remote: str, branch: str) -> Any:
+        if not calls:
+            (other / "README.md").write_text("unrelated change\n")
+            git(other, "add", "README.md")
+            git(other, "commit", "-q", "-m", "unrelated")
+            git(other, "push", "-q", "origin", "HEAD:main")
+        outcome = original_push(self, remote, branch)
+        calls.append(outcome.status)
+        return outcome
+
+    monkeypatch.setattr(GitRepo, "push", push_after_a_concurrent_change)
+    result = run(world, topology, {"api": world.image("api", 5)}, backoff=0)
+    assert calls == ["moved", "accepted"]
+    assert result.pushed
+    assert result.retries == 1
+    assert git(world.remote, "log", "--merges", "--format=%H", "main") == ""
+    assert git(world.remote, "rev-parse", "main~1").strip() == git(other, "rev-parse", "HEAD").strip()
+    assert git(world.clone, "rev-parse", "HEAD") == git(world.remote, "rev-parse", "main")
+
+
+def test_exhausted_retry_budget_fails_clearly_and_leaves_the_clone_clean(
+    world: GitOpsWorld, topology: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A remote that moves before every push exhausts the budget: GitError, nothing pushed, clone clean at the remote tip.
+    other = world.new_clone("mover")
+    original_push = GitRepo.push
+    moves: list[int] = []
+
+    def moving_push(self: GitRepo, remote: str, branch: str) -> Any:
+        (other / "noise.txt").write_text(f"{len(moves)}\n")
+        git(other, "add", "noise.txt")
+        git(other, "commit", "-q", "-m", "noise")
+        git(other, "push", "-q", "origin", "HEAD:main")
+        moves.append(1)
+        return original_push(self, remote, branch)
+
+    monkeypatch.setattr(GitRepo, "push", moving_push)
+    with pytest.raises(GitError, match="rejected 3 times"):
+        run(world, topology, {"api": world.image("api", 4)}, attempts=3, backoff=0)
+    assert len(moves) == 3
+    assert git(world.clone, "status", "--porcelain") == ""
+    assert "noise" in git(world.remote, "log", "-1", "--format=%s", "main")
+    assert not journal_path(GitRepo(world.clone)).exists()
+
+
+def test_parse_pairs_rejects_a_target_given_twice() -> None:
+    # The same target twice on one command line is a usage error.
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_pairs(["api=a", "api=b"])
