@@ -84,6 +84,17 @@ def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
         return None
 
 
+def _warm_imports(*modules: str) -> None:
+    """Import modules on a side thread while this one waits on subprocesses (start-up is on every release)."""
+    import importlib
+
+    def load() -> None:
+        for module in modules:
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name="warm-imports", daemon=True).start()
+
+
 def select_targets(available: Mapping[str, Any], wanted: tuple[str, ...]) -> list[Any]:
     """The targets asked for (all when none named); portal and unknown names are usage errors."""
     if "portal" in wanted:
@@ -106,6 +117,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
 
     env = dict(os.environ if env is None else env)
     streams = streams or Streams()
+    _warm_imports("python_on_whales")
     guards = check_guards(env, allow_local=options.allow_local, update_gitops=options.update_gitops)
     topology = load_topology(options.topology_path)
     targets = select_targets(load_targets(options.targets_path), options.targets)
@@ -219,6 +231,7 @@ def _execute(
     from release.events import BuildEvent, append_events, default_events_file, post_events
     from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
 
+    _warm_imports("release.gitops.promote", "release.gitops.record")
     cache_state = _probe_cache(plan, streams, options.use_cache)
     streams.say(
         f"release: {', '.join(t.name for t in plan.targets)} from {plan.source_commit or 'an unknown commit'} "

@@ -64,43 +64,39 @@ def _docker() -> Any:
 
 
 def preflight(builder: str | None) -> str:
-    """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing."""
+    """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing; return its name."""
     docker = shutil.which("docker")
     if docker is None:
         raise EngineError(f"docker is not installed here; {RELEASE_HELP}")
-    probe = subprocess.run(
-        [docker, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True, check=False
-    )
-    if probe.returncode == 127:
+    inspect_argv = [docker, "buildx", "inspect", *([builder] if builder else [])]
+    info_argv = [docker, "info", "--format", "{{json .DriverStatus}}"]
+    # Both questions at once: start-up time is part of every release.
+    inspect = subprocess.Popen(inspect_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    info = subprocess.Popen(info_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    inspect_out, inspect_err = inspect.communicate()
+    info_out, _ = info.communicate()
+    if inspect.returncode == 127:
         raise EngineError(
             f"docker at {docker} is the workspace stub (exit 127): this machine has no container runtime; {RELEASE_HELP}"
         )
-    buildx = subprocess.run([docker, "buildx", "version"], capture_output=True, text=True, check=False)
-    if buildx.returncode != 0:
-        raise EngineError(
-            f"docker buildx is missing ({(buildx.stderr or buildx.stdout).strip()[:120]}); {RELEASE_HELP}"
-        )
-    from python_on_whales.exceptions import DockerException
+    if inspect.returncode != 0:
+        detail = (inspect_err or inspect_out).strip().splitlines()
+        reason = detail[-1] if detail else f"exit {inspect.returncode}"
+        if "buildx" in reason and ("not a docker command" in reason or "unknown command" in reason):
+            raise EngineError(f"docker buildx is missing ({reason}); {RELEASE_HELP}")
+        raise EngineError(f"builder {builder or '(current)'} is not usable: {reason}")
+    fields: dict[str, str] = {}
+    for key, _, value in (line.partition(":") for line in inspect_out.splitlines()):
+        if key.strip() in {"Name", "Driver"} and value.strip():
+            fields.setdefault(key.strip(), value.strip())  # the builder's, not its nodes'
 
-    try:
-        info = _docker().buildx.inspect(builder)
-    except DockerException as err:
-        raise EngineError(f"builder {builder or '(current)'} is not usable: {_stderr(err)}") from None
-    if info.driver == "docker" and not _containerd_store():
+    name, driver = fields.get("Name", builder or "default"), fields.get("Driver", "")
+    if driver == "docker" and "io.containerd.snapshotter" not in info_out:
         raise EngineError(
-            f"builder {info.name} (docker driver) cannot export a registry cache: turn on the containerd image store "
+            f"builder {name} (docker driver) cannot export a registry cache: turn on the containerd image store "
             "(daemon.json features.containerd-snapshotter) or select a docker-container/kubernetes/remote builder"
         )
-    return str(info.name)
-
-
-def _containerd_store() -> bool:
-    """True when the engine uses the containerd image store (needed for registry cache export)."""
-    try:
-        status = _docker().system.info().driver_status or []
-    except Exception:
-        return False
-    return any("io.containerd.snapshotter" in str(value) for pair in status for value in pair)
+    return name
 
 
 def _attrs(text: str) -> dict[str, str]:

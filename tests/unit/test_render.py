@@ -190,3 +190,16 @@ def test_buildkitd_via_clusterip_names_the_ip(topo) -> None:  # type: ignore[no-
     ip = topo.registry_cache.host_ip
     assert data["registry"]["docker.io"]["mirrors"] == [f"{ip}:8083"]
     assert data["registry"][f"{ip}:8082"] == {"http": True}
+
+
+@pytest.mark.parametrize("via", ["service", "clusterip"])
+def test_buildcache_host_is_plain_http_in_the_builder_config_for_either_way_in(topo, via: str) -> None:  # type: ignore[no-untyped-def]
+    # The cache host the env and the driver use is the one buildkitd.toml marks plain HTTP (so the cache is not lost).
+    from release.plan import cache_refs
+    from release.topology.buildkitd import render_buildkitd
+
+    registries = tomllib.loads(render_buildkitd(topo, via))["registry"]
+    cache_host = render_env(topo, via)["FRACTALOPS_BUILDCACHE_REF"].split("/", 1)[0]
+    assert registries[cache_host] == {"http": True}
+    sources, dest = cache_refs(topo, "api", "main", via)
+    assert all(f"ref={cache_host}/" in ref for ref in (*sources, dest))

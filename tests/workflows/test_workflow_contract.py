@@ -122,7 +122,11 @@ def test_promote_steps(release: Any) -> None:
         only["run"].strip().splitlines()[-1] == f'{RELEASE_SH} promote "api=$API_IMAGE_REF" "worker=$WORKER_IMAGE_REF"'
     )
     env = release["jobs"]["promote"]["env"]
-    assert env == {"API_IMAGE_REF": "${{ inputs.api_image_ref }}", "WORKER_IMAGE_REF": "${{ inputs.worker_image_ref }}"}
+    assert env == {
+        "FRACTALOPS_NEXUS_VIA": "clusterip",
+        "API_IMAGE_REF": "${{ inputs.api_image_ref }}",
+        "WORKER_IMAGE_REF": "${{ inputs.worker_image_ref }}",
+    }
 
 
 @pytest.mark.parametrize("job", ["smoke", "promote"])
@@ -130,7 +134,9 @@ def test_builder_config_comes_from_the_toolkit(release: Any, job: str) -> None:
     # buildkitd.toml is rendered by the toolkit before setup-buildx-action reads it; no TOML in the workflow.
     steps = [s for j, s in iter_steps(release) if j == job]
     render = next(i for i, s in enumerate(steps) if "topology render-buildkitd" in s.get("run", ""))
-    assert '--via clusterip --output "$RUNNER_TEMP/buildkitd.toml"' in steps[render]["run"]
+    assert '--output "$RUNNER_TEMP/buildkitd.toml"' in steps[render]["run"]
+    # One way to reach Nexus for render-env, render-buildkitd and the driver: the job's FRACTALOPS_NEXUS_VIA.
+    assert release["jobs"][job]["env"]["FRACTALOPS_NEXUS_VIA"] == "clusterip"
     setup = next(i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("docker/setup-buildx-action@"))
     assert render < setup
     assert steps[setup]["with"] == {"buildkitd-config": "${{ runner.temp }}/buildkitd.toml"}
