@@ -69,6 +69,14 @@ def main(ctx: click.Context, topology_path: Path | None, debug: bool) -> None:
 
 
 pass_app = click.make_pass_decorator(App)
+via_option = click.option(
+    "--via",
+    type=click.Choice(["service", "clusterip"]),
+    default="service",
+    envvar="FRACTALOPS_NEXUS_VIA",
+    show_default=True,
+    help="How builders reach Nexus: its service DNS name or its ClusterIP [env FRACTALOPS_NEXUS_VIA].",
+)
 
 
 # --- topology ---------------------------------------------------------------------------------
@@ -107,14 +115,7 @@ def topology_check(app: App, root: Path | None) -> None:
     default="shell",
     show_default=True,
 )
-@click.option(
-    "--via",
-    type=click.Choice(["service", "clusterip"]),
-    default="service",
-    envvar="FRACTALOPS_NEXUS_VIA",
-    show_default=True,
-    help="How builders reach Nexus (the host of FRACTALOPS_BUILDCACHE_REF).",
-)
+@via_option
 @pass_app
 @handled
 def topology_render_env(app: App, fmt: str, via: str) -> None:
@@ -165,14 +166,7 @@ def topology_render_registries(app: App, output: Path | None, check_file: Path |
 
 
 @topology.command("render-buildkitd")
-@click.option(
-    "--via",
-    type=click.Choice(["service", "clusterip"]),
-    default="service",
-    envvar="FRACTALOPS_NEXUS_VIA",
-    show_default=True,
-    help="Reach Nexus by its service DNS name or its ClusterIP.",
-)
+@via_option
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here instead of stdout.")
 @pass_app
 @handled
@@ -380,14 +374,7 @@ def builder() -> None:
 @click.option("--endpoint", help="remote driver: the buildkitd address (tcp://…).")
 @click.option("--replicas", type=int, default=2, show_default=True, help="kubernetes driver: BuildKit pods.")
 @click.option("--namespace", default="buildkit", show_default=True, help="kubernetes driver: namespace.")
-@click.option(
-    "--via",
-    type=click.Choice(["service", "clusterip"]),
-    default="service",
-    envvar="FRACTALOPS_NEXUS_VIA",
-    show_default=True,
-    help="How the builder reaches Nexus.",
-)
+@via_option
 @click.option(
     "--config-path", type=click.Path(path_type=Path, dir_okay=False), help="Where to write the rendered buildkitd.toml."
 )

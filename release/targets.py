@@ -153,18 +153,8 @@ def parse_targets(data: Any, source: str) -> dict[str, Target]:
 
 def load_targets(path: Path | str | None = None) -> dict[str, Target]:
     """Read and validate the targets file (default: see `default_targets_path`)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from release.yamlfile import read_yaml
 
     targets_path = Path(path) if path else default_targets_path()
-    try:
-        text = targets_path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{targets_path}: cannot read the targets file: {err.strerror}") from None
-    try:
-        data = YAML(typ="safe", pure=True).load(text)
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{targets_path}:{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    data = read_yaml(targets_path, "targets file")
     return parse_targets(data, str(targets_path))

@@ -94,18 +94,8 @@ def parse_topology(data: Any, source: str) -> Topology:
 
 def load_topology(path: Path | str | None = None) -> Topology:
     """Read and validate the topology at `path` (default: see `default_topology_path`)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from release.yamlfile import read_yaml
 
     topology_path = Path(path) if path else default_topology_path()
-    try:
-        text = topology_path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{topology_path}: cannot read the topology: {err.strerror}") from None
-    try:
-        data = YAML(typ="safe").load(text)
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{topology_path}:{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    data = read_yaml(topology_path, "topology")
     return parse_topology(data, str(topology_path))
