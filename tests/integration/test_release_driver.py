@@ -233,3 +233,18 @@ def test_events_summary_reports_failure_rate_durations_and_cache_availability(
     assert summary["failure_rate"] == 0.0
     assert summary["cache_availability"] == 0.5
     assert summary["duration_p50_s"] > 0
+
+
+def test_failing_events_sink_warns_and_the_release_succeeds(devstack: Devstack, tmp_path: Path) -> None:
+    # A Build Plane Events sink that cannot be reached never fails the release; the JSONL file still has the events.
+    result = release(
+        devstack,
+        tmp_path,
+        "--target",
+        "worker",
+        FRACTALOPS_BUILD_EVENTS_URL=f"http://127.0.0.1:{_closed_port()}/events",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(image_refs(result.stdout)) == 1
+    assert "build events sink did not take the events" in result.stderr
+    assert [e["target"] for e in events(tmp_path)] == ["worker"]
