@@ -85,14 +85,11 @@ def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
 
 
 def _warm_imports(*modules: str) -> None:
-    """Import modules on a side thread while this one waits on subprocesses (start-up is on every release)."""
+    """Import modules ahead of need, on a side thread, while the main one waits on subprocesses."""
     import importlib
 
-    def load() -> None:
-        for module in modules:
-            importlib.import_module(module)
-
-    threading.Thread(target=load, name="warm-imports", daemon=True).start()
+    for module in modules:
+        importlib.import_module(module)
 
 
 def select_targets(available: Mapping[str, Any], wanted: tuple[str, ...]) -> list[Any]:
@@ -117,36 +114,41 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
 
     env = dict(os.environ if env is None else env)
     streams = streams or Streams()
-    _warm_imports("python_on_whales")
     guards = check_guards(env, allow_local=options.allow_local, update_gitops=options.update_gitops)
-    topology = load_topology(options.topology_path)
-    targets = select_targets(load_targets(options.targets_path), options.targets)
-    root = repo_root() or Path.cwd()
     builder = options.builder or env.get("FRACTALOPS_BUILDER") or None
-    platforms = options.platforms or tuple(p for p in env.get("FRACTALOPS_PLATFORM", "").split(",") if p)
-    if guards.update_gitops and set(t.name for t in targets) != set(load_targets(options.targets_path)):
-        streams.say("note: promoting a subset of targets; the others stay pinned as they are")
-    workdir = Path(tempfile.mkdtemp(prefix="fractalops-release-"))
-    plan = make_plan(
-        topology,
-        targets,
-        root=root,
-        source_commit=_source_commit(env, root),
-        branch=_branch(env),
-        builder=builder,
-        platforms=platforms,
-        update_gitops=guards.update_gitops,
-        workdir=workdir,
-        run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
-        via=env.get("FRACTALOPS_NEXUS_VIA") or "service",
-    )
-    if options.dry_run:
-        import json
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="startup") as startup:
+        # The engine questions are subprocess waits: ask them while this thread reads the configuration.
+        preflight = None if options.dry_run else startup.submit(engine.preflight, builder)
+        startup.submit(_warm_imports, "python_on_whales")
+        topology = load_topology(options.topology_path)
+        available = load_targets(options.targets_path)
+        targets = select_targets(available, options.targets)
+        root = repo_root() or Path.cwd()
+        platforms = options.platforms or tuple(p for p in env.get("FRACTALOPS_PLATFORM", "").split(",") if p)
+        if guards.update_gitops and {t.name for t in targets} != set(available):
+            streams.say("note: promoting a subset of targets; the others stay pinned as they are")
+        with tempfile.TemporaryDirectory(prefix="fractalops-release-") as workdir:
+            plan = make_plan(
+                topology,
+                targets,
+                root=root,
+                source_commit=_source_commit(env, root),
+                branch=_branch(env),
+                builder=builder,
+                platforms=platforms,
+                update_gitops=guards.update_gitops,
+                workdir=Path(workdir),
+                run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+                via=env.get("FRACTALOPS_NEXUS_VIA") or "service",
+            )
+            if preflight is None:
+                import json
 
-        streams.out.write(json.dumps(plan.to_dict(), indent=2) + "\n")
-        return 0
-    builder_name = engine.preflight(builder)
-    return _execute(plan, options, env, streams, builder_name, topology, root)
+                streams.out.write(json.dumps(plan.to_dict(), indent=2) + "\n")
+                return 0
+            probe = startup.submit(_probe_cache, plan, streams, options.use_cache)
+            builder_name = preflight.result()
+            return _execute(plan, options, env, streams, builder_name, topology, root, probe.result())
 
 
 def _probe_cache(plan: Any, streams: Streams, use_cache: bool) -> str | None:
@@ -226,13 +228,15 @@ def _execute(
     builder: str,
     topology: Any,
     root: Path,
+    cache_state: str | None,
 ) -> int:
     """Run the builds concurrently, then report, record and (when asked) promote."""
     from release.events import BuildEvent, append_events, default_events_file, post_events
     from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
 
-    _warm_imports("release.gitops.promote", "release.gitops.record")
-    cache_state = _probe_cache(plan, streams, options.use_cache)
+    threading.Thread(
+        target=_warm_imports, args=("release.gitops.promote", "release.gitops.record"), daemon=True
+    ).start()
     streams.say(
         f"release: {', '.join(t.name for t in plan.targets)} from {plan.source_commit or 'an unknown commit'} "
         f"on builder {builder}; cache {cache_state or 'at ' + plan.cache_registry}"
