@@ -1,0 +1,67 @@
+"""Preflight refusals that a real engine cannot show: each docker here is a small stand-in script, named as such."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from release.engine import preflight
+from release.errors import EngineError
+
+
+def stand_in_docker(folder: Path, body: str) -> None:
+    """Write a stand-in `docker` (a shell script) into `folder`."""
+    folder.mkdir(exist_ok=True)
+    script = folder / "docker"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+
+
+@pytest.fixture
+def path_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    def use(body: str | None) -> None:
+        folder = tmp_path / "bin"
+        folder.mkdir(exist_ok=True)
+        if body is not None:
+            stand_in_docker(folder, body)
+        monkeypatch.setenv("PATH", str(folder))
+
+    return use
+
+
+def test_no_docker_at_all_is_refused(path_with) -> None:  # type: ignore[no-untyped-def]
+    # Without docker on PATH the release stops before any work and names the workflow to run.
+    path_with(None)
+    with pytest.raises(EngineError, match=r"docker is not installed here; releases run in CI.*runtime-release\.yml"):
+        preflight(None)
+
+
+def test_workspace_stub_that_exits_127_is_refused(path_with) -> None:  # type: ignore[no-untyped-def]
+    # The workspace's hard-walled docker stub (exit 127) is named as such.
+    path_with("exit 127\n")
+    with pytest.raises(EngineError, match=r"workspace stub \(exit 127\)"):
+        preflight(None)
+
+
+def test_missing_buildx_plugin_is_refused(path_with) -> None:  # type: ignore[no-untyped-def]
+    # A docker CLI without the buildx plugin is refused with the CLI's own words.
+    path_with("echo \"docker: 'buildx' is not a docker command.\" >&2\nexit 1\n")
+    with pytest.raises(EngineError, match=r"docker buildx is missing \(docker: 'buildx' is not a docker command\.\)"):
+        preflight(None)
+
+
+def test_docker_driver_without_the_containerd_store_cannot_export_a_cache(path_with) -> None:  # type: ignore[no-untyped-def]
+    # The docker driver on the classic image store cannot export a registry cache: refused before building.
+    path_with(
+        'if [ "$1" = buildx ]; then printf "Name:   default\\nDriver: docker\\n"; exit 0; fi\n'
+        'echo \'[["Backing Filesystem","extfs"]]\'\n'
+    )
+    with pytest.raises(EngineError, match=r"builder default \(docker driver\) cannot export a registry cache"):
+        preflight(None)
+
+
+def test_docker_container_builder_passes_and_is_named(path_with) -> None:  # type: ignore[no-untyped-def]
+    # A docker-container builder needs no containerd store; preflight returns the builder's own name.
+    path_with('printf "Name:   shared\\nDriver: docker-container\\nNodes:\\nName:   shared0\\n"\n')
+    assert preflight("shared") == "shared"
