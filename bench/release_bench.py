@@ -80,6 +80,8 @@ class Bench:
         commands = []
         for target in json.loads(proc.stdout)["targets"]:
             argv = [a.replace("--progress=rawjson", "--progress=plain") for a in target["command"]]
+            # The plan's metadata folder is the driver's temporary one, gone after the dry run.
+            argv[argv.index("--metadata-file") + 1] = str(self.workdir / f"{target['name']}.metadata.json")
             commands.append(argv)
         return commands
 

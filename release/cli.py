@@ -353,8 +353,9 @@ def promote(
     )
     github_output = os.environ.get("GITHUB_OUTPUT")
     if code == 0 and github_output and not dry_run:
-        with open(github_output, "a", encoding="utf-8") as handle:
-            handle.writelines(f"image_ref_{target}={ref}\n" for target, ref in parse_pairs(list(pairs)).items())
+        from release.outputs import write_github_image_refs
+
+        write_github_image_refs(Path(github_output), parse_pairs(list(pairs)))
     sys.exit(code)
 
 

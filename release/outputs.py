@@ -33,11 +33,14 @@ def json_document(results: list[TargetResult], extra: dict[str, Any]) -> str:
 
 
 def write_github_outputs(path: Path, results: list[TargetResult]) -> None:
-    """Append `image_ref_<target>=…` to $GITHUB_OUTPUT."""
+    """Append `image_ref_<target>=…` of the built targets to $GITHUB_OUTPUT."""
+    write_github_image_refs(path, {r.target: r.image_ref for r in results if r.image_ref})
+
+
+def write_github_image_refs(path: Path, refs: dict[str, str]) -> None:
+    """Append `image_ref_<target>=<ref>` lines to $GITHUB_OUTPUT."""
     with open(path, "a", encoding="utf-8") as handle:
-        for r in results:
-            if r.image_ref:
-                handle.write(f"image_ref_{r.target}={r.image_ref}\n")
+        handle.writelines(f"image_ref_{target}={ref}\n" for target, ref in refs.items())
 
 
 def step_summary(results: list[TargetResult], title: str) -> str:

@@ -65,6 +65,7 @@ class RegistryClient:
         self.scheme = "http" if (plain_http if plain_http is not None else _is_local(registry)) else "https"
         self.timeout = timeout
         self._auth = _docker_auth(registry)
+        self._retrying = False
 
     def _request(
         self, method: str, path: str, headers: dict[str, str] | None = None, timeout: float | None = None
@@ -80,7 +81,7 @@ class RegistryClient:
                 return response.status, dict(response.headers.items()), response.read()
         except urllib.error.HTTPError as err:
             challenge = err.headers.get("WWW-Authenticate", "")
-            if err.code == 401 and challenge.lower().startswith("bearer") and not getattr(self, "_retrying", False):
+            if err.code == 401 and challenge.lower().startswith("bearer") and not self._retrying:
                 self._auth = self._bearer_token(challenge)
                 self._retrying = True
                 try:

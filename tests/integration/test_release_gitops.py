@@ -103,8 +103,19 @@ def test_smoke_build_then_promote_pins_the_digests_in_one_pushed_commit(
     assert git(remote, "rev-parse", "main") == before
     assert "promotion preview" in smoke.stderr and parse_pinned_ref(refs["api"]).digest in smoke.stderr
 
-    promoted = run(devstack, local, tmp_path, "promote", f"api={refs['api']}", f"worker={refs['worker']}", "--json")
+    outputs = tmp_path / "github_output"
+    promoted = run(
+        devstack,
+        local,
+        tmp_path,
+        "promote",
+        f"api={refs['api']}",
+        f"worker={refs['worker']}",
+        "--json",
+        GITHUB_OUTPUT=str(outputs),
+    )
     assert promoted.returncode == 0, promoted.stderr[-3000:]
+    assert outputs.read_text().splitlines() == [f"image_ref_api={refs['api']}", f"image_ref_worker={refs['worker']}"]
     record = json.loads(promoted.stdout)
     after = git(remote, "rev-parse", "main")
     assert git(remote, "rev-list", "--count", f"{before}..{after}") == "1"
