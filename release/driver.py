@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -22,7 +23,7 @@ PORTAL_MESSAGE = (
     'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend'
 )
 PROBE_BUDGET_S = 2.0
-BUILD_ATTEMPTS = 2
+BUILD_ATTEMPTS = 3
 # A registry's transient server error during push: worth one more (fully cached) build.
 _TRANSIENT = re.compile(r"\b50[0234]\b[^\n]*(Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)", re.I)
 
@@ -43,6 +44,7 @@ class ReleaseOptions:
     targets_path: Path | None = None
     events_file: Path | None = None
     force: bool = False
+    cache_deadline_s: float = 120.0
 
 
 @dataclass
@@ -84,6 +86,20 @@ def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
         return None
 
 
+def _deadline(env: Mapping[str, str], default: float) -> float:
+    """FRACTALOPS_CACHE_DEADLINE: seconds a cache import/export step may run; a bad value is a usage error."""
+    text = env.get("FRACTALOPS_CACHE_DEADLINE", "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise UsageError(f"FRACTALOPS_CACHE_DEADLINE={text!r}: want seconds, a number above 0")
+    return value
+
+
 def _warm_imports(*modules: str) -> None:
     """Import modules ahead of need, on a side thread, while the main one waits on subprocesses."""
     import importlib
@@ -115,6 +131,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
     env = dict(os.environ if env is None else env)
     streams = streams or Streams()
     guards = check_guards(env, allow_local=options.allow_local, update_gitops=options.update_gitops)
+    options.cache_deadline_s = _deadline(env, options.cache_deadline_s)
     builder = options.builder or env.get("FRACTALOPS_BUILDER") or None
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="startup") as startup:
         # The engine questions are subprocess waits: ask them while this thread reads the configuration.
@@ -157,7 +174,7 @@ def _probe_cache(plan: Any, streams: Streams, use_cache: bool) -> str | None:
 
     if not use_cache:
         return "disabled"
-    probe = RegistryClient(plan.cache_registry).ping(PROBE_BUDGET_S)
+    probe = RegistryClient(plan.cache_registry).ping(PROBE_BUDGET_S, manifest=plan.cache_probe)
     if probe.reachable:
         return None
     streams.say(
@@ -166,7 +183,9 @@ def _probe_cache(plan: Any, streams: Streams, use_cache: bool) -> str | None:
     return "unavailable"
 
 
-def _build_one(target_plan: Any, cache_state: str | None, streams: Streams, builder: str) -> tuple[Any, Any]:
+def _build_one(
+    target_plan: Any, cache_state: str | None, streams: Streams, builder: str, deadline: float
+) -> tuple[Any, Any]:
     """Build, push and verify one target; return (TargetResult, BuildEvent-ready dict)."""
     from release import engine
     from release.imageref import parse_image_ref
@@ -180,16 +199,28 @@ def _build_one(target_plan: Any, cache_state: str | None, streams: Streams, buil
     image_ref: str | None = None
     error: str | None = None
     tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
+    hung: str | None = None
     try:
         for attempt in range(1, BUILD_ATTEMPTS + 1):
             try:
-                metadata = engine.build(request, tracker.feed)
+                metadata = engine.build(request, tracker.feed, functools.partial(tracker.stalled_cache_step, deadline))
                 break
+            except engine.CacheDeadlineExceeded as err:
+                # The client is stopped; the engine itself stays blocked on that connection until it closes
+                # (seen with dockerd 26: even a build without cache flags waits), so a rebuild here would hang.
+                hung = err.step
+                raise OperationError(
+                    f"{target_plan.name}: '{err.step}' ran past the {deadline:g} s cache deadline (FRACTALOPS_CACHE_DEADLINE); "
+                    "the build was stopped. The cache host answered the probe and then hung; the engine may stay "
+                    "blocked until that connection closes"
+                ) from None
             except OperationError as err:
                 if attempt == BUILD_ATTEMPTS or not _TRANSIENT.search(str(err)):
                     raise
                 streams.say(f"warning: {target_plan.name}: registry answered with a server error; building once more")
-                tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
+            tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
+        else:  # pragma: no cover - the loop always breaks or raises
+            raise OperationError(f"{target_plan.name}: no build attempt left")
         digest = metadata.get("containerimage.digest")
         if not isinstance(digest, str):
             raise OperationError(f"{target_plan.name}: buildx metadata has no containerimage.digest")
@@ -204,6 +235,10 @@ def _build_one(target_plan: Any, cache_state: str | None, streams: Streams, buil
     ratio = tracker.cache_hit_ratio
     if cache_state is not None:
         cache_import, cache_export = cache_state, "skipped"
+    elif hung is not None:
+        # The cache answered the probe, then hung: a dead import is an unavailable cache, a dead export a failed one.
+        cache_import = "unavailable" if hung.startswith("importing") else ("hit" if ratio else "miss")
+        cache_export = "failed"
     else:
         cache_import = "hit" if ratio else "miss"
         cache_export = "failed" if tracker.cache_export_failed() else ("ok" if error is None else "skipped")
@@ -242,7 +277,9 @@ def _execute(
         f"on builder {builder}; cache {cache_state or 'at ' + plan.cache_registry}"
     )
     with ThreadPoolExecutor(max_workers=len(plan.targets)) as pool:
-        outcomes = list(pool.map(lambda t: _build_one(t, cache_state, streams, builder), plan.targets))
+        outcomes = list(
+            pool.map(lambda t: _build_one(t, cache_state, streams, builder, options.cache_deadline_s), plan.targets)
+        )
     results = [result for result, _ in outcomes]
     events = [
         BuildEvent(

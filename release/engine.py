@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,11 +115,90 @@ def _stderr(err: Any) -> str:
     return lines[-1] if lines else "failed"
 
 
-def build(request: BuildRequest, on_line: Callable[[str], None]) -> dict[str, Any]:
-    """Run one build, streaming its progress lines to `on_line`; return the metadata file's content."""
+class CacheDeadlineExceeded(EngineError):
+    """A cache import or export step ran past its deadline; the build was stopped so it can run without cache."""
+
+    def __init__(self, target: str, step: str) -> None:
+        """Name the target and the step that hung."""
+        super().__init__(f"build of target {target}: {step} ran past the cache deadline; stopped")
+        self.step = step
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        tree.setdefault(parent, []).append(int(entry))
+    return tree
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stop_build_processes(marker: str) -> None:
+    """Stop this process's docker/buildx children whose command line holds `marker`, and their children."""
+    tree = _children()
+    roots = [pid for pid in tree.get(os.getpid(), []) if marker in _cmdline(pid)]
+    doomed, queue = [], list(roots)
+    while queue:
+        pid = queue.pop()
+        doomed.append(pid)
+        queue.extend(tree.get(pid, []))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in doomed):
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def build(
+    request: BuildRequest,
+    on_line: Callable[[str], None],
+    stalled: Callable[[], str | None] | None = None,
+) -> dict[str, Any]:
+    """Run one build, streaming progress lines to `on_line`; return the metadata file's content.
+
+    `stalled` is polled while the build runs: when it names a step, the build is stopped and
+    CacheDeadlineExceeded raised (BuildKit has no timeout of its own for registry cache calls).
+    """
     from python_on_whales.exceptions import DockerException
 
     request.metadata_file.parent.mkdir(parents=True, exist_ok=True)
+    done = threading.Event()
+    hung: list[str] = []
+
+    def watchdog() -> None:
+        while stalled is not None and not done.wait(0.25):
+            step = stalled()
+            if step:
+                hung.append(step)
+                _stop_build_processes(str(request.metadata_file))
+                return
+
+    guard = threading.Thread(target=watchdog, name=f"cache-deadline-{request.target}", daemon=True)
+    guard.start()
     try:
         lines = cast(
             Iterator[str],
@@ -138,7 +222,14 @@ def build(request: BuildRequest, on_line: Callable[[str], None]) -> dict[str, An
         for line in lines:
             on_line(line)
     except DockerException as err:
+        if hung:
+            raise CacheDeadlineExceeded(request.target, hung[0]) from None
         raise EngineError(f"build of target {request.target} failed: {_stderr(err)}") from None
+    finally:
+        done.set()
+        guard.join()
+    if hung:
+        raise CacheDeadlineExceeded(request.target, hung[0])
     try:
         return cast(dict[str, Any], json.loads(request.metadata_file.read_text()))
     except (OSError, ValueError) as err:

@@ -26,6 +26,10 @@ DRIVER_VARS: tuple[EnvVar, ...] = (
     EnvVar("FRACTALOPS_PLATFORM", "Target platform(s), passed to buildx as --platform."),
     EnvVar("FRACTALOPS_SOURCE_COMMIT", "Source commit of the build (default: HEAD of the source repository)."),
     EnvVar("FRACTALOPS_CACHE_BRANCH", "Branch whose cache is written (the main branch's cache is also read)."),
+    EnvVar(
+        "FRACTALOPS_CACHE_DEADLINE",
+        "Seconds a registry cache import/export step may run before the build goes on without it (120).",
+    ),
     EnvVar("FRACTALOPS_BUILD_EVENTS_FILE", "JSONL file the Build Plane Events are appended to."),
     EnvVar("FRACTALOPS_BUILD_EVENTS_URL", "Optional HTTP sink the Build Plane Events are POSTed to."),
     EnvVar("FRACTALOPS_GITOPS_AUTHOR", "Author of GitOps commits, 'Name <email>'."),

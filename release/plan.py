@@ -60,6 +60,7 @@ class ReleasePlan:
     builder: str | None
     cache_registry: str
     update_gitops: bool
+    cache_probe: tuple[str, str] | None = None
     targets: list[TargetPlan] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +71,7 @@ class ReleasePlan:
             "builder": self.builder,
             "cache_registry": self.cache_registry,
             "update_gitops": self.update_gitops,
+            "cache_probe": "{}:{}".format(*self.cache_probe) if self.cache_probe else None,
             "targets": [t.to_dict() for t in self.targets],
         }
 
@@ -105,7 +107,10 @@ def make_plan(
         cache_registry=parse_image_ref(topology.buildcache_ref_via(via)).registry,
         update_gitops=update_gitops,
     )
+    cache_repository = parse_image_ref(topology.buildcache_ref_via(via)).path
     for target in targets:
+        if plan.cache_probe is None:
+            plan.cache_probe = (cache_repository, f"{target.name}-{cache_scope(branch)}")
         repository = target.repository(topology)
         tag = image_tag(target, source_commit, run_stamp)
         cache_from, cache_to = cache_refs(topology, target.name, branch, via)

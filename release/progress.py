@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,9 @@ def _seconds(started: str | None, completed: str | None) -> float | None:
         return None
 
 
+_CACHE_STEP = re.compile(r"^(importing cache manifest from|exporting cache to|preparing build cache for export)")
+
+
 @dataclass
 class Vertex:
     """One vertex of the build graph as last reported."""
@@ -36,6 +40,12 @@ class Vertex:
     completed: str | None = None
     cached: bool = False
     error: str | None = None
+    seen_running_at: float | None = None
+
+    @property
+    def is_cache_step(self) -> bool:
+        """A registry cache import or export step (BuildKit gives these no timeout of its own)."""
+        return bool(_CACHE_STEP.match(self.name))
 
     @property
     def is_step(self) -> bool:
@@ -94,6 +104,8 @@ class ProgressTracker:
         vertex.completed = str(raw["completed"]) if raw.get("completed") else vertex.completed
         vertex.cached = bool(raw.get("cached")) or vertex.cached
         vertex.error = str(raw["error"]) if raw.get("error") else vertex.error
+        if vertex.started and vertex.seen_running_at is None:
+            vertex.seen_running_at = time.monotonic()
         if digest not in self.announced and (vertex.started or vertex.cached):
             self.announced.add(digest)
             self.echo(f"{self.prefix} #{vertex.number} {vertex.name}")
@@ -120,6 +132,15 @@ class ProgressTracker:
         if not steps:
             return None
         return round(sum(1 for v in steps if v.cached) / len(steps), 4)
+
+    def stalled_cache_step(self, deadline_s: float) -> str | None:
+        """The name of a cache step running for more than `deadline_s` seconds (by this clock), if any."""
+        now = time.monotonic()
+        for vertex in list(self.vertices.values()):
+            running = vertex.seen_running_at is not None and not vertex.completed and not vertex.error
+            if vertex.is_cache_step and running and now - (vertex.seen_running_at or now) > deadline_s:
+                return vertex.name
+        return None
 
     def cache_export_failed(self) -> bool:
         """True if a cache export vertex reported an error (ignored by ignore-error=true)."""

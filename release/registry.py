@@ -111,30 +111,51 @@ class RegistryClient:
         token = body.get("token") or body.get("access_token")
         return f"Bearer {token}" if token else None
 
-    def ping(self, budget: float = 2.0) -> Probe:
-        """GET /v2/ within a total of `budget` seconds; 200 or 401 means a registry answered."""
+    def _timed(self, method: str, path: str, deadline: float, headers: dict[str, str] | None = None) -> int:
+        """One request that must finish by `deadline` (time.monotonic); its status. Raises OSError/HTTPException."""
         import http.client
 
-        started = time.monotonic()
-        deadline = started + budget
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out")
         host, _, port = self.registry.rpartition(":") if ":" in self.registry else (self.registry, "", "")
         connection_type = http.client.HTTPConnection if self.scheme == "http" else http.client.HTTPSConnection
-        connection = connection_type(host, int(port) if port else None, timeout=budget)
+        connection = connection_type(host, int(port) if port else None, timeout=remaining)
         try:
             connection.connect()
             assert connection.sock is not None
             connection.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            connection.request("GET", "/v2/")
-            status = connection.getresponse().status
-        except (OSError, http.client.HTTPException) as err:
-            reason = "timed out" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
-            return Probe(False, f"{self.registry}: {reason}", time.monotonic() - started)
+            connection.request(
+                method, path, headers={**(headers or {}), **({"Authorization": self._auth} if self._auth else {})}
+            )
+            return connection.getresponse().status
         finally:
             connection.close()
-        elapsed = time.monotonic() - started
-        if status in (200, 401):
-            return Probe(True, f"{self.registry}: HTTP {status}", elapsed)
-        return Probe(False, f"{self.registry}: /v2/ answered HTTP {status}", elapsed)
+
+    def ping(self, budget: float = 2.0, manifest: tuple[str, str] | None = None) -> Probe:
+        """GET /v2/, then HEAD `manifest` (repository path, tag) if given, all within `budget` seconds.
+
+        The manifest request catches a host that answers the ping and then hangs: BuildKit has no timeout
+        for registry cache calls, and such a host would stall the build (and the engine) indefinitely.
+        """
+        import http.client
+
+        started = time.monotonic()
+        deadline = started + budget
+        requests = [("GET", "/v2/", {"200", "401"})]
+        if manifest is not None:
+            requests.append(("HEAD", f"/v2/{manifest[0]}/manifests/{manifest[1]}", {"200", "401", "404"}))
+        for method, path, fine in requests:
+            try:
+                status = self._timed(method, path, deadline, {"Accept": MANIFEST_TYPES})
+            except (OSError, http.client.HTTPException) as err:
+                reason = "timed out" if isinstance(err, TimeoutError) else str(err) or type(err).__name__
+                return Probe(False, f"{self.registry}: {method} {path}: {reason}", time.monotonic() - started)
+            if str(status) not in fine:
+                return Probe(
+                    False, f"{self.registry}: {method} {path} answered HTTP {status}", time.monotonic() - started
+                )
+        return Probe(True, f"{self.registry}: answered", time.monotonic() - started)
 
     def manifest_digest(self, ref: ImageRef) -> str | None:
         """HEAD the manifest of `ref` (by digest or tag); its Docker-Content-Digest, or None if unknown."""

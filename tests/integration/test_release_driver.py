@@ -7,6 +7,8 @@ import os
 import re
 import socket
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +250,106 @@ def test_failing_events_sink_warns_and_the_release_succeeds(devstack: Devstack, 
     assert len(image_refs(result.stdout)) == 1
     assert "build events sink did not take the events" in result.stderr
     assert [e["target"] for e in events(tmp_path)] == ["worker"]
+
+
+class HangingRegistry:
+    """A stand-in for a cache registry that answers the /v2/ ping (and, with `answer_manifests`, manifest
+    requests with 404) and never answers anything else.
+
+    It speaks plain HTTP like a Nexus connector: a TLS hello gets an HTTP 400 (so clients fall back to HTTP).
+    """
+
+    PING = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    NOT_TLS = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, answer_manifests: bool = False) -> None:
+        self.answer_manifests = answer_manifests
+        self.release_all = threading.Event()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[socket.socket] = []
+
+    def serve(self) -> None:
+        while not self.release_all.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            head = conn.recv(4096)
+        except OSError:
+            conn.close()
+            return
+        if head.startswith(b"\x16"):
+            conn.sendall(self.NOT_TLS)
+            conn.close()
+        elif head.split(b" ")[1:2] in ([b"/v2/"], [b"/v2"]):
+            conn.sendall(self.PING)
+            conn.close()
+        elif self.answer_manifests and b"/manifests/" in head.split(b"\r\n", 1)[0]:
+            conn.sendall(self.NOT_FOUND)
+            conn.close()
+        else:
+            self.held.append(conn)  # never answered, never closed until teardown
+            self.release_all.wait(300)
+            conn.close()
+
+
+@pytest.fixture(params=[False, True], ids=["hangs-after-ping", "hangs-on-blobs"])
+def hanging_registry(request: pytest.FixtureRequest) -> Iterator[HangingRegistry]:
+    registry = HangingRegistry(answer_manifests=request.param)
+    thread = threading.Thread(target=registry.serve, daemon=True)
+    thread.start()
+    yield registry
+    registry.release_all.set()
+    thread.join()
+    registry.sock.close()
+
+
+def test_cache_host_that_hangs_is_caught_by_the_probe_or_cut_off_at_the_deadline(
+    devstack: Devstack, tmp_path: Path, hanging_registry: HangingRegistry
+) -> None:
+    # A host that hangs after the ping is caught by the probe (build without cache); one that hangs only on
+    # blobs passes the probe and is stopped at FRACTALOPS_CACHE_DEADLINE with a clear error instead of hanging.
+    topology = topology_with_cache_at(devstack, tmp_path, hanging_registry.port)
+    started = time.monotonic()
+    result = release(devstack, tmp_path, "--target", "api", topology=topology, FRACTALOPS_CACHE_DEADLINE="3")
+    elapsed = time.monotonic() - started
+    recorded = events(tmp_path)
+    if not hanging_registry.answer_manifests:
+        assert result.returncode == 0, result.stderr[-3000:]
+        (ref,) = image_refs(result.stdout)
+        assert_in_registry(ref)
+        assert "warning: build cache unavailable" in result.stderr and "timed out" in result.stderr
+        assert [(e["cache_import"], e["cache_export"]) for e in recorded] == [("unavailable", "skipped")]
+    else:
+        assert result.returncode == 1
+        assert result.stdout == ""
+        assert "ran past the 3 s cache deadline" in result.stderr
+        assert [(e["result"], e["cache_export"]) for e in recorded] == [("failed", "failed")]
+        assert elapsed < 60, "the deadline bounds the wait; without it the build hangs until the host lets go"
+    assert not [
+        line
+        for line in subprocess.run(
+            ["ps", "-eo", "args"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        if str(tmp_path) in line
+    ]
+
+
+def test_bad_cache_deadline_is_a_usage_error(devstack: Devstack, tmp_path: Path) -> None:
+    # FRACTALOPS_CACHE_DEADLINE must be a positive number of seconds.
+    result = release(devstack, tmp_path, FRACTALOPS_CACHE_DEADLINE="soon")
+    assert result.returncode == 2
+    assert "FRACTALOPS_CACHE_DEADLINE='soon'" in result.stderr
