@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from ruamel.yaml import YAML
+from standins import HangingRegistry
 
 from release.imageref import parse_pinned_ref
 from release.registry import RegistryClient
@@ -252,69 +252,11 @@ def test_failing_events_sink_warns_and_the_release_succeeds(devstack: Devstack, 
     assert [e["target"] for e in events(tmp_path)] == ["worker"]
 
 
-class HangingRegistry:
-    """A stand-in for a cache registry that answers the /v2/ ping (and, with `answer_manifests`, manifest
-    requests with 404) and never answers anything else.
-
-    It speaks plain HTTP like a Nexus connector: a TLS hello gets an HTTP 400 (so clients fall back to HTTP).
-    """
-
-    PING = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
-    NOT_TLS = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-
-    def __init__(self, answer_manifests: bool = False) -> None:
-        self.answer_manifests = answer_manifests
-        self.release_all = threading.Event()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.held: list[socket.socket] = []
-
-    def serve(self) -> None:
-        while not self.release_all.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        conn.settimeout(5)
-        try:
-            head = conn.recv(4096)
-        except OSError:
-            conn.close()
-            return
-        if head.startswith(b"\x16"):
-            conn.sendall(self.NOT_TLS)
-            conn.close()
-        elif head.split(b" ")[1:2] in ([b"/v2/"], [b"/v2"]):
-            conn.sendall(self.PING)
-            conn.close()
-        elif self.answer_manifests and b"/manifests/" in head.split(b"\r\n", 1)[0]:
-            conn.sendall(self.NOT_FOUND)
-            conn.close()
-        else:
-            self.held.append(conn)  # never answered, never closed until teardown
-            self.release_all.wait(300)
-            conn.close()
-
-
 @pytest.fixture(params=[False, True], ids=["hangs-after-ping", "hangs-on-blobs"])
 def hanging_registry(request: pytest.FixtureRequest) -> Iterator[HangingRegistry]:
-    registry = HangingRegistry(answer_manifests=request.param)
-    thread = threading.Thread(target=registry.serve, daemon=True)
-    thread.start()
+    registry = HangingRegistry(answer_manifests=request.param).start()
     yield registry
-    registry.release_all.set()
-    thread.join()
-    registry.sock.close()
+    registry.close()
 
 
 def test_cache_host_that_hangs_is_caught_by_the_probe_or_cut_off_at_the_deadline(
