@@ -25,6 +25,8 @@ RELEASE_SH = ROOT / "ops/containers/fractalops/release.sh"
 RESULTS = ROOT / "bench/results/release.json"
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 PLAIN_CAP_S = 120.0
+BENCH_STACK = Path(os.environ.get("BENCH_DEVSTACK_DIR", "/tmp/fractalops-bench-devstack"))
+BENCH_PORT_BASE = int(os.environ.get("BENCH_DEVSTACK_PORT_BASE", "35580"))
 
 
 class Bench:
@@ -33,7 +35,8 @@ class Bench:
     def __init__(self) -> None:
         from release.devstack import up
 
-        stack = up(log=lambda m: print(m, file=sys.stderr))
+        # A stack of the bench's own, so its many cache repositories never land in a developer's stack.
+        stack = up(BENCH_STACK, BENCH_PORT_BASE, log=lambda m: print(m, file=sys.stderr))
         self.env = {**os.environ, **stack.env, "PATH": f"{stack.path_prefix}:{os.environ['PATH']}"}
         for name in ("CI", "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
             self.env.pop(name, None)
@@ -269,6 +272,9 @@ def main() -> None:
         print(json.dumps(results[name], indent=2), file=sys.stderr)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    from release.devstack import down
+
+    down(BENCH_STACK, log=lambda m: print(m, file=sys.stderr))
     print(json.dumps(results, indent=2))
 
 

@@ -23,9 +23,11 @@ log "validating the production topology and its policy"
 
 log "starting the local build stack (installs the engine, buildx and registries on first use)"
 eval "$(.venv/bin/fractalops-release devstack up)"
-.venv/bin/fractalops-release devstack status >&2
 
 log "smoke release through the stack (FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0)"
 FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE=1 \
 FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0 \
   ./ops/containers/fractalops/release.sh "$@"
+
+log "what each registry now holds (the base image came through the pull-through mirror)"
+.venv/bin/fractalops-release devstack status >&2

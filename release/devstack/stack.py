@@ -30,7 +30,7 @@ from release.devstack.network import bridge_name, ensure_bridge, remove_bridge
 from release.devstack.paths import StackPaths, default_state_dir
 from release.devstack.ports import PORT_BASE_ENV, PortLayout, port_layout, port_layout_from_env
 from release.devstack.probes import port_listening, unix_http_get, unix_socket_accepts
-from release.devstack.registries import ensure_mirrored, registry_answers, seed_base_image
+from release.devstack.registries import catalog, ensure_mirrored, registry_answers, seed_base_image
 from release.devstack.status import ComponentStatus, StackStatus
 from release.errors import EngineError, OperationError, UsageError
 
@@ -345,6 +345,10 @@ def status(state_dir: Path | None = None, port_base: int | None = None) -> Stack
                 detail = "not running; its port is taken by another process"
         elif not ready:
             detail = f"runs but does not answer; see {paths.logfile(component)}"
+        elif component.startswith("registry-"):
+            held = catalog(registry_port(ports, component.removeprefix("registry-")))
+            shown = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
+            detail = f"holds: {shown or 'nothing yet'}"
         components.append(
             ComponentStatus(
                 name=component,
