@@ -269,9 +269,10 @@ def _execute(
     from release.events import BuildEvent, append_events, default_events_file, post_events
     from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
 
-    threading.Thread(
-        target=_warm_imports, args=("release.gitops.promote", "release.gitops.record"), daemon=True
-    ).start()
+    # The promotion preview (smoke builds) or the GitOps modules (promotion) get ready while the builds run.
+    preview = _start_preview(plan, topology, root) if not plan.update_gitops else None
+    if plan.update_gitops:
+        threading.Thread(target=_warm_imports, args=("release.gitops.promote",), daemon=True).start()
     streams.say(
         f"release: {', '.join(t.name for t in plan.targets)} from {plan.source_commit or 'an unknown commit'} "
         f"on builder {builder}; cache {cache_state or 'at ' + plan.cache_registry}"
@@ -305,7 +306,7 @@ def _execute(
         streams.say(f"error: {r.target}: {r.error}")
     promotion: dict[str, Any] | None = None
     if not failed:
-        promotion = _gitops(plan, results, options, env, streams, topology, root)
+        promotion = _gitops(plan, results, options, env, streams, topology, root, preview)
     extra = {"source_commit": plan.source_commit, "builder": builder, "gitops": promotion}
     streams.out.write(json_document(results, extra) if options.json_output else image_ref_lines(results))
     streams.out.flush()
@@ -339,6 +340,56 @@ def _record_events(
         post(events, url, streams.say)
 
 
+_PREVIEW_SALT = "fractalops-release promotion preview"
+
+
+def _placeholder(target: str) -> str:
+    """A digest that stands for a target's not-yet-built image while the preview is computed."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(f"{_PREVIEW_SALT} {target}".encode()).hexdigest()
+
+
+class _PreviewRegistry:
+    """The registry as the preview sees it: the placeholder digests exist; anything else is asked of the registry."""
+
+    def __init__(self, registry: str, placeholders: set[str]) -> None:
+        """Wrap the real client of `registry`."""
+        from release.registry import RegistryClient
+
+        self.real = RegistryClient(registry)
+        self.placeholders = placeholders
+
+    def manifest_digest(self, ref: Any) -> str | None:
+        """A placeholder is present (the driver confirms the real digest itself after the push)."""
+        return str(ref.digest) if ref.digest in self.placeholders else self.real.manifest_digest(ref)
+
+    def image_labels(self, ref: Any) -> dict[str, str]:
+        """Labels come from the registry."""
+        return self.real.image_labels(ref)
+
+
+def _start_preview(plan: Any, topology: Any, root: Path) -> Any:
+    """Compute the promotion preview while the builds run; the real digests replace the placeholders afterwards."""
+    from release.gitops.promote import plan_promotion
+
+    images = {t.name: f"{t.repository}@{_placeholder(t.name)}" for t in plan.targets}
+    placeholders = {_placeholder(t.name) for t in plan.targets}
+    sources = {name: plan.source_commit for name in images} if plan.source_commit else None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
+    future = pool.submit(
+        plan_promotion,
+        images,
+        repo_root=root,
+        topology=topology,
+        source_commits=sources,
+        policy="monotonic",
+        registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders),
+    )
+    pool.shutdown(wait=False)
+    return future
+
+
 def _gitops(
     plan: Any,
     results: list[Any],
@@ -347,23 +398,37 @@ def _gitops(
     streams: Streams,
     topology: Any,
     root: Path,
+    preview: Any = None,
 ) -> dict[str, Any] | None:
     """Promote the built images when GitOps updates are on; otherwise print the diff a promotion would make."""
-    from release.gitops.promote import plan_promotion, promote
+    from release.gitops.promote import promote
     from release.gitops.record import append_record, build_record
 
     images = {r.target: r.image_ref for r in results if r.image_ref}
     sources = {name: plan.source_commit for name in images} if plan.source_commit else None
     if not plan.update_gitops:
+        files = {t.name: root / t.values_file for t in plan.targets}
+        already = any(
+            ref.rsplit("@", 1)[1] in (files[name].read_text(encoding="utf-8") if files[name].exists() else "")
+            for name, ref in images.items()
+        )
         try:
-            preview = plan_promotion(
-                images, repo_root=root, topology=topology, source_commits=sources, policy="monotonic"
-            )
+            if already or preview is None:  # a pinned digest came back: plan with the real refs (a no-op diff)
+                from release.gitops.promote import plan_promotion
+
+                planned = plan_promotion(
+                    images, repo_root=root, topology=topology, source_commits=sources, policy="monotonic"
+                )
+            else:
+                planned = preview.result()
         except ReleaseError as err:
             streams.say(f"note: no promotion preview: {err}")
             return None
+        diff = planned.diff
+        for target, image_ref in images.items():
+            diff = diff.replace(_placeholder(target), image_ref.rsplit("@", 1)[1])
         streams.say("promotion preview (smoke build: GitOps untouched; this is the diff a promotion would commit):")
-        streams.say(preview.diff.rstrip("\n") or "(no change: the values files already pin these images)")
+        streams.say(diff.rstrip("\n") or "(no change: the values files already pin these images)")
         return None
     try:
         result = promote(
