@@ -133,14 +133,15 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
     guards = check_guards(env, allow_local=options.allow_local, update_gitops=options.update_gitops)
     options.cache_deadline_s = _deadline(env, options.cache_deadline_s)
     builder = options.builder or env.get("FRACTALOPS_BUILDER") or None
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="startup") as startup:
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="startup") as startup:
         # The engine questions are subprocess waits: ask them while this thread reads the configuration.
         preflight = None if options.dry_run else startup.submit(engine.preflight, builder)
         startup.submit(_warm_imports, "python_on_whales")
+        root = repo_root() or Path.cwd()
+        source_commit = startup.submit(_source_commit, env, root)
         topology = load_topology(options.topology_path)
         available = load_targets(options.targets_path)
         targets = select_targets(available, options.targets)
-        root = repo_root() or Path.cwd()
         platforms = options.platforms or tuple(p for p in env.get("FRACTALOPS_PLATFORM", "").split(",") if p)
         if guards.update_gitops and {t.name for t in targets} != set(available):
             streams.say("note: promoting a subset of targets; the others stay pinned as they are")
@@ -149,7 +150,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
                 topology,
                 targets,
                 root=root,
-                source_commit=_source_commit(env, root),
+                source_commit=source_commit.result(),
                 branch=_branch(env),
                 builder=builder,
                 platforms=platforms,
