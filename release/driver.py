@@ -78,10 +78,10 @@ def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
     for name in ("FRACTALOPS_SOURCE_COMMIT", "GITHUB_SHA"):
         if env.get(name):
             return env[name]
-    from release.gitops.git import GitRepo
+    from release.gitops.git import head_commit
 
     try:
-        return GitRepo(root).head()
+        return head_commit(root)
     except ReleaseError:
         return None
 
@@ -123,10 +123,6 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
     """Run a release end to end; return the process exit status."""
     from release import engine
     from release.guards import check_guards
-    from release.plan import make_plan
-    from release.targets import load_targets
-    from release.topology import load_topology
-    from release.topology.load import repo_root
 
     env = dict(os.environ if env is None else env)
     streams = streams or Streams()
@@ -137,6 +133,12 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         # The engine questions are subprocess waits: ask them while this thread reads the configuration.
         preflight = None if options.dry_run else startup.submit(engine.preflight, builder)
         startup.submit(_warm_imports, "python_on_whales")
+        # Imported after the engine questions are on their way: these modules cost start-up time.
+        from release.plan import make_plan
+        from release.targets import load_targets
+        from release.topology import load_topology
+        from release.topology.load import repo_root
+
         root = repo_root() or Path.cwd()
         source_commit = startup.submit(_source_commit, env, root)
         topology = load_topology(options.topology_path)

@@ -70,6 +70,26 @@ def _git_errors(what: str) -> Iterator[None]:
         raise GitError(f"git {what} failed: {err}") from err
 
 
+def head_commit(path: Path | str) -> str | None:
+    """The commit HEAD of the repository holding `path` points at; None outside a repository or when empty.
+
+    A single `git rev-parse` (no GitPython): the release driver asks this on every run, before it builds.
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as err:
+        raise GitError(f"git rev-parse HEAD failed: {err}") from err
+    sha = proc.stdout.strip()
+    return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
 class GitRepo:
     """One working tree: read files at revisions, commit paths, fetch, reset, push, ancestry."""
 

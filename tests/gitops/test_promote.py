@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +276,24 @@ def test_parse_pairs_rejects_a_target_given_twice() -> None:
     # The same target twice on one command line is a usage error.
     with pytest.raises(ConfigError, match="given twice"):
         parse_pairs(["api=a", "api=b"])
+
+
+def test_head_commit_reads_head_and_is_none_outside_a_repository(tmp_path: Path) -> None:
+    # The driver's source commit: HEAD of the repository, None where there is no repository or no commit.
+    from release.gitops.git import head_commit
+
+    assert head_commit(tmp_path) is None
+    subprocess.run(["git", "init", "-q", str(tmp_path / "r")], check=True)
+    assert head_commit(tmp_path / "r") is None
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e.invalid",
+    }
+    subprocess.run(["git", "-C", str(tmp_path / "r"), "commit", "-q", "--allow-empty", "-m", "x"], check=True, env=env)
+    expected = subprocess.run(
+        ["git", "-C", str(tmp_path / "r"), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert head_commit(tmp_path / "r") == expected
