@@ -17,11 +17,12 @@ FILE_NAME = "releases.jsonl"
 
 
 def default_record_path() -> Path:
-    """`$FRACTALOPS_EVENTS_DIR/releases.jsonl`, else `$XDG_STATE_HOME` (or ~/.local/state)/fractalops-release/."""
+    """`$FRACTALOPS_EVENTS_DIR/releases.jsonl`, else beside the build events file (see release.events)."""
     if os.environ.get(EVENTS_DIR_ENV):
         return Path(os.environ[EVENTS_DIR_ENV]) / FILE_NAME
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "fractalops-release" / FILE_NAME
+    from release.events import default_events_file
+
+    return default_events_file().with_name(FILE_NAME)
 
 
 def build_record(result: PromotionResult, *, now: dt.datetime | None = None) -> dict[str, Any]:
