@@ -40,14 +40,22 @@ def handled(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from release.errors import ReleaseError
 
+        ctx = click.get_current_context(silent=True)
+        app = ctx.find_object(App) if ctx is not None else None
         try:
             return func(*args, **kwargs)
         except ReleaseError as err:
-            ctx = click.get_current_context(silent=True)
-            if ctx is not None and ctx.find_object(App) is not None and ctx.find_object(App).debug:  # type: ignore[union-attr]
+            if app is not None and app.debug:
                 raise
             say(f"error: {err}")
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            if app is not None and app.debug:
+                raise
+            say(
+                "interrupted: files are written atomically, and a GitOps write cut short is restored from its journal on the next run"
+            )
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 

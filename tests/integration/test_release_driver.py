@@ -295,3 +295,24 @@ def test_bad_cache_deadline_is_a_usage_error(devstack: Devstack, tmp_path: Path)
     result = release(devstack, tmp_path, FRACTALOPS_CACHE_DEADLINE="soon")
     assert result.returncode == 2
     assert "FRACTALOPS_CACHE_DEADLINE='soon'" in result.stderr
+
+
+def test_failed_target_exits_1_reports_it_and_still_prints_the_other(devstack: Devstack, tmp_path: Path) -> None:
+    # A target whose build fails gives exit 1, a one-line error naming it, a failed event; the other target's image_ref is printed.
+    yaml = YAML()
+    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    for target in data["targets"].values():
+        target["context"] = "tests/integration/broken"
+    targets_file = tmp_path / "targets.yaml"
+    with targets_file.open("w") as handle:
+        yaml.dump(data, handle)
+    result = release(devstack, tmp_path, "--targets-file", str(targets_file))
+    assert result.returncode == 1
+    (ref,) = image_refs(result.stdout)
+    assert parse_pinned_ref(ref).path == "yamonco/fractalops-api"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: worker: build of target worker failed")
+    assert "promotion preview" not in result.stderr
+    recorded = {e["target"]: e for e in events(tmp_path)}
+    assert recorded["worker"]["result"] == "failed" and recorded["worker"]["error"]
+    assert recorded["api"]["result"] == "ok"
