@@ -8,7 +8,8 @@ import threading
 
 class HangingRegistry:
     """A stand-in for a cache registry that answers the /v2/ ping (and, with `answer_manifests`, manifest
-    requests with 404) and never answers anything else.
+    requests with 404) and never answers anything else; with `reject_writes` it answers everything at once,
+    reads with 404 and writes with 403.
 
     It speaks plain HTTP like a Nexus connector: a TLS hello gets an HTTP 400 (so clients fall back to HTTP).
     """
@@ -17,8 +18,14 @@ class HangingRegistry:
     NOT_TLS = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
-    def __init__(self, answer_manifests: bool = False) -> None:
-        self.answer_manifests = answer_manifests
+    FORBIDDEN = (
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+
+    def __init__(self, answer_manifests: bool = False, reject_writes: bool = False) -> None:
+        self.answer_manifests = answer_manifests or reject_writes
+        # Like a Nexus repository that is read-only: every read is a miss (404), every write is refused (403).
+        self.reject_writes = reject_writes
         self.release_all = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,6 +60,10 @@ class HangingRegistry:
             conn.close()
         elif self.answer_manifests and b"/manifests/" in head.split(b"\r\n", 1)[0]:
             conn.sendall(self.NOT_FOUND)
+            conn.close()
+        elif self.reject_writes:
+            request_line = head.split(b"\r\n", 1)[0]
+            conn.sendall(self.NOT_FOUND if request_line.startswith((b"HEAD", b"GET")) else self.FORBIDDEN)
             conn.close()
         else:
             self.held.append(conn)  # never answered, never closed until teardown

@@ -316,3 +316,19 @@ def test_failed_target_exits_1_reports_it_and_still_prints_the_other(devstack: D
     recorded = {e["target"]: e for e in events(tmp_path)}
     assert recorded["worker"]["result"] == "failed" and recorded["worker"]["error"]
     assert recorded["api"]["result"] == "ok"
+
+
+def test_cache_that_refuses_writes_is_a_miss_and_a_failed_export_never_a_failed_build(
+    devstack: Devstack, tmp_path: Path
+) -> None:
+    # A cache that answers reads with 404 and writes with 403 (read-only Nexus): the release succeeds, export 'failed'.
+    registry = HangingRegistry(reject_writes=True).start()
+    try:
+        topology = topology_with_cache_at(devstack, tmp_path, registry.port)
+        result = release(devstack, tmp_path, "--target", "api", topology=topology)
+    finally:
+        registry.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ref,) = image_refs(result.stdout)
+    assert_in_registry(ref)
+    assert [(e["result"], e["cache_export"]) for e in events(tmp_path)] == [("ok", "failed")]
