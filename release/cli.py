@@ -257,6 +257,14 @@ def devstack_status() -> None:
 )
 @click.option("--no-cache", "no_cache", is_flag=True, help="Build without the registry cache.")
 @click.option(
+    "--progress",
+    type=click.Choice(["auto", "plain", "tty"]),
+    default="auto",
+    envvar="FRACTALOPS_PROGRESS",
+    show_default=True,
+    help="plain: numbered lines (CI); tty: a live line per target; auto: tty at a terminal outside CI.",
+)
+@click.option(
     "--targets-file",
     type=click.Path(path_type=Path, dir_okay=False),
     envvar="FRACTALOPS_TARGETS",
@@ -281,6 +289,7 @@ def runtime(
     allow_local: bool | None,
     update_gitops: bool | None,
     no_cache: bool,
+    progress: str,
     targets_file: Path | None,
     events_file: Path | None,
     force: bool,
@@ -297,6 +306,7 @@ def runtime(
         allow_local=allow_local,
         update_gitops=update_gitops,
         use_cache=not no_cache,
+        progress=progress,
         topology_path=app.topology_path,
         targets_path=targets_file,
         events_file=events_file,

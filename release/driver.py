@@ -40,6 +40,7 @@ class ReleaseOptions:
     allow_local: bool | None = None
     update_gitops: bool | None = None
     use_cache: bool = True
+    progress: str = "auto"
     topology_path: Path | None = None
     targets_path: Path | None = None
     events_file: Path | None = None
@@ -54,9 +55,13 @@ class Streams:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    board: Any = None  # a progress.LiveBoard while builds run at a terminal
 
     def say(self, message: str) -> None:
-        """One line to stderr, whole even with concurrent builds."""
+        """One line to stderr, whole even with concurrent builds (above the live board if one is drawn)."""
+        if self.board is not None:
+            self.board.print(message)
+            return
         with self.lock:
             self.err.write(message + "\n")
             self.err.flush()
@@ -98,6 +103,17 @@ def _deadline(env: Mapping[str, str], default: float) -> float:
     if not 0 < value <= 86400:
         raise UsageError(f"FRACTALOPS_CACHE_DEADLINE={text!r}: want seconds, a number above 0")
     return value
+
+
+def _live_board(mode: str, env: Mapping[str, str], streams: Streams) -> Any:
+    """A live board at a terminal (progress tty, or auto outside CI); None for plain lines."""
+    from release.guards import in_ci
+    from release.progress import LiveBoard
+
+    if mode not in {"auto", "plain", "tty"}:
+        raise UsageError(f"--progress / FRACTALOPS_PROGRESS: {mode!r} is not one of auto, plain, tty")
+    tty = mode == "tty" or (mode == "auto" and streams.err.isatty() and not in_ci(env) and env.get("TERM") != "dumb")
+    return LiveBoard(streams.err) if tty else None
 
 
 def _warm_imports(*modules: str) -> None:
@@ -201,7 +217,7 @@ def _build_one(
     started_at, started = _now(), time.monotonic()
     image_ref: str | None = None
     error: str | None = None
-    tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
+    tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say, board=streams.board)
     hung: str | None = None
     try:
         for attempt in range(1, BUILD_ATTEMPTS + 1):
@@ -221,7 +237,7 @@ def _build_one(
                 if attempt == BUILD_ATTEMPTS or not _TRANSIENT.search(str(err)):
                     raise
                 streams.say(f"warning: {target_plan.name}: registry answered with a server error; building once more")
-            tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say)
+            tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say, board=streams.board)
         else:  # pragma: no cover - the loop always breaks or raises
             raise OperationError(f"{target_plan.name}: no build attempt left")
         digest = metadata.get("containerimage.digest")
@@ -236,6 +252,9 @@ def _build_one(
         error = str(err)
     duration = round(time.monotonic() - started, 3)
     ratio = tracker.cache_hit_ratio
+    if streams.board is not None:
+        outcome = "pushed and verified" if error is None else "FAILED"
+        streams.board.update(tracker.prefix, f"{tracker.status_line().split(' · ')[0]} · {outcome} in {duration:.1f} s")
     if cache_state is not None:
         cache_import, cache_export = cache_state, "skipped"
     elif hung is not None:
@@ -280,10 +299,12 @@ def _execute(
         f"release: {', '.join(t.name for t in plan.targets)} from {plan.source_commit or 'an unknown commit'} "
         f"on builder {builder}; cache {cache_state or 'at ' + plan.cache_registry}"
     )
+    streams.board = _live_board(options.progress, env, streams)
     with ThreadPoolExecutor(max_workers=len(plan.targets)) as pool:
         outcomes = list(
             pool.map(lambda t: _build_one(t, cache_state, streams, builder, options.cache_deadline_s), plan.targets)
         )
+    streams.board = None  # the final status lines stay on screen; from here on, plain lines
     results = [result for result, _ in outcomes]
     events = [
         BuildEvent(

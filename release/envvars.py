@@ -30,6 +30,7 @@ DRIVER_VARS: tuple[EnvVar, ...] = (
         "FRACTALOPS_CACHE_DEADLINE",
         "Seconds a registry cache import/export step may run before the build goes on without it (120).",
     ),
+    EnvVar("FRACTALOPS_PROGRESS", "Progress display: auto (tty at a terminal outside CI), plain or tty."),
     EnvVar("FRACTALOPS_BUILD_EVENTS_FILE", "JSONL file the Build Plane Events are appended to."),
     EnvVar("FRACTALOPS_BUILD_EVENTS_URL", "Optional HTTP sink the Build Plane Events are POSTed to."),
     EnvVar("FRACTALOPS_GITOPS_AUTHOR", "Author of GitOps commits, 'Name <email>'."),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 # Dockerfile instruction vertices look like `[base 2/3] RUN …` or `[2/3] COPY …`.
 _DECODER = json.JSONDecoder()
@@ -54,16 +56,57 @@ class Vertex:
         return match is not None and match.group("instruction") != "FROM"
 
 
+class LiveBoard:
+    """At a terminal: one status line per target, redrawn in place; other lines scroll above it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        """Draw on `stream` (a terminal)."""
+        self.stream = stream
+        self.rows: dict[str, str] = {}
+        self.drawn = 0
+        self.lock = threading.Lock()
+
+    def update(self, key: str, text: str) -> None:
+        """Set the status line of `key` and redraw."""
+        with self.lock:
+            if self.rows.get(key) == text:
+                return
+            self.rows[key] = text
+            self._clear()
+            self._draw()
+
+    def print(self, line: str) -> None:
+        """A line that stays (a warning, a failing step's log), printed above the status lines."""
+        with self.lock:
+            self._clear()
+            self.stream.write(line + "\n")
+            self._draw()
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        width = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
+        for text in self.rows.values():
+            self.stream.write(text[:width] + "\n")
+        self.drawn = len(self.rows)
+        self.stream.flush()
+
+
 @dataclass
 class ProgressTracker:
-    """Consumes rawjson lines, echoes plain progress through `echo`, and counts steps."""
+    """Consumes rawjson lines, echoes plain progress through `echo` (or a LiveBoard), and counts steps."""
 
     prefix: str
     echo: Callable[[str], None]
+    board: LiveBoard | None = None
     vertices: dict[str, Vertex] = field(default_factory=dict)
     announced: set[str] = field(default_factory=set)
     finished: set[str] = field(default_factory=set)
     buffer: str = ""
+    logs: dict[str, list[str]] = field(default_factory=dict)
 
     def feed(self, line: str) -> None:
         """Consume one line of buildx output; rawjson objects may span lines, other text is echoed."""
@@ -92,7 +135,13 @@ class ProgressTracker:
             vertex = self.vertices.get(log.get("vertex", ""))
             data = base64.b64decode(log.get("data") or "").decode(errors="replace")
             for piece in data.splitlines():
-                self.echo(f"{self.prefix} #{vertex.number if vertex else '?'} {piece}")
+                line = f"{self.prefix} #{vertex.number if vertex else '?'} {piece}"
+                if self.board is None:
+                    self.echo(line)
+                else:  # at a terminal, a step's output is shown only if the step fails
+                    self.logs.setdefault(log.get("vertex", ""), []).append(line)
+        if self.board is not None:
+            self.board.update(self.prefix, self.status_line())
 
     def _vertex(self, raw: dict[str, object]) -> None:
         digest = str(raw.get("digest", ""))
@@ -108,7 +157,8 @@ class ProgressTracker:
             vertex.seen_running_at = time.monotonic()
         if digest not in self.announced and (vertex.started or vertex.cached):
             self.announced.add(digest)
-            self.echo(f"{self.prefix} #{vertex.number} {vertex.name}")
+            if self.board is None:
+                self.echo(f"{self.prefix} #{vertex.number} {vertex.name}")
         if digest not in self.finished and (vertex.completed or vertex.error):
             self.finished.add(digest)
             if vertex.error:
@@ -118,7 +168,21 @@ class ProgressTracker:
             else:
                 took = _seconds(vertex.started, vertex.completed)
                 outcome = f"DONE {took:.1f}s" if took is not None else "DONE"
-            self.echo(f"{self.prefix} #{vertex.number} {outcome}")
+            if self.board is None:
+                self.echo(f"{self.prefix} #{vertex.number} {outcome}")
+            elif vertex.error:
+                for line in [f"{self.prefix} #{vertex.number} {vertex.name}", *self.logs.pop(digest, [])]:
+                    self.board.print(line)
+                self.board.print(f"{self.prefix} #{vertex.number} {outcome}")
+
+    def status_line(self) -> str:
+        """One line for the live board: steps done, cached, and what runs now."""
+        steps = self.steps
+        done = sum(1 for v in steps if v.completed or v.cached)
+        cached = sum(1 for v in steps if v.cached)
+        running = [v for v in self.vertices.values() if v.started and not v.completed and not v.error]
+        now = f" · {running[-1].name}" if running else ""
+        return f"{self.prefix} {done}/{len(steps)} steps, {cached} cached{now}"
 
     @property
     def steps(self) -> list[Vertex]:
