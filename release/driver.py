@@ -91,6 +91,21 @@ def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
         return None
 
 
+def _dry_run_document(plan: Any, root: Path) -> dict[str, Any]:
+    """The plan as printed by --dry-run: each values edit shows the value it would replace."""
+    from release.gitops.yamledit import read_values
+
+    document: dict[str, Any] = plan.to_dict()
+    for target, entry in zip(plan.targets, document["targets"], strict=True):
+        path = root / target.values_file
+        try:
+            current = read_values(path.read_text(encoding="utf-8"), list(target.values_edits), source=str(path))
+        except (OSError, ReleaseError) as err:
+            current = {key: f"<unreadable: {err}>" for key in target.values_edits}
+        entry["values_edits"] = {key: {"from": current.get(key), "to": new} for key, new in target.values_edits.items()}
+    return document
+
+
 def _deadline(env: Mapping[str, str], default: float) -> float:
     """FRACTALOPS_CACHE_DEADLINE: seconds a cache import/export step may run; a bad value is a usage error."""
     text = env.get("FRACTALOPS_CACHE_DEADLINE", "").strip()
@@ -180,7 +195,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
             if preflight is None:
                 import json
 
-                streams.out.write(json.dumps(plan.to_dict(), indent=2) + "\n")
+                streams.out.write(json.dumps(_dry_run_document(plan, root), indent=2) + "\n")
                 return 0
             probe = startup.submit(_probe_cache, plan, streams, options.use_cache)
             builder_name = preflight.result()

@@ -42,6 +42,7 @@ class TargetPlan:
     tag: str
     request: BuildRequest
     values_file: str
+    values_edits: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --dry-run."""
@@ -132,7 +133,13 @@ def make_plan(
             builder=builder,
             metadata_file=workdir / f"{target.name}.metadata.json",
         )
-        plan.targets.append(TargetPlan(target.name, repository, tag, request, target.values.file))
+        keys = target.values.paths()
+        edits = {keys["repository"]: repository, keys["digest"]: "<digest of this build>"}
+        if "tag" in keys:
+            edits[keys["tag"]] = tag
+        if "revision" in keys and source_commit:
+            edits[keys["revision"]] = source_commit
+        plan.targets.append(TargetPlan(target.name, repository, tag, request, target.values.file, edits))
     return plan
 
 

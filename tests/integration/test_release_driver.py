@@ -181,6 +181,10 @@ def test_dry_run_prints_the_plan_with_cache_flags_and_builds_nothing(devstack: D
     )
     assert f"--cache-from type=registry,ref={cache}:api-feature-x" in command
     assert f"--cache-from type=registry,ref={cache}:api-main" in command
+    edits = api["values_edits"]
+    assert edits["image.digest"]["to"] == "<digest of this build>"
+    assert edits["image.digest"]["from"].startswith("sha256:")
+    assert edits["image.repository"]["to"] == f"127.0.0.1:{devstack.ports.hosted}/yamonco/fractalops-api"
     assert events(tmp_path) == []
 
 
