@@ -23,7 +23,7 @@ PORTAL_MESSAGE = (
     'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend'
 )
 PROBE_BUDGET_S = 2.0
-BUILD_ATTEMPTS = 3
+BUILD_ATTEMPTS = 2
 # A registry's transient server error during push: worth one more (fully cached) build.
 _TRANSIENT = re.compile(r"\b50[0234]\b[^\n]*(Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)", re.I)
 
