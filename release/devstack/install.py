@@ -19,7 +19,7 @@ from release.errors import OperationError
 Log = Callable[[str], None]
 
 # Parts from the machine's own suite (apt-get install).
-BASE_PACKAGES = ("containerd", "runc", "iptables", "docker-registry", "busybox-static")
+BASE_PACKAGES = ("containerd", "runc", "iptables", "iproute2", "docker-registry", "busybox-static", "ca-certificates")
 # The engine, client and buildx; too old or missing on Debian 12, so taken from Debian 13 there.
 ENGINE_PACKAGES = ("docker.io", "docker-cli", "docker-buildx")
 # Suites whose own engine is too old, mapped to the suite the engine comes from. Never sid: it moves.
