@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from release.errors import OperationError, ReleaseError, UsageError
+from release.errors import ConfigError, OperationError, ReleaseError, UsageError
 
 PORTAL_MESSAGE = (
     "the portal image is released from yamonco/fractalops-frontend, not from this repository; run: "
@@ -99,9 +99,10 @@ def _dry_run_document(plan: Any, root: Path) -> dict[str, Any]:
     for target, entry in zip(plan.targets, document["targets"], strict=True):
         path = root / target.values_file
         try:
-            current = read_values(path.read_text(encoding="utf-8"), list(target.values_edits), source=str(path))
-        except (OSError, ReleaseError) as err:
-            current = {key: f"<unreadable: {err}>" for key in target.values_edits}
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the values file of target {target.name}: {err.strerror}") from None
+        current = read_values(text, list(target.values_edits), source=str(path))
         entry["values_edits"] = {key: {"from": current.get(key), "to": new} for key, new in target.values_edits.items()}
     return document
 
@@ -192,6 +193,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
                 run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
                 via=env.get("FRACTALOPS_NEXUS_VIA") or "service",
             )
+            plan.target_config = available  # the same targets file for the promotion (or its preview)
             if preflight is None:
                 import json
 
@@ -421,6 +423,7 @@ def _start_preview(plan: Any, topology: Any, root: Path) -> Any:
         images,
         repo_root=root,
         topology=topology,
+        targets=plan.target_config,
         source_commits=sources,
         policy="monotonic",
         registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders),
@@ -456,7 +459,12 @@ def _gitops(
                 from release.gitops.promote import plan_promotion
 
                 planned = plan_promotion(
-                    images, repo_root=root, topology=topology, source_commits=sources, policy="monotonic"
+                    images,
+                    repo_root=root,
+                    topology=topology,
+                    targets=plan.target_config,
+                    source_commits=sources,
+                    policy="monotonic",
                 )
             else:
                 planned = preview.result()
@@ -474,6 +482,7 @@ def _gitops(
             images,
             repo_root=root,
             topology=topology,
+            targets=plan.target_config,
             source_commits=sources,
             policy="monotonic",
             force=options.force,

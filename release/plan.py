@@ -63,6 +63,7 @@ class ReleasePlan:
     update_gitops: bool
     cache_probe: tuple[str, str] | None = None
     targets: list[TargetPlan] = field(default_factory=list)
+    target_config: dict[str, Target] | None = None  # every configured target (the promotion reads them all)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --dry-run."""

@@ -336,3 +336,42 @@ def test_cache_that_refuses_writes_is_a_miss_and_a_failed_export_never_a_failed_
     (ref,) = image_refs(result.stdout)
     assert_in_registry(ref)
     assert [(e["result"], e["cache_export"]) for e in events(tmp_path)] == [("ok", "failed")]
+
+
+def _alt_targets(tmp_path: Path, digest_key: str = "app.image.digest") -> Path:
+    yaml = YAML()
+    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    data["targets"]["api"]["values"] = {
+        "file": "tests/integration/alt/values.yaml",
+        "repository": "app.image.repository",
+        "digest": digest_key,
+        "revision": "app.image.source",
+    }
+    path = tmp_path / "targets.yaml"
+    with path.open("w") as handle:
+        yaml.dump(data, handle)
+    return path
+
+
+def test_targets_file_decides_what_the_promotion_preview_edits(devstack: Devstack, tmp_path: Path) -> None:
+    # With --targets-file, the smoke build's promotion preview edits that file's values keys, not the default ones.
+    result = release(devstack, tmp_path, "--target", "api", "--targets-file", str(_alt_targets(tmp_path)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "+++ b/tests/integration/alt/values.yaml" in result.stderr
+    assert "platform/k8s/apps/fractalops-api/values.yaml" not in result.stderr
+
+
+def test_dry_run_with_a_missing_values_key_is_a_config_error(devstack: Devstack, tmp_path: Path) -> None:
+    # A values key the targets file names but the values file lacks is exit 2, naming the file and key.
+    result = release(
+        devstack,
+        tmp_path,
+        "--dry-run",
+        "--target",
+        "api",
+        "--targets-file",
+        str(_alt_targets(tmp_path, "app.image.nosuchkey")),
+    )
+    assert result.returncode == 2
+    assert "tests/integration/alt/values.yaml" in result.stderr and "nosuchkey" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -203,3 +203,22 @@ def test_buildcache_host_is_plain_http_in_the_builder_config_for_either_way_in(t
     assert registries[cache_host] == {"http": True}
     sources, dest = cache_refs(topo, "api", "main", via)
     assert all(f"ref={cache_host}/" in ref for ref in (*sources, dest))
+
+
+def test_output_follows_symlinks_and_refuses_devices(tmp_path: Path) -> None:
+    # --output writes through a symlink (the link stays) and never replaces a device or a folder.
+    real = tmp_path / "real.yaml"
+    real.write_text("old\n")
+    link = tmp_path / "registries.yaml"
+    link.symlink_to(real)
+    runner = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD})
+    args = ["--topology", str(TOPOLOGY), "topology", "render-registries", "--output"]
+    assert runner.invoke(main, [*args, str(link)]).exit_code == 0
+    assert link.is_symlink() and "shim-puller" in real.read_text()
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    for target in ("/dev/null", str(tmp_path), "-", str(tmp_path / "missing" / "r.yaml")):
+        result = runner.invoke(main, [*args, target])
+        assert result.exit_code == 2, (target, result.output)
+        assert PASSWORD not in result.output
+    assert Path("/dev/null").is_char_device()
+    assert not Path("-").exists()
