@@ -1,5 +1,5 @@
 """Entry point for `python -m release`."""
 
-from release.cli import main
+from release.cli import run
 
-main()
+run()

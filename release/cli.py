@@ -49,6 +49,12 @@ def handled(func: F) -> F:
                 raise
             say(f"error: {err}")
             sys.exit(err.exit_code)
+        except OSError as err:  # a file the user named could not be written or read: one line, not a traceback
+            if app is not None and app.debug:
+                raise
+            where = f"{err.filename}: " if err.filename else ""
+            say(f"error: {where}{err.strerror or err}")
+            sys.exit(1)
         except KeyboardInterrupt:
             if app is not None and app.debug:
                 raise
@@ -456,5 +462,21 @@ def events_summary(file: Path | None, json_output: bool) -> None:
     click.echo(json.dumps(summary, indent=2) if json_output else render_summary(summary), nl=not json_output or True)
 
 
+def run() -> None:
+    """Console entry point: click's usage errors become one line and exit 2, like the project's own."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        say("interrupted")
+        sys.exit(130)
+    except click.exceptions.UsageError as err:
+        hint = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
+        say(f"error: {err.format_message()}{hint}".replace("\n", " "))
+        sys.exit(2)
+    except click.exceptions.ClickException as err:
+        say(f"error: {err.format_message()}")
+        sys.exit(err.exit_code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    run()

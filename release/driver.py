@@ -158,7 +158,9 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
 
     env = dict(os.environ if env is None else env)
     streams = streams or Streams()
-    guards = check_guards(env, allow_local=options.allow_local, update_gitops=options.update_gitops)
+    guards = check_guards(
+        env, allow_local=options.allow_local, update_gitops=options.update_gitops, building=not options.dry_run
+    )
     options.cache_deadline_s = _deadline(env, options.cache_deadline_s)
     builder = options.builder or env.get("FRACTALOPS_BUILDER") or None
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="startup") as startup:

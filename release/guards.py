@@ -40,13 +40,17 @@ class Guards:
 
 
 def check_guards(
-    env: Mapping[str, str], *, allow_local: bool | None = None, update_gitops: bool | None = None
+    env: Mapping[str, str],
+    *,
+    allow_local: bool | None = None,
+    update_gitops: bool | None = None,
+    building: bool = True,
 ) -> Guards:
     """Apply the guards: refuse a local release without the opt-in; parse the GitOps switch."""
     gitops = update_gitops if update_gitops is not None else parse_bool(UPDATE_GITOPS, env.get(UPDATE_GITOPS), False)
     local = allow_local if allow_local is not None else parse_bool(ALLOW_LOCAL, env.get(ALLOW_LOCAL), False)
     ci = in_ci(env)
-    if not ci and not local:
+    if building and not ci and not local:
         raise GuardRefusal(
             "releases run in CI; outside CI set "
             f"{ALLOW_LOCAL}=1 (and {UPDATE_GITOPS}=0 for a smoke build) to build from this machine"

@@ -15,14 +15,15 @@ FORMATS = ("shell", "dotenv", "github", "json")
 def render_env(topology: Topology, via: str = "service") -> dict[str, str]:
     """Every FRACTALOPS_* variable the topology defines, sorted by name; `via` picks how builders reach Nexus."""
     nexus, cache = topology.nexus, topology.registry_cache
-    group = topology.docker_group_url
+    host = topology.nexus_host(via)
+    group = f"http://{host}:{nexus.docker_group_port}"
     env = {
         "FRACTALOPS_GHCR_REGISTRY_CACHE": group,
         "FRACTALOPS_DOCKER_IO_MIRROR_ENDPOINT": group,
         "FRACTALOPS_GHCR_IO_MIRROR_ENDPOINT": group,
-        "FRACTALOPS_APT_CACHE_URL": nexus.repository_url(nexus.repositories.apt_debian),
-        "FRACTALOPS_PIP_INDEX_URL": nexus.repository_url(nexus.repositories.pypi) + "simple",
-        "FRACTALOPS_NPM_REGISTRY_URL": nexus.repository_url(nexus.repositories.npm),
+        "FRACTALOPS_APT_CACHE_URL": nexus.repository_url(nexus.repositories.apt_debian, host),
+        "FRACTALOPS_PIP_INDEX_URL": nexus.repository_url(nexus.repositories.pypi, host) + "simple",
+        "FRACTALOPS_NPM_REGISTRY_URL": nexus.repository_url(nexus.repositories.npm, host),
         "FRACTALOPS_BUILDCACHE_REF": topology.buildcache_ref_via(via),
         "FRACTALOPS_NEXUS_URL": nexus.public_url,
         "FRACTALOPS_NEXUS_HOST_IP": cache.host_ip,
@@ -31,7 +32,7 @@ def render_env(topology: Topology, via: str = "service") -> dict[str, str]:
         "FRACTALOPS_IMAGE_REGISTRY": topology.release.image_registry,
     }
     if nexus.repositories.apt_ubuntu:
-        env["FRACTALOPS_APT_UBUNTU_CACHE_URL"] = nexus.repository_url(nexus.repositories.apt_ubuntu)
+        env["FRACTALOPS_APT_UBUNTU_CACHE_URL"] = nexus.repository_url(nexus.repositories.apt_ubuntu, host)
     return dict(sorted(env.items()))
 
 

@@ -70,9 +70,9 @@ class Nexus(_Strict):
         """The in-cluster host name of the service (or the configured override)."""
         return self.host or f"{self.service}.{self.namespace}.svc"
 
-    def repository_url(self, repository: str) -> str:
-        """URL of a package repository on the web/REST port."""
-        return f"{self.scheme}://{self.cluster_host}:{self.web_port}/repository/{repository}/"
+    def repository_url(self, repository: str, host: str | None = None) -> str:
+        """URL of a package repository on the web/REST port (on `host`, default the service name)."""
+        return f"{self.scheme}://{host or self.cluster_host}:{self.web_port}/repository/{repository}/"
 
     @property
     def docker_group_endpoint(self) -> str:
@@ -191,6 +191,12 @@ class Topology(_Strict):
     def node_mirror_hostport(self) -> str:
         """`host:port` of the node mirror, the key of its `configs` entry."""
         return self.node_mirror_endpoint.removeprefix("http://")
+
+    def nexus_host(self, via: str = "service") -> str:
+        """The Nexus host as a client reaches it: the service DNS name, or the ClusterIP."""
+        if via not in ("service", "clusterip"):
+            raise ConfigError(f"FRACTALOPS_NEXUS_VIA: {via!r} is not one of service, clusterip")
+        return self.nexus.cluster_host if via == "service" else self.registry_cache.host_ip
 
     def buildcache_ref_via(self, via: str = "service") -> str:
         """The build cache repository as a builder reaches it: by service name, or by the ClusterIP."""

@@ -50,12 +50,20 @@ def write_registries(path: Path, text: str) -> None:
         raise OperationError(f"{path}: cannot write: {err.strerror}") from None
 
 
-_PASSWORD_LINE = re.compile(r"^(\s*[\"']?password[\"']?\s*:\s*).*$", re.MULTILINE)
+# Any line holding a secret: password, token, identitytoken or secret keys with a value.
+_SECRET_LINE = re.compile(
+    r"^(\s*[\"']?(?:password|token|identitytoken|secret)[\"']?\s*:\s*)(\S.*)$", re.MULTILINE | re.IGNORECASE
+)
 
 
-def _mask(text: str) -> str:
-    """Replace the value of every `password:` line, whatever the password is."""
-    return _PASSWORD_LINE.sub(lambda m: f'{m.group(1)}"{MASK}"', text)
+def _secrets(text: str) -> list[str]:
+    """The secret values of a file, in order."""
+    return [match.group(2) for match in _SECRET_LINE.finditer(text)]
+
+
+def _mask(text: str, label: str = MASK) -> str:
+    """Replace the value of every secret line, whatever the secret is."""
+    return _SECRET_LINE.sub(lambda m: f'{m.group(1)}"{label}"', text)
 
 
 def drift(path: Path, rendered: str) -> str:
@@ -66,9 +74,12 @@ def drift(path: Path, rendered: str) -> str:
         raise OperationError(f"{path}: cannot read: {err.strerror}") from None
     if current == rendered:
         return ""
-    masked_current, masked_rendered = _mask(current), _mask(rendered)
-    if masked_current == masked_rendered:
+    if _mask(current) == _mask(rendered):
         return f"--- {path}\n+++ rendered\n  (only the password differs; not shown)\n"
+    # Masked on both sides; a secret that differs is marked so, never shown.
+    differs = _secrets(current) != _secrets(rendered)
+    masked_current = _mask(current, MASK + " (differs)" if differs else MASK)
+    masked_rendered = _mask(rendered)
     lines = difflib.unified_diff(
         masked_current.splitlines(keepends=True),
         masked_rendered.splitlines(keepends=True),

@@ -222,3 +222,27 @@ def test_output_follows_symlinks_and_refuses_devices(tmp_path: Path) -> None:
         assert PASSWORD not in result.output
     assert Path("/dev/null").is_char_device()
     assert not Path("-").exists()
+
+
+def test_render_env_via_clusterip_names_the_clusterip_everywhere(topo) -> None:  # type: ignore[no-untyped-def]
+    # --via clusterip: every Nexus endpoint (mirrors, apt, pip, npm, build cache) uses the ClusterIP, no service name.
+    env = render_env(topo, "clusterip")
+    ip = topo.registry_cache.host_ip
+    assert env["FRACTALOPS_DOCKER_IO_MIRROR_ENDPOINT"] == f"http://{ip}:8083"
+    assert env["FRACTALOPS_PIP_INDEX_URL"] == f"http://{ip}:8081/repository/pypi-group/simple"
+    assert env["FRACTALOPS_BUILDCACHE_REF"] == f"{ip}:8082/fractalops/buildcache"
+    assert not [k for k, v in env.items() if "nexus.nexus.svc" in v]
+
+
+def test_registries_check_masks_every_secret_and_marks_a_changed_one(tmp_path: Path) -> None:
+    # Drift with other changes: a token line is masked too, and a password that changed shows as changed, masked.
+    out = tmp_path / "registries.yaml"
+    args = ["--topology", str(TOPOLOGY), "topology", "render-registries"]
+    CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": "old-secret-1"}).invoke(main, [*args, "--output", str(out)])
+    out.write_text(out.read_text().replace("shim-puller", "someone") + "      token: S3cr3t!tok\n")
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(main, [*args, "--check", str(out)])
+    assert result.exit_code == 1
+    for secret in ("old-secret-1", "S3cr3t!tok", PASSWORD):
+        assert secret not in result.output
+    assert '-      password: "******** (differs)"' in result.stdout
+    assert '+      password: "********"' in result.stdout
