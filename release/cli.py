@@ -329,8 +329,20 @@ def runtime(
 @click.option("--dry-run", is_flag=True, help="Print the unified diff it would commit; change nothing.")
 @click.option("--force", is_flag=True, help="Override compare-and-swap and monotonic refusals (rollbacks).")
 @click.option("--json", "json_output", is_flag=True, help="Print the release record as JSON.")
-@click.option("--remote", default="origin", envvar="FRACTALOPS_GITOPS_REMOTE", show_default=True)
-@click.option("--branch", default="main", envvar="FRACTALOPS_GITOPS_BRANCH", show_default=True)
+@click.option(
+    "--remote",
+    default="origin",
+    envvar="FRACTALOPS_GITOPS_REMOTE",
+    show_default=True,
+    help="Remote the GitOps commit is pushed to [env FRACTALOPS_GITOPS_REMOTE].",
+)
+@click.option(
+    "--branch",
+    default="main",
+    envvar="FRACTALOPS_GITOPS_BRANCH",
+    show_default=True,
+    help="Branch the GitOps commit is pushed to [env FRACTALOPS_GITOPS_BRANCH].",
+)
 @click.option(
     "--policy",
     type=click.Choice(["strict", "monotonic"]),
@@ -343,7 +355,12 @@ def runtime(
     type=click.Path(path_type=Path, file_okay=False),
     help="Repository holding the source commits (for the monotonic guard; default: this one).",
 )
-@click.option("--targets-file", type=click.Path(path_type=Path, dir_okay=False), envvar="FRACTALOPS_TARGETS")
+@click.option(
+    "--targets-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FRACTALOPS_TARGETS",
+    help="Release targets file (which values keys pin each image).",
+)
 @pass_app
 @handled
 def promote(
@@ -358,7 +375,10 @@ def promote(
     source_repo: Path | None,
     targets_file: Path | None,
 ) -> None:
-    """Pin already-built images (api=<repo>@sha256:… worker=…) in the values files: one commit, pushed."""
+    """Pin already-built images (api=<repo>@sha256:… worker=…) in the values files: one commit, pushed.
+
+    Commits are authored as FRACTALOPS_GITOPS_AUTHOR ("Name <email>"; default fractalops-release).
+    """
     import os
 
     from release.gitops.commands import parse_pairs, run_promote
@@ -453,7 +473,10 @@ def events() -> None:
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
 @handled
 def events_summary(file: Path | None, json_output: bool) -> None:
-    """Failure rate, p50/p95 duration and cache availability."""
+    """Failure rate, p50/p95 duration and cache availability of FILE.
+
+    FILE defaults to $FRACTALOPS_BUILD_EVENTS_FILE, else ~/.local/state/fractalops-release/build-events.jsonl.
+    """
     import json
 
     from release.events import default_events_file, read_events, render_summary, summarize

@@ -117,7 +117,7 @@ def _deadline(env: Mapping[str, str], default: float) -> float:
     except ValueError:
         value = -1.0
     if not 0 < value <= 86400:
-        raise UsageError(f"FRACTALOPS_CACHE_DEADLINE={text!r}: want seconds, a number above 0")
+        raise UsageError(f"FRACTALOPS_CACHE_DEADLINE={text!r}: want seconds, more than 0 and at most 86400")
     return value
 
 

@@ -42,7 +42,9 @@ def enforce(decision: Decision, force: bool) -> Decision:
         return decision
     if force:
         return Decision(decision.target, decision.guard, "forced", decision.detail + " (overridden by --force)")
-    raise GuardRefusal(f"{decision.target}: {decision.detail}; --force overrides")
+    raise GuardRefusal(
+        f"{decision.target}: {decision.detail}; --force overrides every guard (for a deliberate rollback)"
+    )
 
 
 def compare_and_swap(target: str, current: str | None, expected: str | None, ours: str) -> Decision:
@@ -81,10 +83,20 @@ def monotonic(target: str, pinned: str | None, candidate: str | None, history: S
     new, old = _known(history, candidate), _known(history, pinned)
     if new is None:
         return Decision(
-            target, "monotonic", "refuse", f"candidate source commit {candidate} is not in the source repository"
+            target,
+            "monotonic",
+            "refuse",
+            f"candidate source commit {candidate} is not in the source repository "
+            "(git fetch, or point --source-repo at a clone that has it)",
         )
     if old is None:
-        return Decision(target, "monotonic", "refuse", f"pinned source commit {pinned} is not in the source repository")
+        return Decision(
+            target,
+            "monotonic",
+            "refuse",
+            f"pinned source commit {pinned} is not in the source repository "
+            "(git fetch, or point --source-repo at a clone that has it)",
+        )
     if new == old:
         return Decision(target, "monotonic", "pass", f"same source commit {new[:12]} (a rebuild)")
     if history.is_ancestor(old, new):

@@ -43,17 +43,24 @@ def _rules(topology: Topology) -> list[tuple[re.Pattern[str], str]]:
     facts = retired()
     rules: list[tuple[re.Pattern[str], str]] = []
     nexus = topology.nexus
-    literal = {
-        nexus.cluster_host: "the Nexus service host",
-        topology.registry_cache.host_ip: "the Nexus ClusterIP",
-    }
-    for value, what in literal.items():
-        rules.append(
-            (
-                re.compile(rf"(?<![\w.-]){re.escape(value)}(?![\w-])"),
-                f"{what} {value} is baked in; read it from the topology",
-            )
+    # The service by any of its DNS names (host names are case-insensitive), and the ClusterIP.
+    short = f"{nexus.service}.{nexus.namespace}"
+    service = rf"{re.escape(short)}(?:\.svc(?:\.cluster\.local)?)?"
+    if nexus.host:
+        service = rf"(?:{service}|{re.escape(nexus.host)})"
+    rules.append(
+        (
+            re.compile(rf"(?<![\w.-]){service}(?![\w-]|\.[\w-])", re.IGNORECASE),
+            f"the Nexus service host ({nexus.cluster_host}) is baked in; read it from the topology",
         )
+    )
+    ip = topology.registry_cache.host_ip
+    rules.append(
+        (
+            re.compile(rf"(?<![\w.-]){re.escape(ip)}(?![\w-])"),
+            f"the Nexus ClusterIP {ip} is baked in; read it from the topology",
+        )
+    )
     ports = {
         nexus.web_port: "the Nexus web/REST port",
         nexus.docker_group_port: "the Nexus docker-group port",

@@ -33,7 +33,7 @@ class Retired:
         """The sentence every standalone-cache error ends with."""
         return (
             f"the standalone registry cache was folded into Nexus on {self.folded_on}; "
-            "point the registry_cache key at Nexus instead"
+            "point the topology at Nexus instead"
         )
 
 

@@ -35,6 +35,8 @@ def test_policy_check_passes_on_this_repository() -> None:
 PLANTED = [
     ("release/leak.py", 'CACHE = "nexus.nexus.svc:8082/fractalops/buildcache"\n', "the Nexus service host"),
     ("ops/containers/fractalops/extra.sh", "#!/bin/sh\ncurl http://10.43.120.83/\n", "the Nexus ClusterIP"),
+    ("ops/upper.sh", "#!/bin/sh\nMIRROR=http://NEXUS.NEXUS.SVC.cluster.local\n", "the Nexus service host"),
+    ("release/short.py", 'HOST = "nexus.nexus"\n', "the Nexus service host"),
     (".github/workflows/x.yml", "env:\n  MIRROR: http://127.0.0.1:30083\n", "NodePort 30083"),
     ("ops/scripts/pull.sh", "#!/bin/sh\nport=8083\n", "docker-group port 8083"),
     ("release/old.py", "HOST = '10.10.10.150'\n", "retired standalone cache"),
