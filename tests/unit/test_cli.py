@@ -1,0 +1,53 @@
+"""The console script as a person runs it: one-line errors with the documented exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = Path(sys.executable).with_name("fractalops-release")
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, env={**os.environ, **env}, check=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["nosuch"], {}, "No such command 'nosuch'"),
+        (["runtime", "--dry-run", "--target", "api"], {"FRACTALOPS_PROGRESS": "x"}, "'x' is not one of"),
+        (["topology", "render-env", "--format", "yaml"], {}, "'yaml' is not one of"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], env: dict[str, str], needle: str) -> None:
+    # click's own usage errors come out as the project's errors do: one line on stderr, exit 2.
+    result = run(*args, **env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_unwritable_output_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # Writing $GITHUB_ENV into a folder that does not exist is one line and exit 1.
+    result = run("topology", "render-env", "--format", "github", GITHUB_ENV=str(tmp_path / "nope" / "env"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope' / 'env'}: No such file or directory"
+
+
+def test_dry_run_needs_no_opt_in_outside_ci() -> None:
+    # A dry run builds nothing, so it is allowed outside CI without FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"CI", "GITHUB_ACTIONS", "FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE"}
+    }
+    result = subprocess.run([str(EXE), "runtime", "--dry-run"], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert '"targets"' in result.stdout
