@@ -108,6 +108,14 @@ def plan_builder(
     return BuilderPlan(name, driver, tuple(argv), config_path, text, chosen_via, tuple(notes))
 
 
+def default_config_path(name: str) -> Path:
+    """Where `builder create` keeps a builder's rendered buildkitd.toml unless told otherwise."""
+    import os
+
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "fractalops-release" / "builders" / name / "buildkitd.toml"
+
+
 def _stderr_line(err: Any) -> str:
     """The last non-empty line of a failed command's stderr (or the error text)."""
     text = getattr(err, "stderr", None) or str(err)

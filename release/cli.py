@@ -414,14 +414,25 @@ def builder() -> None:
 @builder.command("create")
 @click.option("--name", required=True, help="Builder name.")
 @click.option(
-    "--driver", type=click.Choice(["docker-container", "kubernetes", "remote"]), default="kubernetes", show_default=True
+    "--driver",
+    type=click.Choice(["docker-container", "kubernetes", "remote"]),
+    default="kubernetes",
+    show_default=True,
 )
 @click.option("--endpoint", help="remote driver: the buildkitd address (tcp://…).")
 @click.option("--replicas", type=int, default=2, show_default=True, help="kubernetes driver: BuildKit pods.")
 @click.option("--namespace", default="buildkit", show_default=True, help="kubernetes driver: namespace.")
-@via_option
 @click.option(
-    "--config-path", type=click.Path(path_type=Path, dir_okay=False), help="Where to write the rendered buildkitd.toml."
+    "--via",
+    type=click.Choice(["service", "clusterip"]),
+    default=None,
+    envvar="FRACTALOPS_NEXUS_VIA",
+    help="How the builder reaches Nexus (default: service for kubernetes, clusterip for docker-container).",
+)
+@click.option(
+    "--config-path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the rendered buildkitd.toml (default: the state folder, per builder).",
 )
 @click.option("--use", is_flag=True, help="Make it the current builder.")
 @click.option("--dry-run", is_flag=True, help="Print the docker buildx create command and the config; run nothing.")
@@ -434,7 +445,7 @@ def builder_create(
     endpoint: str | None,
     replicas: int,
     namespace: str,
-    via: str,
+    via: str | None,
     config_path: Path | None,
     use: bool,
     dry_run: bool,
@@ -442,6 +453,8 @@ def builder_create(
     """Create a buildx builder (kubernetes, remote or docker-container) with the rendered buildkitd.toml."""
     from release import builder as builder_module
 
+    if driver != "remote" and config_path is None:
+        config_path = builder_module.default_config_path(name)
     plan = builder_module.plan_builder(
         app.topology(),
         name,
@@ -450,12 +463,16 @@ def builder_create(
         replicas=replicas,
         namespace=namespace,
         config_path=config_path,
-        via=via,
+        via=None if driver == "remote" else via,  # a remote buildkitd is configured where it runs
         use=use,
     )
     if dry_run:
-        click.echo(plan.render(), nl=False)
+        click.echo(plan.render().rstrip("\n"))
+        if plan.config_text:
+            click.echo(f"\n# {plan.config_path}\n{plan.config_text.rstrip()}")
         return
+    if plan.config_path is not None:
+        plan.config_path.parent.mkdir(parents=True, exist_ok=True)
     builder_module.create_builder(plan)
     say(f"builder {name} created ({driver})")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from release.errors import EngineError
+from release.errors import ConfigError, EngineError
 
 RELEASE_HELP = (
     "releases run in CI: run the 'Runtime Release' workflow (.github/workflows/runtime-release.yml), "
@@ -89,6 +89,8 @@ def preflight(builder: str | None) -> str:
         reason = detail[-1] if detail else f"exit {inspect.returncode}"
         if "buildx" in reason and ("not a docker command" in reason or "unknown command" in reason):
             raise EngineError(f"docker buildx is missing ({reason}); {RELEASE_HELP}")
+        if "no builder" in reason and "found" in reason:
+            raise ConfigError(f"--builder / FRACTALOPS_BUILDER: {builder!r}: {reason}")
         raise EngineError(f"builder {builder or '(current)'} is not usable: {reason}")
     fields: dict[str, str] = {}
     for key, _, value in (line.partition(":") for line in inspect_out.splitlines()):

@@ -18,9 +18,19 @@ CACHE_ATTRS = "mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=tru
 
 
 def cache_scope(branch: str) -> str:
-    """A tag-safe form of a branch name."""
-    slug = re.sub(r"[^a-z0-9_.-]+", "-", branch.lower()).strip("-.") or MAIN_BRANCH
-    return slug[:80]
+    """A tag-safe, collision-free form of a branch name; only `main` itself maps to `main`.
+
+    A name whose slug differs from it gets a short hash of the original, so `Main` or `feature/x` never
+    write `main`'s cache, nor each other's.
+    """
+    import hashlib
+
+    if branch == MAIN_BRANCH:
+        return MAIN_BRANCH
+    slug = re.sub(r"[^a-z0-9_.-]+", "-", branch.lower()).strip("-.")[:60] or "branch"
+    if slug == branch and slug != MAIN_BRANCH:
+        return slug
+    return f"{slug}-{hashlib.sha256(branch.encode()).hexdigest()[:8]}"
 
 
 def cache_refs(topology: Topology, target: str, branch: str, via: str = "service") -> tuple[tuple[str, ...], str]:

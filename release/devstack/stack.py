@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -273,7 +274,13 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
     with state_lock(paths):
         check_running_base(paths, ports)
         binaries = ensure_installed(paths, log)
+        # Recorded before anything starts, so a later `down` knows this stack's ports even if `up` fails.
+        write_if_changed(paths.root / "stack.json", json.dumps({"port_base": ports.base}) + "\n")
         reconfigured = write_configs(paths, ports, binaries)
+        # Every port must be free before anything starts: a clash found half-way would leave a partial stack.
+        for component in component_names():
+            if component.startswith("registry-") and processes.running(paths, component) is None:
+                check_port_free(component, paths, ports)
         started: list[str] = []
         for component in component_names():
             tracked = processes.running(paths, component)
@@ -291,11 +298,24 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
         seeded = seed_base_image(paths, ports.upstream, binaries, engine_env(paths, binaries), log)
         seeded += ["mirror"] if ensure_mirrored(ports.pull_through, log) else []
         wrote = write_if_changed(paths.topology, render_topology(ports))
-        wrote |= write_if_changed(paths.root / "stack.json", json.dumps({"port_base": ports.base}) + "\n")
         wrote |= write_if_changed(paths.env_file, render_exports(paths))
         changed = bool(started or seeded or wrote)
         log(f"devstack: up ({'started ' + ', '.join(started) if started else 'already running'}); {paths.root}")
         return StackEnv(paths=paths, ports=ports, env=stack_env(paths), changed=changed)
+
+
+def unmount_under(root: Path) -> list[str]:
+    """Unmount what the engine left mounted inside the state folder (deepest first); return the mount points."""
+    try:
+        table = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    prefix = str(root.resolve())
+    points = {line.split()[4].replace("\\040", " ") for line in table if len(line.split()) > 4}
+    mine = sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True)
+    for point in mine:
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    return mine
 
 
 def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
@@ -316,6 +336,8 @@ def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
             processes.terminate(leftovers)
         for sock in (paths.docker_socket, paths.containerd_socket):
             sock.unlink(missing_ok=True)
+        for mount in unmount_under(paths.root):
+            log(f"devstack: unmounted {mount}")
         if remove_bridge(ports):
             log(f"devstack: deleted bridge {bridge_name(ports)}")
         still = [p for p in ports.listening().values() if port_listening(p)]

@@ -355,6 +355,10 @@ def promote(
         registry_client_factory=registry_client_factory,
     )
     if dry_run:
+        # The real run refuses a tree with uncommitted changes to the values files; so does its preview.
+        from release.gitops.writer import ensure_clean
+
+        ensure_clean(GitRepo(repo_root), sorted({change.file for change in plan.changes}))
         return PromotionResult(plan, plan.changes, plan.decisions, None, False, 0, 0, dry_run=True, diff=plan.diff)
     return apply_promotion(
         plan, remote=remote, branch=branch, push=push, author=author, attempts=attempts, backoff=backoff

@@ -53,7 +53,9 @@ def _compose(text: str, source: str) -> list[Any]:
     from ruamel.yaml.error import YAMLError
 
     try:
-        return [doc for doc in YAML(typ="rt").compose_all(text) if doc is not None]
+        docs = [doc for doc in YAML(typ="rt").compose_all(text) if doc is not None]
+        _load(text)  # constructing finds what composing does not (a duplicate key)
+        return docs
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -297,3 +297,21 @@ def test_head_commit_reads_head_and_is_none_outside_a_repository(tmp_path: Path)
         ["git", "-C", str(tmp_path / "r"), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert head_commit(tmp_path / "r") == expected
+
+
+def test_dry_run_refuses_uncommitted_values_changes_like_the_real_run(world: GitOpsWorld, topology: Any) -> None:
+    # promote --dry-run predicts the real run: uncommitted edits to a values file are refused, nothing written.
+    values = world.clone / API
+    values.write_text(values.read_text() + "# local edit\n")
+    before = values.read_text()
+    with pytest.raises(GuardRefusal, match="uncommitted changes"):
+        run_promote(
+            [f"api={world.image('api', 4)}"],
+            dry_run=True,
+            repo_root=world.clone,
+            source_repo=world.source,
+            out=io.StringIO(),
+            err=io.StringIO(),
+            **_topology_kwargs(world, topology),
+        )
+    assert values.read_text() == before

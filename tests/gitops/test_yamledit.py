@@ -205,3 +205,10 @@ def test_property_bytes_outside_edited_scalars_are_unchanged(
         return "\x00".join(pieces)
 
     assert outside(after) == outside(text)
+
+
+def test_duplicate_key_is_a_one_line_config_error() -> None:
+    # A values file with a duplicate key is refused with the file and line, not a traceback.
+    text = "image:\n  repository: r\n  digest: sha256:" + "a" * 64 + "\nreplicaCount: 2\nreplicaCount: 3\n"
+    with pytest.raises(ConfigError, match=r"values\.yaml: line 5: not valid YAML: found duplicate key"):
+        replace_values(text, {"image.digest": (None, "sha256:" + "b" * 64)}, source="values.yaml")

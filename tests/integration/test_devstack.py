@@ -16,6 +16,7 @@ from release.devstack.network import bridge_exists, bridge_name
 from release.devstack.probes import port_listening
 from release.devstack.processes import pids_mentioning
 from release.devstack.registries import catalog
+from release.errors import UsageError
 
 if TYPE_CHECKING:
     from conftest import Devstack
@@ -130,6 +131,8 @@ def test_down_stops_every_process_and_closes_every_port(devstack: Devstack, tmp_
     assert not pids_mentioning(str(state_dir))
     assert not [p for p in stack.ports.all_ports() if port_listening(p)]
     assert not bridge_exists(bridge_name(stack.ports))
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(state_dir.resolve()) not in mounts, "down leaves nothing mounted inside the state folder"
     assert status(state_dir).exit_code == 1
     # The session stack is untouched.
     assert status(devstack.paths.root).healthy
@@ -141,6 +144,20 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return ""
+
+
+def test_up_with_a_port_taken_starts_nothing(devstack: Devstack, tmp_path: Path) -> None:
+    # A busy port is found before anything starts: no half-started stack is left behind.
+    state_dir = tmp_path / "busy"
+    base = devstack.ports.base + 200
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", base + 1))
+        sock.listen(1)
+        with pytest.raises(UsageError, match=f"127.0.0.1:{base + 1} is already in use"):
+            up(state_dir, base, log=lambda _m: None)
+    assert not pids_mentioning(str(state_dir))
+    down(state_dir, log=lambda _m: None)
 
 
 def test_second_up_is_idempotent_and_fast(devstack: Devstack) -> None:

@@ -18,6 +18,7 @@ from ruamel.yaml import YAML
 from standins import HangingRegistry
 
 from release.imageref import parse_pinned_ref
+from release.plan import cache_scope
 from release.registry import RegistryClient
 
 if TYPE_CHECKING:
@@ -176,10 +177,10 @@ def test_dry_run_prints_the_plan_with_cache_flags_and_builds_nothing(devstack: D
     command = " ".join(api["command"])
     cache = f"127.0.0.1:{devstack.ports.hosted}/fractalops/buildcache"
     assert (
-        f"--cache-to type=registry,ref={cache}:api-feature-x,mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
+        f"--cache-to type=registry,ref={cache}:api-{cache_scope('feature/x')},mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
         in command
     )
-    assert f"--cache-from type=registry,ref={cache}:api-feature-x" in command
+    assert f"--cache-from type=registry,ref={cache}:api-{cache_scope('feature/x')}" in command
     assert f"--cache-from type=registry,ref={cache}:api-main" in command
     edits = api["values_edits"]
     assert edits["image.digest"]["to"] == "<digest of this build>"

@@ -51,3 +51,31 @@ def test_dry_run_needs_no_opt_in_outside_ci() -> None:
     result = subprocess.run([str(EXE), "runtime", "--dry-run"], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert '"targets"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("driver", "extra", "expect"),
+    [
+        ("kubernetes", [], "--driver kubernetes --driver-opt replicas=2,namespace=buildkit --buildkitd-config"),
+        ("docker-container", [], "--driver docker-container --buildkitd-config"),
+        ("remote", ["--endpoint", "tcp://127.0.0.1:1234"], "--driver remote --bootstrap tcp://127.0.0.1:1234"),
+    ],
+)
+def test_builder_create_dry_run_works_as_documented(tmp_path: Path, driver: str, extra: list[str], expect: str) -> None:
+    # The documented `builder create --dry-run` invocations print the command (and the config), also with FRACTALOPS_NEXUS_VIA set.
+    result = run(
+        "builder",
+        "create",
+        "--dry-run",
+        "--name",
+        "shared",
+        "--driver",
+        driver,
+        *extra,
+        XDG_STATE_HOME=str(tmp_path),
+        FRACTALOPS_NEXUS_VIA="clusterip",
+    )
+    assert result.returncode == 0, result.stderr
+    assert expect in result.stdout
+    assert ("http = true" in result.stdout) == (driver != "remote")
+    assert not list(tmp_path.rglob("*.toml"))  # a dry run writes nothing

@@ -65,3 +65,12 @@ def test_docker_container_builder_passes_and_is_named(path_with) -> None:  # typ
     # A docker-container builder needs no containerd store; preflight returns the builder's own name.
     path_with('printf "Name:   shared\\nDriver: docker-container\\nNodes:\\nName:   shared0\\n"\n')
     assert preflight("shared") == "shared"
+
+
+def test_unknown_builder_is_a_configuration_error(path_with) -> None:  # type: ignore[no-untyped-def]
+    # --builder naming no builder is bad configuration (exit 2), not an engine failure.
+    from release.errors import ConfigError
+
+    path_with('if [ "$1" = buildx ]; then echo \'ERROR: no builder "nosuch" found\' >&2; exit 1; fi\n')
+    with pytest.raises(ConfigError, match=r"'nosuch': ERROR: no builder \"nosuch\" found"):
+        preflight("nosuch")
