@@ -412,22 +412,28 @@ class _PreviewRegistry:
         return self.real.image_labels(ref)
 
 
+def _promotion_args(plan: Any, topology: Any, root: Path, targets: Any) -> dict[str, Any]:
+    """What every promotion (or preview) of this release shares: repository, configuration, newest-wins policy."""
+    return {
+        "repo_root": root,
+        "topology": topology,
+        "targets": plan.target_config,
+        "source_commits": {name: plan.source_commit for name in targets} if plan.source_commit else None,
+        "policy": "monotonic",
+    }
+
+
 def _start_preview(plan: Any, topology: Any, root: Path) -> Any:
     """Compute the promotion preview while the builds run; the real digests replace the placeholders afterwards."""
     from release.gitops.promote import plan_promotion
 
     images = {t.name: f"{t.repository}@{_placeholder(t.name)}" for t in plan.targets}
     placeholders = {_placeholder(t.name) for t in plan.targets}
-    sources = {name: plan.source_commit for name in images} if plan.source_commit else None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
     future = pool.submit(
         plan_promotion,
         images,
-        repo_root=root,
-        topology=topology,
-        targets=plan.target_config,
-        source_commits=sources,
-        policy="monotonic",
+        **_promotion_args(plan, topology, root, images),
         registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders),
     )
     pool.shutdown(wait=False)
@@ -449,7 +455,7 @@ def _gitops(
     from release.gitops.record import append_record, build_record
 
     images = {r.target: r.image_ref for r in results if r.image_ref}
-    sources = {name: plan.source_commit for name in images} if plan.source_commit else None
+    shared = _promotion_args(plan, topology, root, images)
     if not plan.update_gitops:
         files = {t.name: root / t.values_file for t in plan.targets}
         already = any(
@@ -460,14 +466,7 @@ def _gitops(
             if already or preview is None:  # a pinned digest came back: plan with the real refs (a no-op diff)
                 from release.gitops.promote import plan_promotion
 
-                planned = plan_promotion(
-                    images,
-                    repo_root=root,
-                    topology=topology,
-                    targets=plan.target_config,
-                    source_commits=sources,
-                    policy="monotonic",
-                )
+                planned = plan_promotion(images, **shared)
             else:
                 planned = preview.result()
         except ReleaseError as err:
@@ -482,11 +481,7 @@ def _gitops(
     try:
         result = promote(
             images,
-            repo_root=root,
-            topology=topology,
-            targets=plan.target_config,
-            source_commits=sources,
-            policy="monotonic",
+            **shared,
             force=options.force,
             remote=env.get("FRACTALOPS_GITOPS_REMOTE") or "origin",
             branch=env.get("FRACTALOPS_GITOPS_BRANCH") or "main",
