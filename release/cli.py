@@ -83,6 +83,12 @@ def main(ctx: click.Context, topology_path: Path | None, debug: bool) -> None:
 
 
 pass_app = click.make_pass_decorator(App)
+targets_file_option = click.option(
+    "--targets-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="FRACTALOPS_TARGETS",
+    help="Release targets file: what is built and which values keys pin each image [env FRACTALOPS_TARGETS].",
+)
 via_option = click.option(
     "--via",
     type=click.Choice(["service", "clusterip"]),
@@ -270,12 +276,7 @@ def devstack_status() -> None:
     show_default=True,
     help="plain: numbered lines (CI); tty: a live line per target; auto: tty at a terminal outside CI.",
 )
-@click.option(
-    "--targets-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="FRACTALOPS_TARGETS",
-    help="Release targets file.",
-)
+@targets_file_option
 @click.option(
     "--events-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -355,12 +356,7 @@ def runtime(
     type=click.Path(path_type=Path, file_okay=False),
     help="Repository holding the source commits (for the monotonic guard; default: this one).",
 )
-@click.option(
-    "--targets-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="FRACTALOPS_TARGETS",
-    help="Release targets file (which values keys pin each image).",
-)
+@targets_file_option
 @pass_app
 @handled
 def promote(
