@@ -132,6 +132,14 @@ def _live_board(mode: str, env: Mapping[str, str], streams: Streams) -> Any:
     return LiveBoard(streams.err) if tty else None
 
 
+def _after_start_up() -> None:
+    """Collect garbage again, skipping the long-lived start-up objects (the CLI turns collection off to start)."""
+    import gc
+
+    gc.freeze()
+    gc.enable()
+
+
 def _warm_imports(*modules: str) -> None:
     """Import modules ahead of need, on a side thread, while the main one waits on subprocesses."""
     import importlib
@@ -178,6 +186,13 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         topology = load_topology(options.topology_path)
         available = load_targets(options.targets_path)
         targets = select_targets(available, options.targets)
+        branch, via = _branch(env), env.get("FRACTALOPS_NEXUS_VIA") or "service"
+        # The cache probe needs only the topology: it runs while the plan is made and the engine answers.
+        probe = (
+            None
+            if options.dry_run
+            else startup.submit(_probe_cache, topology, targets, branch, via, streams, options.use_cache)
+        )
         platforms = options.platforms or tuple(p for p in env.get("FRACTALOPS_PLATFORM", "").split(",") if p)
         if guards.update_gitops and {t.name for t in targets} != set(available):
             streams.say("note: promoting a subset of targets; the others stay pinned as they are")
@@ -187,32 +202,35 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
                 targets,
                 root=root,
                 source_commit=source_commit.result(),
-                branch=_branch(env),
+                branch=branch,
                 builder=builder,
                 platforms=platforms,
                 update_gitops=guards.update_gitops,
                 workdir=Path(workdir),
                 run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
-                via=env.get("FRACTALOPS_NEXUS_VIA") or "service",
+                via=via,
             )
             plan.target_config = available  # the same targets file for the promotion (or its preview)
-            if preflight is None:
+            if preflight is None or probe is None:
                 import json
 
                 streams.out.write(json.dumps(_dry_run_document(plan, root), indent=2) + "\n")
                 return 0
-            probe = startup.submit(_probe_cache, plan, streams, options.use_cache)
             builder_name = preflight.result()
             return _execute(plan, options, env, streams, builder_name, topology, root, probe.result())
 
 
-def _probe_cache(plan: Any, streams: Streams, use_cache: bool) -> str | None:
+def _probe_cache(
+    topology: Any, targets: list[Any], branch: str, via: str, streams: Streams, use_cache: bool
+) -> str | None:
     """None when the cache can be used; else the cache_import outcome (unavailable/disabled)."""
+    from release.plan import cache_probe_target
     from release.registry import RegistryClient
 
     if not use_cache:
         return "disabled"
-    probe = RegistryClient(plan.cache_registry).ping(PROBE_BUDGET_S, manifest=plan.cache_probe)
+    registry, manifest = cache_probe_target(topology, targets, branch, via)
+    probe = RegistryClient(registry).ping(PROBE_BUDGET_S, manifest=manifest)
     if probe.reachable:
         return None
     streams.say(
@@ -222,9 +240,17 @@ def _probe_cache(plan: Any, streams: Streams, use_cache: bool) -> str | None:
 
 
 def _build_one(
-    target_plan: Any, cache_state: str | None, streams: Streams, builder: str, deadline: float
+    target_plan: Any,
+    cache_state: str | None,
+    streams: Streams,
+    builder: str,
+    deadline: float,
+    under_way: threading.Event | None = None,
 ) -> tuple[Any, Any]:
-    """Build, push and verify one target; return (TargetResult, BuildEvent-ready dict)."""
+    """Build, push and verify one target; return (TargetResult, BuildEvent-ready dict).
+
+    `under_way` is set once buildx answers (its first progress line), or when the build ends without one.
+    """
     from release import engine
     from release.imageref import parse_image_ref
     from release.outputs import TargetResult
@@ -238,10 +264,16 @@ def _build_one(
     error: str | None = None
     tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say, board=streams.board)
     hung: str | None = None
+
+    def feed(line: str) -> None:
+        if under_way is not None and not under_way.is_set():
+            under_way.set()
+        tracker.feed(line)
+
     try:
         for attempt in range(1, BUILD_ATTEMPTS + 1):
             try:
-                metadata = engine.build(request, tracker.feed, functools.partial(tracker.stalled_cache_step, deadline))
+                metadata = engine.build(request, feed, functools.partial(tracker.stalled_cache_step, deadline))
                 break
             except engine.CacheDeadlineExceeded as err:
                 # The client is stopped; the engine itself stays blocked on that connection until it closes
@@ -269,6 +301,9 @@ def _build_one(
         image_ref = str(ref)
     except ReleaseError as err:
         error = str(err)
+    finally:
+        if under_way is not None:
+            under_way.set()
     duration = round(time.monotonic() - started, 3)
     ratio = tracker.cache_hit_ratio
     if streams.board is not None:
@@ -307,23 +342,31 @@ def _execute(
     cache_state: str | None,
 ) -> int:
     """Run the builds concurrently, then report, record and (when asked) promote."""
-    from release.events import BuildEvent, append_events, default_events_file, post_events
-    from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
-
-    # The promotion preview (smoke builds) or the GitOps modules (promotion) get ready while the builds run.
-    preview = _start_preview(plan, topology, root) if not plan.update_gitops else None
-    if plan.update_gitops:
-        threading.Thread(target=_warm_imports, args=("release.gitops.promote",), daemon=True).start()
     streams.say(
         f"release: {', '.join(t.name for t in plan.targets)} from {plan.source_commit or 'an unknown commit'} "
         f"on builder {builder}; cache {cache_state or 'at ' + plan.cache_registry}"
     )
     streams.board = _live_board(options.progress, env, streams)
+    under_way = {t.name: threading.Event() for t in plan.targets}
     with ThreadPoolExecutor(max_workers=len(plan.targets)) as pool:
-        outcomes = list(
-            pool.map(lambda t: _build_one(t, cache_state, streams, builder, options.cache_deadline_s), plan.targets)
-        )
+        futures = [
+            pool.submit(_build_one, t, cache_state, streams, builder, options.cache_deadline_s, under_way[t.name])
+            for t in plan.targets
+        ]
+        # Side work waits until every build is under way: start-up time is the one thing the builds wait on.
+        for future, event in zip(futures, under_way.values(), strict=True):
+            while not event.wait(0.05) and not future.done():
+                pass
+        _after_start_up()
+        # The promotion preview (smoke builds) or the GitOps modules (promotion) get ready while the builds run.
+        preview = _start_preview(plan, topology, root) if not plan.update_gitops else None
+        if plan.update_gitops:
+            threading.Thread(target=_warm_imports, args=("release.gitops.promote",), daemon=True).start()
+        outcomes = [future.result() for future in futures]
     streams.board = None  # the final status lines stay on screen; from here on, plain lines
+    from release.events import BuildEvent, append_events, default_events_file, post_events
+    from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
+
     results = [result for result, _ in outcomes]
     events = [
         BuildEvent(
@@ -424,18 +467,24 @@ def _promotion_args(plan: Any, topology: Any, root: Path, targets: Any) -> dict[
 
 
 def _start_preview(plan: Any, topology: Any, root: Path) -> Any:
-    """Compute the promotion preview while the builds run; the real digests replace the placeholders afterwards."""
-    from release.gitops.promote import plan_promotion
+    """Compute the promotion preview while the builds run; the real digests replace the placeholders afterwards.
 
+    Everything, imports included, happens on a side thread: the builds start without waiting for it.
+    """
     images = {t.name: f"{t.repository}@{_placeholder(t.name)}" for t in plan.targets}
     placeholders = {_placeholder(t.name) for t in plan.targets}
+
+    def preview() -> Any:
+        from release.gitops.promote import plan_promotion
+
+        return plan_promotion(
+            images,
+            **_promotion_args(plan, topology, root, images),
+            registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders),
+        )
+
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
-    future = pool.submit(
-        plan_promotion,
-        images,
-        **_promotion_args(plan, topology, root, images),
-        registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders),
-    )
+    future = pool.submit(preview)
     pool.shutdown(wait=False)
     return future
 

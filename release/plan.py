@@ -95,6 +95,16 @@ def image_tag(target: Target, source_commit: str | None, run_stamp: str) -> str:
     return target.values.tag_format.format(short=source_commit[:7], revision=source_commit)
 
 
+def cache_probe_target(
+    topology: Topology, targets: list[Target], branch: str, via: str = "service"
+) -> tuple[str, tuple[str, str] | None]:
+    """(cache registry, (repository, tag) of the first target's cache manifest): what the pre-build probe asks."""
+    from release.imageref import parse_image_ref
+
+    ref = parse_image_ref(topology.buildcache_ref_via(via))
+    return ref.registry, ((ref.path, f"{targets[0].name}-{cache_scope(branch)}") if targets else None)
+
+
 def make_plan(
     topology: Topology,
     targets: list[Target],
@@ -110,19 +120,16 @@ def make_plan(
     via: str = "service",
 ) -> ReleasePlan:
     """Compute the plan; nothing runs."""
-    from release.imageref import parse_image_ref
-
+    registry, probe = cache_probe_target(topology, targets, branch, via)
     plan = ReleasePlan(
         source_commit=source_commit,
         branch=branch,
         builder=builder,
-        cache_registry=parse_image_ref(topology.buildcache_ref_via(via)).registry,
+        cache_registry=registry,
         update_gitops=update_gitops,
+        cache_probe=probe,
     )
-    cache_repository = parse_image_ref(topology.buildcache_ref_via(via)).path
     for target in targets:
-        if plan.cache_probe is None:
-            plan.cache_probe = (cache_repository, f"{target.name}-{cache_scope(branch)}")
         repository = target.repository(topology)
         tag = image_tag(target, source_commit, run_stamp)
         cache_from, cache_to = cache_refs(topology, target.name, branch, via)

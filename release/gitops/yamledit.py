@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,11 +51,10 @@ def parse_path(path: str) -> tuple[str, ...]:
 
 def _compose(text: str, source: str) -> list[Any]:
     """Every document's node tree; unparseable YAML is a ConfigError naming the line."""
-    from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
     try:
-        docs = [doc for doc in YAML(typ="rt").compose_all(text) if doc is not None]
+        docs = _composed(text)
         _load(text)  # constructing finds what composing does not (a duplicate key)
         return docs
     except YAMLError as err:
@@ -63,8 +64,22 @@ def _compose(text: str, source: str) -> list[Any]:
         raise ConfigError(f"{source}:{where}: not valid YAML: {problem}") from None
 
 
+@functools.lru_cache(maxsize=32)
+def _composed(text: str) -> list[Any]:
+    """The node trees of `text`, parsed once: a plan reads, edits and verifies the same text (nodes are never changed)."""
+    from ruamel.yaml import YAML
+
+    return [doc for doc in YAML(typ="rt").compose_all(text) if doc is not None]
+
+
 def _load(text: str) -> list[Any]:
-    """Every document as plain data (merge keys resolved)."""
+    """Every document as plain data (merge keys resolved); a fresh copy the caller may change."""
+    return copy.deepcopy(_loaded(text))
+
+
+@functools.lru_cache(maxsize=64)
+def _loaded(text: str) -> list[Any]:
+    """The documents of `text` as plain data, constructed once (never handed out: `_load` copies)."""
     from ruamel.yaml import YAML
 
     return list(YAML(typ="safe", pure=True).load_all(text))

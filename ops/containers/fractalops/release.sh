@@ -4,8 +4,11 @@
 #   ./ops/containers/fractalops/release.sh promote api=<ref> worker=<ref>   promote without rebuilding
 # Guards: FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE=1 outside CI; FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0 for a smoke build.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
-cd "$root"
+# Bash builtins only (no dirname, no subshell): this runs before every release.
+here=${BASH_SOURCE[0]%/*}
+[ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+cd "$here/../../.."
+root=$PWD
 python=python3
 if [ -x "$root/.venv/bin/python" ]; then
   python="$root/.venv/bin/python"
