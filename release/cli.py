@@ -514,7 +514,8 @@ def run() -> None:
 def _run() -> None:
     """Run the click group; map click's exceptions to one line and an exit code."""
     try:
-        main(standalone_mode=False)
+        # One name in usage lines and hints, however it was started (console script, python -m, release.sh).
+        main(standalone_mode=False, prog_name="fractalops-release")
     except click.exceptions.Abort:
         say("interrupted")
         sys.exit(130)

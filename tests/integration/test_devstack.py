@@ -36,6 +36,28 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_base(span: int = 4) -> int:
+    """A port base whose `span` ports, bridge and bridge subnet are all free now (other stacks share this machine)."""
+    import random
+    import re
+    import subprocess
+
+    addresses = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    subnets_in_use = {int(x) for x in re.findall(r"10\.213\.(\d+)\.", addresses)}
+    for _ in range(200):
+        base = random.randrange(36000, 39900, 10)
+        if (base // 10) % 256 in subnets_in_use:
+            continue
+        try:
+            for port in range(base, base + span):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free loopback port range between 36000 and 39900")
+
+
 def build_args(target: str, *extra: str) -> list[str]:
     """Return a `docker buildx build` command line for one release target."""
     return ["buildx", "build", "--target", target, "--build-arg", "SOURCE_COMMIT=test", *extra, str(CONTAINERS)]
@@ -120,7 +142,7 @@ def test_closed_cache_port_is_ignored_with_ignore_error_and_fails_without(devsta
 def test_down_stops_every_process_and_closes_every_port(devstack: Devstack, tmp_path: Path) -> None:
     # down on a second, separate stack leaves no process of it, no listening port and no bridge.
     state_dir = tmp_path / "ds"
-    stack = up(state_dir, devstack.ports.base + 100, log=lambda _m: None)
+    stack = up(state_dir, free_port_base(), log=lambda _m: None)
     before = status(state_dir)
     assert before.healthy, before
     pids = [c.pid for c in before.components if c.pid]
@@ -149,7 +171,7 @@ def _proc_state(pid: int) -> str:
 def test_up_with_a_port_taken_starts_nothing(devstack: Devstack, tmp_path: Path) -> None:
     # A busy port is found before anything starts: no half-started stack is left behind.
     state_dir = tmp_path / "busy"
-    base = devstack.ports.base + 200
+    base = free_port_base()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", base + 1))
