@@ -9,19 +9,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from release import checks
 from release.errors import ConfigError, OperationError, ReleaseError, UsageError
 
 PORTAL_MESSAGE = (
     "the portal image is released from yamonco/fractalops-frontend, not from this repository; run: "
     'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend'
 )
+EVENTS_URL = "FRACTALOPS_BUILD_EVENTS_URL"
 PROBE_BUDGET_S = 2.0
 BUILD_ATTEMPTS = 2
 # A registry's transient server error during push: worth one more (fully cached) build.
@@ -78,11 +80,10 @@ def _branch(env: Mapping[str, str]) -> str:
     return "main"
 
 
-def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
-    """FRACTALOPS_SOURCE_COMMIT, else GITHUB_SHA, else HEAD of the repository."""
-    for name in ("FRACTALOPS_SOURCE_COMMIT", "GITHUB_SHA"):
-        if env.get(name):
-            return env[name]
+def _source_commit(given: tuple[str, str] | None, root: Path) -> str | None:
+    """The checked FRACTALOPS_SOURCE_COMMIT or GITHUB_SHA, else HEAD of the repository."""
+    if given is not None:
+        return given[1]
     from release.gitops.git import head_commit
 
     try:
@@ -91,18 +92,29 @@ def _source_commit(env: Mapping[str, str], root: Path) -> str | None:
         return None
 
 
-def _dry_run_document(plan: Any, root: Path) -> dict[str, Any]:
-    """The plan as printed by --dry-run: each values edit shows the value it would replace."""
+def _values_now(plan: Any, root: Path) -> dict[str, dict[str, str | None]]:
+    """Target → the current value at each values key it would edit; a missing file or key is a ConfigError.
+
+    Asked before any build, in dry runs and real ones alike: a promotion that cannot happen is found before a push.
+    """
     from release.gitops.yamledit import read_values
 
-    document: dict[str, Any] = plan.to_dict()
-    for target, entry in zip(plan.targets, document["targets"], strict=True):
+    values = {}
+    for target in plan.targets:
         path = root / target.values_file
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"{path}: cannot read the values file of target {target.name}: {err.strerror}") from None
-        current = read_values(text, list(target.values_edits), source=str(path))
+        values[target.name] = read_values(text, list(target.values_edits), source=str(path))
+    return values
+
+
+def _dry_run_document(plan: Any, values: dict[str, dict[str, str | None]]) -> dict[str, Any]:
+    """The plan as printed by --dry-run: each values edit shows the value it would replace."""
+    document: dict[str, Any] = plan.to_dict()
+    for target, entry in zip(plan.targets, document["targets"], strict=True):
+        current = values[target.name]
         entry["values_edits"] = {key: {"from": current.get(key), "to": new} for key, new in target.values_edits.items()}
     return document
 
@@ -171,29 +183,38 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
     )
     options.cache_deadline_s = _deadline(env, options.cache_deadline_s)
     builder = options.builder or env.get("FRACTALOPS_BUILDER") or None
+    # Inputs that only show their mistakes after a push are checked first.
+    given_commit = checks.source_commit(env)
+    platforms = checks.platforms(
+        options.platforms or ((env["FRACTALOPS_PLATFORM"],) if env.get("FRACTALOPS_PLATFORM") else ()),
+        "--platform" if options.platforms else "FRACTALOPS_PLATFORM",
+    )
+    sink = checks.events_url(EVENTS_URL, env[EVENTS_URL]) if env.get(EVENTS_URL) else None
+    if not options.dry_run:
+        for variable in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+            checks.output_file(variable, env)
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="startup") as startup:
         # The engine questions are subprocess waits: ask them while this thread reads the configuration.
         preflight = None if options.dry_run else startup.submit(engine.preflight, builder)
         startup.submit(_warm_imports, "python_on_whales")
         # Imported after the engine questions are on their way: these modules cost start-up time.
         from release.plan import make_plan
-        from release.targets import load_targets
+        from release.targets import default_targets_path, load_targets
         from release.topology import load_topology
         from release.topology.load import repo_root
 
         root = repo_root() or Path.cwd()
-        source_commit = startup.submit(_source_commit, env, root)
+        source_commit = startup.submit(_source_commit, given_commit, root)
         topology = load_topology(options.topology_path)
-        available = load_targets(options.targets_path)
+        targets_path = options.targets_path or default_targets_path()
+        available = load_targets(targets_path)
         targets = select_targets(available, options.targets)
+        checks.build_files(targets, root, str(targets_path))
         branch, via = _branch(env), env.get("FRACTALOPS_NEXUS_VIA") or "service"
         # The cache probe needs only the topology: it runs while the plan is made and the engine answers.
         probe = (
-            None
-            if options.dry_run
-            else startup.submit(_probe_cache, topology, targets, branch, via, streams, options.use_cache)
+            None if options.dry_run else startup.submit(_probe_cache, topology, targets, branch, via, options.use_cache)
         )
-        platforms = options.platforms or tuple(p for p in env.get("FRACTALOPS_PLATFORM", "").split(",") if p)
         if guards.update_gitops and {t.name for t in targets} != set(available):
             streams.say("note: promoting a subset of targets; the others stay pinned as they are")
         with tempfile.TemporaryDirectory(prefix="fractalops-release-") as workdir:
@@ -211,32 +232,35 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
                 via=via,
             )
             plan.target_config = available  # the same targets file for the promotion (or its preview)
+            values = _values_now(plan, root)
             if preflight is None or probe is None:
                 import json
 
-                streams.out.write(json.dumps(_dry_run_document(plan, root), indent=2) + "\n")
+                streams.out.write(json.dumps(_dry_run_document(plan, values), indent=2) + "\n")
                 return 0
             builder_name = preflight.result()
-            return _execute(plan, options, env, streams, builder_name, topology, root, probe.result())
+            cache_state, warning = probe.result()
+            if warning:
+                streams.say(warning)
+            return _execute(plan, options, env, streams, builder_name, topology, root, cache_state, sink)
 
 
 def _probe_cache(
-    topology: Any, targets: list[Any], branch: str, via: str, streams: Streams, use_cache: bool
-) -> str | None:
-    """None when the cache can be used; else the cache_import outcome (unavailable/disabled)."""
+    topology: Any, targets: list[Any], branch: str, via: str, use_cache: bool
+) -> tuple[str | None, str | None]:
+    """(None when the cache can be used, else the cache_import outcome (unavailable/disabled); a warning or None)."""
     from release.plan import cache_probe_target
     from release.registry import RegistryClient
 
     if not use_cache:
-        return "disabled"
+        return "disabled", None
     registry, manifest = cache_probe_target(topology, targets, branch, via)
     probe = RegistryClient(registry).ping(PROBE_BUDGET_S, manifest=manifest)
     if probe.reachable:
-        return None
-    streams.say(
+        return None, None
+    return "unavailable", (
         f"warning: build cache unavailable ({probe.detail}, {probe.seconds:.1f} s); building without cache this run"
     )
-    return "unavailable"
 
 
 def _build_one(
@@ -246,6 +270,7 @@ def _build_one(
     builder: str,
     deadline: float,
     under_way: threading.Event | None = None,
+    stopping: threading.Event | None = None,
 ) -> tuple[Any, Any]:
     """Build, push and verify one target; return (TargetResult, BuildEvent-ready dict).
 
@@ -322,7 +347,7 @@ def _build_one(
         target=target_plan.name,
         image_ref=image_ref,
         duration_s=duration,
-        result="ok" if error is None else "failed",
+        result="ok" if error is None else ("interrupted" if stopping is not None and stopping.is_set() else "failed"),
         error=error,
         cache_import=cache_import,
         cache_export=cache_export,
@@ -340,6 +365,7 @@ def _execute(
     topology: Any,
     root: Path,
     cache_state: str | None,
+    sink: Any = None,
 ) -> int:
     """Run the builds concurrently, then report, record and (when asked) promote."""
     streams.say(
@@ -348,45 +374,40 @@ def _execute(
     )
     streams.board = _live_board(options.progress, env, streams)
     under_way = {t.name: threading.Event() for t in plan.targets}
+    stopping = threading.Event()
     with ThreadPoolExecutor(max_workers=len(plan.targets)) as pool:
         futures = [
-            pool.submit(_build_one, t, cache_state, streams, builder, options.cache_deadline_s, under_way[t.name])
+            pool.submit(
+                _build_one, t, cache_state, streams, builder, options.cache_deadline_s, under_way[t.name], stopping
+            )
             for t in plan.targets
         ]
-        # Side work waits until every build is under way: start-up time is the one thing the builds wait on.
-        for future, event in zip(futures, under_way.values(), strict=True):
-            while not event.wait(0.05) and not future.done():
-                pass
-        _after_start_up()
-        # The promotion preview (smoke builds) or the GitOps modules (promotion) get ready while the builds run.
-        preview = _start_preview(plan, topology, root) if not plan.update_gitops else None
-        if plan.update_gitops:
-            threading.Thread(target=_warm_imports, args=("release.gitops.promote",), daemon=True).start()
-        outcomes = [future.result() for future in futures]
+        try:
+            # Side work waits until every build is under way: start-up time is the one thing the builds wait on.
+            for future, event in zip(futures, under_way.values(), strict=True):
+                while not event.wait(0.05) and not future.done():
+                    pass
+            _after_start_up()
+            # The promotion preview (smoke builds) or the GitOps modules (promotion) get ready while the builds run.
+            preview = _start_preview(plan, topology, root) if not plan.update_gitops else None
+            if plan.update_gitops:
+                threading.Thread(target=_warm_imports, args=("release.gitops.promote",), daemon=True).start()
+            outcomes = [future.result() for future in futures]
+        except KeyboardInterrupt:
+            # Stop the builds, record them as interrupted, then let the interrupt end the run (exit 130).
+            from release import engine
+
+            stopping.set()
+            engine.stop_builds()
+            outcomes = [future.result() for future in futures]
+            streams.board = None
+            _record_events(_events(plan, outcomes, env), options, sink, streams)
+            raise
     streams.board = None  # the final status lines stay on screen; from here on, plain lines
-    from release.events import BuildEvent, append_events, default_events_file, post_events
     from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
 
     results = [result for result, _ in outcomes]
-    events = [
-        BuildEvent(
-            target=r.target,
-            image_ref=r.image_ref,
-            source_commit=plan.source_commit,
-            builder=extra["builder"],
-            started_at=extra["started_at"],
-            ended_at=extra["ended_at"],
-            duration_s=r.duration_s,
-            result=r.result,
-            error=r.error,
-            cache_import=r.cache_import,
-            cache_export=r.cache_export,
-            cache_hit_ratio=r.cache_hit_ratio,
-            ci_run_id=env.get("GITHUB_RUN_ID"),
-        )
-        for r, extra in outcomes
-    ]
-    _record_events(events, options, env, streams, append_events, default_events_file, post_events)
+    _record_events(_events(plan, outcomes, env), options, sink, streams)
     failed = [r for r in results if r.result != "ok"]
     for r in failed:
         streams.say(f"error: {r.target}: {r.error}")
@@ -406,24 +427,42 @@ def _execute(
     return 1 if failed else 0
 
 
-def _record_events(
-    events: list[Any],
-    options: ReleaseOptions,
-    env: Mapping[str, str],
-    streams: Streams,
-    append: Callable[..., None],
-    default_file: Callable[[], Path],
-    post: Callable[..., bool],
-) -> None:
+def _events(plan: Any, outcomes: list[tuple[Any, Any]], env: Mapping[str, str]) -> list[Any]:
+    """One Build Plane Event per target build."""
+    from release.events import BuildEvent
+
+    return [
+        BuildEvent(
+            target=r.target,
+            image_ref=r.image_ref,
+            source_commit=plan.source_commit,
+            builder=extra["builder"],
+            started_at=extra["started_at"],
+            ended_at=extra["ended_at"],
+            duration_s=r.duration_s,
+            result=r.result,
+            error=r.error,
+            cache_import=r.cache_import,
+            cache_export=r.cache_export,
+            cache_hit_ratio=r.cache_hit_ratio,
+            ci_run_id=env.get("GITHUB_RUN_ID"),
+        )
+        for r, extra in outcomes
+    ]
+
+
+def _record_events(events: list[Any], options: ReleaseOptions, sink: Any, streams: Streams) -> None:
     """Append the events to the JSONL file and POST them when a sink is set; never fail the release."""
-    path = options.events_file or default_file()
+    from release.events import append_events, default_events_file, post_events
+
+    path = options.events_file or default_events_file()
     try:
-        append(events, path)
+        append_events(events, path)
     except OSError as err:
-        streams.say(f"warning: cannot append build events to {path}: {err.strerror}")
-    url = env.get("FRACTALOPS_BUILD_EVENTS_URL")
-    if url:
-        post(events, url, streams.say)
+        where = err.filename or path
+        streams.say(f"warning: cannot append build events to {path}: {where}: {err.strerror}")
+    if sink is not None:
+        post_events(events, sink, streams.say)
 
 
 _PREVIEW_SALT = "fractalops-release promotion preview"

@@ -238,6 +238,11 @@ def build(
         raise EngineError(f"build of target {request.target}: no readable metadata file ({err})") from None
 
 
+def stop_builds() -> None:
+    """Stop every build this process started (an interrupted release)."""
+    _stop_build_processes("buildx")
+
+
 def prune_builder_cache(builder: str | None) -> None:
     """Drop the builder's local cache (`docker buildx prune -af`)."""
     from python_on_whales.exceptions import DockerException

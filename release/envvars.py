@@ -20,6 +20,10 @@ DRIVER_VARS: tuple[EnvVar, ...] = (
         "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS",
         "0 = smoke build (GitOps untouched), 1 = promote into the values files.",
     ),
+    EnvVar(
+        "FRACTALOPS_REPO_ROOT",
+        "Repository root (release.sh sets it to its own checkout; default: found from the working directory).",
+    ),
     EnvVar("FRACTALOPS_TOPOLOGY", "Path of the topology file (default: ops/topology/fractalops.yaml)."),
     EnvVar("FRACTALOPS_TARGETS", "Path of the release targets file (default: ops/containers/fractalops/targets.yaml)."),
     EnvVar("FRACTALOPS_BUILDER", "buildx builder to use (default: the current one)."),

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from release.checks import SinkURL
 from release.errors import ConfigError
 
 EVENTS_FILE_ENV = "FRACTALOPS_BUILD_EVENTS_FILE"
@@ -31,7 +32,7 @@ class BuildEvent:
     started_at: str
     ended_at: str
     duration_s: float
-    result: str  # ok | failed
+    result: str  # ok | failed | interrupted
     error: str | None
     cache_import: str  # hit | miss | unavailable | disabled
     cache_export: str  # ok | failed | skipped
@@ -56,17 +57,25 @@ def default_events_file() -> Path:
 def append_events(events: Iterable[BuildEvent], path: Path) -> None:
     """Append the events to the JSONL file in one write."""
     text = "".join(event.to_json() + "\n" for event in events)
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():  # mkdir would say "File exists"; the cause is a file where a folder should be
+                raise NotADirectoryError(20, "Not a directory", str(folder))
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(text)
 
 
-def post_events(events: list[BuildEvent], url: str, warn: Callable[[str], None], timeout: float = 2.0) -> bool:
+def post_events(events: list[BuildEvent], sink: SinkURL, warn: Callable[[str], None], timeout: float = 2.0) -> bool:
     """POST the events as JSON with a short timeout and one retry; warn, never raise, on failure."""
     body = json.dumps([asdict(e) for e in events]).encode()
+    headers = {"Content-Type": "application/json"}
+    if sink.authorization:
+        headers["Authorization"] = sink.authorization
     last = ""
     for attempt in range(2):
-        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(sink.url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 if 200 <= response.status < 300:
@@ -76,26 +85,68 @@ def post_events(events: list[BuildEvent], url: str, warn: Callable[[str], None],
             last = f"HTTP {err.code}"
         except (urllib.error.URLError, OSError) as err:
             last = str(getattr(err, "reason", err))
+        except Exception as err:  # a sink must never fail the release, whatever it answers
+            last = f"{type(err).__name__}: {err}"
         if attempt == 0:
             time.sleep(0.3)
-    warn(f"warning: build events sink did not take the events ({last}); they are in the JSONL file")
+    warn(f"warning: build events sink {sink.shown} did not take the events ({last}); they are in the JSONL file")
     return False
 
 
+_CHOICES = {
+    "result": ("ok", "failed", "interrupted"),
+    "cache_import": ("hit", "miss", "unavailable", "disabled"),
+    "cache_export": ("ok", "failed", "skipped"),
+}
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a finite float, None if it is not a finite number (booleans are not numbers here)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def check_event(data: Any, where: str) -> dict[str, Any]:
+    """`data` if it is a build event of this schema; else a ConfigError naming `where`, the field and the value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: not a build event (want a JSON object, got {type(data).__name__})")
+    if data.get("schema") != SCHEMA:
+        raise ConfigError(f"{where}: schema: {data.get('schema')!r}: not {SCHEMA}")
+    if not isinstance(data.get("target"), str) or not data["target"]:
+        raise ConfigError(f"{where}: target: {data.get('target')!r}: want a target name")
+    for field, allowed in _CHOICES.items():
+        if data.get(field) not in allowed:
+            raise ConfigError(f"{where}: {field}: {data.get(field)!r}: want one of {', '.join(allowed)}")
+    duration = _number(data.get("duration_s"))
+    if duration is None or duration < 0:
+        raise ConfigError(f"{where}: duration_s: {data.get('duration_s')!r}: want seconds, 0 or more")
+    ratio = data.get("cache_hit_ratio")
+    fraction = _number(ratio)
+    if ratio is not None and (fraction is None or not 0.0 <= fraction <= 1.0):
+        raise ConfigError(f"{where}: cache_hit_ratio: {ratio!r}: want a number from 0 to 1, or null")
+    return data
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """Read a JSONL events file; a bad line is a configuration error naming the line."""
+    """Read a JSONL events file; a line that is not a build event is a configuration error naming the line."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the events file: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     events = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
+            data = json.loads(line)
         except ValueError:
             raise ConfigError(f"{path}:{number}: not a JSON event line") from None
+        events.append(check_event(data, f"{path}:{number}"))
     return events
 
 

@@ -15,8 +15,16 @@ ENV_VAR = "FRACTALOPS_TOPOLOGY"
 RELATIVE_PATH = Path("ops/topology/fractalops.yaml")
 
 
+ROOT_ENV = "FRACTALOPS_REPO_ROOT"
+
+
 def repo_root(start: Path | None = None) -> Path | None:
-    """The nearest folder at or above `start` (default: cwd) that holds the topology file."""
+    """$FRACTALOPS_REPO_ROOT, else the nearest folder at or above `start` (cwd) holding the topology, else ours."""
+    explicit = os.environ.get(ROOT_ENV)
+    if explicit and start is None:
+        if not (Path(explicit) / RELATIVE_PATH).is_file():
+            raise ConfigError(f"{ROOT_ENV}={explicit!r}: not a repository root (no {RELATIVE_PATH} there)")
+        return Path(explicit).resolve()
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / RELATIVE_PATH).is_file():

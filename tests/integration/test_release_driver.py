@@ -40,6 +40,12 @@ def release(
     stack: Devstack, tmp_path: Path, *args: str, topology: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run release.sh as a person would outside CI, with the stack's env and a private events file."""
+    full = release_env(stack, tmp_path, topology=topology, **env)
+    return subprocess.run([str(RELEASE_SH), *args], env=full, capture_output=True, text=True, timeout=600, check=False)
+
+
+def release_env(stack: Devstack, tmp_path: Path, topology: Path | None = None, **env: str) -> dict[str, str]:
+    """The environment of a release run by a person outside CI: the stack, the opt-in, a private events file."""
     full = {
         k: v for k, v in os.environ.items() if k not in {"CI", "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"}
     }
@@ -53,7 +59,7 @@ def release(
         }
     )
     full.update(env)
-    return subprocess.run([str(RELEASE_SH), *args], env=full, capture_output=True, text=True, timeout=600, check=False)
+    return full
 
 
 def events(tmp_path: Path) -> list[dict[str, Any]]:
@@ -253,7 +259,9 @@ def test_failing_events_sink_warns_and_the_release_succeeds(devstack: Devstack, 
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(image_refs(result.stdout)) == 1
-    assert "build events sink did not take the events" in result.stderr
+    assert (
+        "warning: build events sink http://127.0.0.1:" in result.stderr and "did not take the events" in result.stderr
+    )
     assert [e["target"] for e in events(tmp_path)] == ["worker"]
 
 
@@ -376,3 +384,52 @@ def test_dry_run_with_a_missing_values_key_is_a_config_error(devstack: Devstack,
     assert result.returncode == 2
     assert "tests/integration/alt/values.yaml" in result.stderr and "nosuchkey" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130(
+    devstack: Devstack, tmp_path: Path
+) -> None:
+    # Ctrl-C (SIGINT to the foreground process group) mid-build: exit 130, no image_ref, one 'interrupted'
+    # event per target, and no build process left behind.
+    import signal
+    import threading
+
+    from release.devstack.processes import pids_mentioning
+
+    yaml = YAML()
+    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    for target in data["targets"].values():
+        target["context"] = "tests/integration/slow"
+    targets_file = tmp_path / "targets.yaml"
+    with targets_file.open("w") as handle:
+        yaml.dump(data, handle)
+    env = release_env(devstack, tmp_path, FRACTALOPS_PROGRESS="plain")
+    proc = subprocess.Popen(
+        [str(RELEASE_SH), "--no-cache", "--targets-file", str(targets_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    lines: list[str] = []
+    both_running = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            lines.append(line)
+            if all(any(f"{name}: a long step" in seen for seen in lines) for name in ("api", "worker")):
+                both_running.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert both_running.wait(120), "".join(lines[-20:])
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, "".join(lines[-20:])
+    reader.join(10)
+    assert proc.stdout.read() == ""
+    assert any(line.startswith("interrupted") for line in lines)
+    recorded = {e["target"]: e for e in events(tmp_path)}
+    assert {name: e["result"] for name, e in recorded.items()} == {"api": "interrupted", "worker": "interrupted"}
+    assert not pids_mentioning(str(ROOT / "tests/integration/slow"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from release.checks import events_url
 from release.cli import main
 from release.events import BuildEvent, append_events, post_events, read_events, summarize
 
@@ -39,12 +41,14 @@ class Sink:
 
     def __init__(self, fail_first: int = 0) -> None:
         self.bodies: list[object] = []
+        self.authorizations: list[str | None] = []
         self.fail_first = fail_first
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                sink.authorizations.append(self.headers.get("Authorization"))
                 if sink.fail_first > 0:
                     sink.fail_first -= 1
                     self.send_response(503)
@@ -72,7 +76,7 @@ def sink() -> Iterator[Sink]:
 def test_sink_receives_the_events_after_one_retry(sink: Sink) -> None:
     # A sink that fails once gets the events on the retry; nothing is warned.
     warnings: list[str] = []
-    assert post_events([event(), event("worker")], sink.url, warnings.append) is True
+    assert post_events([event(), event("worker")], events_url("URL", sink.url), warnings.append) is True
     assert [e["target"] for e in sink.bodies[0]] == ["api", "worker"]  # type: ignore[index]
     assert warnings == []
 
@@ -83,7 +87,7 @@ def test_unreachable_sink_warns_and_does_not_raise() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     warnings: list[str] = []
-    assert post_events([event()], f"http://127.0.0.1:{port}/", warnings.append, timeout=0.5) is False
+    assert post_events([event()], events_url("URL", f"http://127.0.0.1:{port}/"), warnings.append, timeout=0.5) is False
     assert len(warnings) == 1 and "JSONL" in warnings[0]
 
 
@@ -118,3 +122,79 @@ def test_release_records_live_beside_the_build_events(tmp_path: Path, monkeypatc
     assert default_record_path() == tmp_path / "ci" / "releases.jsonl"
     monkeypatch.setenv("FRACTALOPS_EVENTS_DIR", str(tmp_path / "elsewhere"))
     assert default_record_path() == tmp_path / "elsewhere" / "releases.jsonl"
+
+
+def test_sink_credentials_in_the_url_become_basic_auth_and_are_never_shown(sink: Sink) -> None:
+    # user:password@ in the sink URL is sent as an Authorization header, not as part of the host name.
+    url = sink.url.replace("http://", "http://collector:s3cret%40pw@")
+    parsed = events_url("FRACTALOPS_BUILD_EVENTS_URL", url)
+    assert "s3cret" not in parsed.url and "s3cret" not in parsed.shown
+    warnings: list[str] = []
+    assert post_events([event()], parsed, warnings.append) is True
+    assert sink.authorizations[-1] == "Basic " + base64.b64encode(b"collector:s3cret@pw").decode()
+
+
+def test_sink_that_answers_nonsense_is_a_warning_not_a_crash() -> None:
+    # Whatever the sink does, the release goes on: a server that closes without an answer is one warning.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+
+        def close_each() -> None:
+            for _ in range(2):
+                conn, _ = server.accept()
+                conn.close()
+
+        threading.Thread(target=close_each, daemon=True).start()
+        warnings: list[str] = []
+        assert post_events([event()], events_url("URL", f"http://127.0.0.1:{port}/x"), warnings.append) is False
+    assert len(warnings) == 1 and warnings[0].startswith("warning: build events sink")
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("[1, 2]", "not a build event (want a JSON object, got list)"),
+        ('{"schema": "other/v9"}', "schema: 'other/v9'"),
+        (None, "duration_s: 'slow'"),
+        (None, "duration_s: -5"),
+        (None, "cache_hit_ratio: 7"),
+        (None, "result: 'maybe'"),
+    ],
+)
+def test_events_summary_refuses_a_line_that_is_not_a_build_event(tmp_path: Path, line: str | None, needle: str) -> None:
+    # Any line that is not a build event of this schema is exit 2 naming the file, line, field and value.
+    good = json.loads(event().to_json())
+    if line is None:
+        field, value = {
+            "duration_s: 'slow'": ("duration_s", "slow"),
+            "duration_s: -5": ("duration_s", -5),
+            "cache_hit_ratio: 7": ("cache_hit_ratio", 7),
+            "result: 'maybe'": ("result", "maybe"),
+        }[needle]
+        line = json.dumps({**good, field: value})
+    path = tmp_path / "events.jsonl"
+    path.write_text(event().to_json() + "\n" + line + "\n")
+    result = CliRunner().invoke(main, ["events", "summary", str(path)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:2: {needle}")
+    assert "Traceback" not in result.stderr
+
+
+def test_nan_duration_is_refused(tmp_path: Path) -> None:
+    # NaN is not a duration (json.dumps writes it as NaN, which Python reads back).
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps({**json.loads(event().to_json()), "duration_s": float("nan")}) + "\n")
+    result = CliRunner().invoke(main, ["events", "summary", str(path)])
+    assert result.exit_code == 2 and "duration_s: nan" in result.stderr
+
+
+def test_events_file_under_a_regular_file_names_the_real_cause(tmp_path: Path) -> None:
+    # A parent that is a file is "Not a directory" (mkdir alone would say "File exists").
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    with pytest.raises(NotADirectoryError) as caught:
+        append_events([event()], blocker / "events.jsonl")
+    assert caught.value.strerror == "Not a directory" and caught.value.filename == str(blocker)

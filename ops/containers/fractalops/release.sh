@@ -7,15 +7,21 @@ set -euo pipefail
 # Bash builtins only (no dirname, no subshell): this runs before every release.
 here=${BASH_SOURCE[0]%/*}
 [ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+caller=$PWD
 cd "$here/../../.."
 root=$PWD
+# Relative paths in the arguments stay relative to where the command was typed.
+cd "$caller"
 python=python3
 if [ -x "$root/.venv/bin/python" ]; then
   python="$root/.venv/bin/python"
 fi
+export FRACTALOPS_REPO_ROOT="$root"
+# -P: never import a `release` folder that happens to sit in the caller's directory.
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 command=runtime
 if [ "${1:-}" = "promote" ]; then
   command=promote
   shift
 fi
-exec "$python" -m release "$command" "$@"
+exec "$python" -P -m release "$command" "$@"
