@@ -511,6 +511,17 @@ def run() -> None:
         gc.freeze()
 
 
+def _name_the_variable(err: click.exceptions.UsageError) -> None:
+    """A bad value that came from an environment variable is reported under the variable's name."""
+    from click.core import ParameterSource
+
+    if not isinstance(err, click.BadParameter) or err.param is None or err.ctx is None or not err.param.name:
+        return
+    envvar = err.param.envvar
+    if err.ctx.get_parameter_source(err.param.name) is ParameterSource.ENVIRONMENT and isinstance(envvar, str):
+        err.param_hint = f"'{envvar}' (the environment variable for {err.param.get_error_hint(err.ctx)})"
+
+
 def _run() -> None:
     """Run the click group; map click's exceptions to one line and an exit code."""
     try:
@@ -520,6 +531,7 @@ def _run() -> None:
         say("interrupted")
         sys.exit(130)
     except click.exceptions.UsageError as err:
+        _name_the_variable(err)
         hint = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
         say(f"error: {err.format_message()}{hint}".replace("\n", " "))
         sys.exit(2)

@@ -166,7 +166,7 @@ def select_targets(available: Mapping[str, Any], wanted: tuple[str, ...]) -> lis
         raise UsageError(PORTAL_MESSAGE)
     unknown = [name for name in wanted if name not in available]
     if unknown:
-        raise UsageError(f"--target: unknown target(s) {', '.join(unknown)}; known: {', '.join(available)}")
+        raise UsageError(f"--target: unknown target(s) {', '.join(map(repr, unknown))}; known: {', '.join(available)}")
     names = list(dict.fromkeys(wanted)) or list(available)
     return [available[name] for name in names]
 
@@ -341,7 +341,8 @@ def _build_one(
         cache_import = "unavailable" if hung.startswith("importing") else ("hit" if ratio else "miss")
         cache_export = "failed"
     else:
-        cache_import = "hit" if ratio else "miss"
+        # Steps cached by the builder's own store are not cache imports: a failed import is what it says.
+        cache_import = tracker.cache_import_outcome() or ("hit" if ratio else "miss")
         cache_export = "failed" if tracker.cache_export_failed() else ("ok" if error is None else "skipped")
     result = TargetResult(
         target=target_plan.name,

@@ -32,7 +32,7 @@ DRIVER_VARS: tuple[EnvVar, ...] = (
     EnvVar("FRACTALOPS_CACHE_BRANCH", "Branch whose cache is written (the main branch's cache is also read)."),
     EnvVar(
         "FRACTALOPS_CACHE_DEADLINE",
-        "Seconds a registry cache import/export step may run before the build goes on without it (120).",
+        "Seconds a registry cache import/export step may run before the build is stopped with a clear error (120).",
     ),
     EnvVar("FRACTALOPS_PROGRESS", "Progress display: auto (tty at a terminal outside CI), plain or tty."),
     EnvVar("FRACTALOPS_BUILD_EVENTS_FILE", "JSONL file the Build Plane Events are appended to."),

@@ -206,6 +206,13 @@ class ProgressTracker:
                 return vertex.name
         return None
 
+    def cache_import_outcome(self) -> str | None:
+        """'unavailable' if every cache import failed, 'miss' if each found no cache yet; None if one worked or none ran."""
+        imports = [v for v in self.vertices.values() if v.name.startswith("importing cache manifest from")]
+        if not imports or any(not v.error for v in imports):
+            return None
+        return "miss" if all((v.error or "").rstrip().endswith("not found") for v in imports) else "unavailable"
+
     def cache_export_failed(self) -> bool:
         """True if a cache export vertex reported an error (ignored by ignore-error=true)."""
         return any("export" in v.name and "cache" in v.name and v.error for v in self.vertices.values())

@@ -124,6 +124,8 @@ def _fail(source: str, err: Any, prefix: tuple[Any, ...] = ()) -> ConfigError:
     first = err.errors()[0]
     loc = ".".join(str(part) for part in (*prefix, *first["loc"])) or "(top level)"
     message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    if first["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        message = "want a mapping"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return ConfigError(f"{source}: {loc}: {first.get('input')!r}: {message}{more}")
 

@@ -95,6 +95,8 @@ def parse_topology(data: Any, source: str) -> Topology:
             loc, value, message = original.loc, original.value, str(original)
         elif first["type"] == "extra_forbidden":
             message = "unknown key"
+        elif first["type"] in ("model_type", "dict_type", "model_attributes_type"):
+            message = "want a mapping"  # pydantic names its model class here; the file's reader needs the shape
         message = message.removeprefix("Value error, ")
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
         raise ConfigError(f"{source}: {_dotted(loc)}: {value!r}: {message}{more}") from None

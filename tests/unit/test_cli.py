@@ -21,6 +21,9 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     [
         (["nosuch"], {}, "No such command 'nosuch'"),
         (["runtime", "--dry-run", "--target", "api"], {"FRACTALOPS_PROGRESS": "x"}, "'x' is not one of"),
+        (["runtime", "--dry-run"], {"FRACTALOPS_PROGRESS": "x"}, "'FRACTALOPS_PROGRESS' (the environment variable"),
+        (["runtime", "--dry-run"], {"FRACTALOPS_TARGETS": "/"}, "'FRACTALOPS_TARGETS' (the environment variable"),
+        (["runtime", "--dry-run", "--target", ""], {}, "unknown target(s) ''"),
         (["topology", "render-env", "--format", "yaml"], {}, "'yaml' is not one of"),
     ],
 )

@@ -85,3 +85,28 @@ def test_live_board_keeps_one_line_per_target_and_shows_a_failing_steps_log() ->
         "[worker] #1 ERROR exit code: 2",
     ]
     assert shown[4:] == ["[api] 1/1 steps, 1 cached", "[worker] 1/1 steps, 0 cached"]
+
+
+def importing(digest: str, ref: str, error: str | None = None) -> dict[str, object]:
+    vertex: dict[str, object] = {"digest": digest, "name": f"importing cache manifest from {ref}", "started": T0}
+    vertex["completed"] = T1
+    if error:
+        vertex["error"] = error
+    return vertex
+
+
+def test_cache_import_outcome_tells_a_dead_cache_from_a_missing_one_and_a_working_one() -> None:
+    # Every import failing to connect is 'unavailable', every import finding no tag is 'miss', one working is None.
+    refused = "failed to configure registry cache importer: failed to do request: dial tcp: connection refused"
+    missing = "failed to configure registry cache importer: 127.0.0.1:35080/fractalops/buildcache:x: not found"
+    cases = [
+        ([importing("a", "c:api-x", refused), importing("b", "c:api-main", refused)], "unavailable"),
+        ([importing("a", "c:api-x", missing), importing("b", "c:api-main", missing)], "miss"),
+        ([importing("a", "c:api-x", missing), importing("b", "c:api-main")], None),
+        ([], None),
+    ]
+    for vertexes, expected in cases:
+        tracker = ProgressTracker("[api]", lambda _line: None)
+        for vertex in vertexes:
+            feed(tracker, status(vertex))
+        assert tracker.cache_import_outcome() == expected, vertexes

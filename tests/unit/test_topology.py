@@ -69,6 +69,7 @@ INVALID = [
     ("nexus.service", "Nexus_Svc", "nexus.service"),
     ("nexus.public_url", "nexus.yamon.io", "nexus.public_url"),
     ("nexus", _DELETE, "nexus"),
+    ("release", None, "release: None: want a mapping"),
 ]
 
 
