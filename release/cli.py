@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,13 +57,17 @@ def handled(func: F) -> F:
             where = f"{err.filename}: " if err.filename else ""
             say(f"error: {where}{err.strerror or err}")
             sys.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
+            from release.errors import Terminated
+
             if app is not None and app.debug:
                 raise
+            what = "terminated" if isinstance(err, Terminated) else "interrupted"
             say(
-                "interrupted: files are written atomically, and a GitOps write cut short is restored from its journal on the next run"
+                f"{what}: files are written atomically, and a GitOps write cut short is restored from its journal "
+                "on the next run"
             )
-            sys.exit(130)
+            sys.exit(143 if isinstance(err, Terminated) else 130)
 
     return wrapper  # type: ignore[return-value]
 
@@ -505,10 +510,18 @@ def run() -> None:
     # The release driver turns collection back on once its builds are under way; at exit, freezing skips the
     # final pass over every object.
     gc.disable()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         _run()
     finally:
         gc.freeze()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM ends a run the way Ctrl-C does: running builds are stopped and recorded, nothing is half-written."""
+    from release.errors import Terminated
+
+    raise Terminated
 
 
 def _name_the_variable(err: click.exceptions.UsageError) -> None:

@@ -37,3 +37,7 @@ class GitError(OperationError):
 
 class GuardRefusal(OperationError):
     """A release guard refused the operation (opt-in, compare-and-swap, monotonic)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI runner cancelling the job): handled like an interrupt, exit 143."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -386,12 +387,16 @@ def test_dry_run_with_a_missing_values_key_is_a_config_error(devstack: Devstack,
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130(
-    devstack: Devstack, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signum", "group", "code"),
+    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
+    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-driver-alone"],
+)
+def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130_or_143(
+    devstack: Devstack, tmp_path: Path, signum: int, group: bool, code: int
 ) -> None:
-    # Ctrl-C (SIGINT to the foreground process group) mid-build: exit 130, no image_ref, one 'interrupted'
-    # event per target, and no build process left behind.
-    import signal
+    # Ctrl-C (SIGINT to the foreground process group) or SIGTERM to the driver alone (a cancelled CI job)
+    # mid-build: exit 130/143, no image_ref, one 'interrupted' event per target, no build process left behind.
     import threading
 
     from release.devstack.processes import pids_mentioning
@@ -425,11 +430,14 @@ def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert both_running.wait(120), "".join(lines[-20:])
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=60) == 130, "".join(lines[-20:])
+    if group:
+        os.killpg(proc.pid, signum)
+    else:
+        os.kill(proc.pid, signum)
+    assert proc.wait(timeout=60) == code, "".join(lines[-20:])
     reader.join(10)
     assert proc.stdout.read() == ""
-    assert any(line.startswith("interrupted") for line in lines)
+    assert any(line.startswith(("interrupted:", "terminated:")) for line in lines)
     recorded = {e["target"]: e for e in events(tmp_path)}
     assert {name: e["result"] for name, e in recorded.items()} == {"api": "interrupted", "worker": "interrupted"}
     assert not pids_mentioning(str(ROOT / "tests/integration/slow"))
