@@ -63,6 +63,18 @@ def release_env(stack: Devstack, tmp_path: Path, topology: Path | None = None, *
     return full
 
 
+def targets_with_context(tmp_path: Path, context: str) -> Path:
+    """A copy of the targets file whose targets all build from `context`."""
+    yaml = YAML()
+    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    for target in data["targets"].values():
+        target["context"] = context
+    path = tmp_path / "targets.yaml"
+    with path.open("w") as handle:
+        yaml.dump(data, handle)
+    return path
+
+
 def events(tmp_path: Path) -> list[dict[str, Any]]:
     path = tmp_path / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -313,13 +325,7 @@ def test_bad_cache_deadline_is_a_usage_error(devstack: Devstack, tmp_path: Path)
 
 def test_failed_target_exits_1_reports_it_and_still_prints_the_other(devstack: Devstack, tmp_path: Path) -> None:
     # A target whose build fails gives exit 1, a one-line error naming it, a failed event; the other target's image_ref is printed.
-    yaml = YAML()
-    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
-    for target in data["targets"].values():
-        target["context"] = "tests/integration/broken"
-    targets_file = tmp_path / "targets.yaml"
-    with targets_file.open("w") as handle:
-        yaml.dump(data, handle)
+    targets_file = targets_with_context(tmp_path, "tests/integration/broken")
     result = release(devstack, tmp_path, "--targets-file", str(targets_file))
     assert result.returncode == 1
     (ref,) = image_refs(result.stdout)
@@ -401,13 +407,7 @@ def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130_or
 
     from release.devstack.processes import pids_mentioning
 
-    yaml = YAML()
-    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
-    for target in data["targets"].values():
-        target["context"] = "tests/integration/slow"
-    targets_file = tmp_path / "targets.yaml"
-    with targets_file.open("w") as handle:
-        yaml.dump(data, handle)
+    targets_file = targets_with_context(tmp_path, "tests/integration/slow")
     env = release_env(devstack, tmp_path, FRACTALOPS_PROGRESS="plain")
     proc = subprocess.Popen(
         [str(RELEASE_SH), "--no-cache", "--targets-file", str(targets_file)],
