@@ -119,11 +119,19 @@ def topology() -> None:
 @handled
 def topology_check(app: App, root: Path | None) -> None:
     """Validate the topology and scan code, scripts and workflows for baked cache addresses."""
-    from release.topology.load import repo_root
-    from release.topology.policy import scan
+    from release.topology import load_topology
+    from release.topology.load import RELATIVE_PATH, repo_root
+    from release.topology.policy import is_local_stand_in, scan
 
     topo = app.topology()
     base = (root or repo_root() or Path.cwd()).resolve()
+    if is_local_stand_in(topo) and (base / RELATIVE_PATH).is_file():
+        # A loopback topology (the local stack's) is valid, but its addresses are the stand-ins' own defaults:
+        # the scan for baked production addresses uses the committed topology.
+        say(
+            f"topology check: {app.topology_path or 'the topology'} is a loopback stand-in; scanning with {RELATIVE_PATH}"
+        )
+        topo = load_topology(base / RELATIVE_PATH)
     findings = scan(base, topo)
     for finding in findings:
         click.echo(finding.render(base))
@@ -257,7 +265,24 @@ def devstack_status() -> None:
 # --- runtime release ---------------------------------------------------------------------------
 
 
+def _debug_here(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`--debug` after the subcommand (as release.sh passes it) means what it means before it."""
+    app = ctx.find_object(App)
+    if value and app is not None:
+        app.debug = True
+
+
+debug_option = click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    callback=_debug_here,
+    help="Show tracebacks (same as before the command).",
+)
+
+
 @main.command("runtime")
+@debug_option
 @click.option("--target", "targets", multiple=True, help="Build only this target (repeatable): api, worker.")
 @click.option("--builder", envvar="FRACTALOPS_BUILDER", help="buildx builder (default: the current one).")
 @click.option("--platform", "platforms", multiple=True, help="Target platform, passed to buildx (repeatable).")
@@ -332,6 +357,7 @@ def runtime(
 
 
 @main.command("promote")
+@debug_option
 @click.argument("pairs", nargs=-1, required=True, metavar="TARGET=IMAGE_REF...")
 @click.option("--dry-run", is_flag=True, help="Print the unified diff it would commit; change nothing.")
 @click.option("--force", is_flag=True, help="Override compare-and-swap and monotonic refusals (rollbacks).")
@@ -383,8 +409,11 @@ def promote(
     """
     import os
 
+    from release.checks import output_file
     from release.gitops.commands import parse_pairs, run_promote
 
+    if not dry_run:
+        output_file("GITHUB_OUTPUT", os.environ)  # found before the push, not after it
     code = run_promote(
         list(pairs),
         dry_run=dry_run,

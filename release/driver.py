@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from release import checks
-from release.errors import ConfigError, OperationError, ReleaseError, UsageError
+from release.errors import ConfigError, GuardRefusal, OperationError, ReleaseError, UsageError
 
 PORTAL_MESSAGE = (
     "the portal image is released from yamonco/fractalops-frontend, not from this repository; run: "
     'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend'
 )
 EVENTS_URL = "FRACTALOPS_BUILD_EVENTS_URL"
+DIRTY_LABEL = "io.fractalops.source.dirty"  # the gitops promotion reads it back (release.gitops.promote)
 PROBE_BUDGET_S = 2.0
 BUILD_ATTEMPTS = 2
 # A registry's transient server error during push: worth one more (fully cached) build.
@@ -210,6 +211,12 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         available = load_targets(targets_path)
         targets = select_targets(available, options.targets)
         checks.build_files(targets, root, str(targets_path))
+        dirty = startup.submit(_dirty_contexts, root, targets)
+        settings = (
+            startup.submit(_check_promotion, root, targets, env)
+            if guards.update_gitops and not options.dry_run
+            else None
+        )
         branch, via = _branch(env), env.get("FRACTALOPS_NEXUS_VIA") or "service"
         # The cache probe needs only the topology: it runs while the plan is made and the engine answers.
         probe = (
@@ -217,6 +224,20 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         )
         if guards.update_gitops and {t.name for t in targets} != set(available):
             streams.say("note: promoting a subset of targets; the others stay pinned as they are")
+        uncommitted = dirty.result()
+        if uncommitted:
+            shown = ", ".join(uncommitted[:5]) + (f" and {len(uncommitted) - 5} more" if len(uncommitted) > 5 else "")
+            if guards.update_gitops and not options.force and not options.dry_run:
+                raise GuardRefusal(
+                    f"uncommitted changes in the build context ({shown}): a promotion pins what a commit describes; "
+                    "commit them, or run a smoke build (FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0)"
+                )
+            streams.say(
+                f"warning: building uncommitted changes ({shown}); the images are labelled {DIRTY_LABEL}=true "
+                "and promote refuses them without --force"
+            )
+        if settings is not None:
+            settings.result()
         with tempfile.TemporaryDirectory(prefix="fractalops-release-") as workdir:
             plan = make_plan(
                 topology,
@@ -230,6 +251,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
                 workdir=Path(workdir),
                 run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
                 via=via,
+                dirty=bool(uncommitted),
             )
             plan.target_config = available  # the same targets file for the promotion (or its preview)
             values = _values_now(plan, root)
@@ -243,6 +265,29 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
             if warning:
                 streams.say(warning)
             return _execute(plan, options, env, streams, builder_name, topology, root, cache_state, sink)
+
+
+def _dirty_contexts(root: Path, targets: list[Any]) -> list[str]:
+    """Files the builds send to BuildKit that differ from the source commit (uncommitted or untracked)."""
+    from release.buildcontext import files_sent
+    from release.gitops.git import dirty_paths
+
+    changed = dirty_paths(root, sorted({t.context for t in targets}))
+    if not changed:
+        return []
+    return sorted({path for t in targets for path in files_sent(t.context, t.dockerfile, changed, root)})
+
+
+def _check_promotion(root: Path, targets: list[Any], env: Mapping[str, str]) -> None:
+    """What the promotion after the builds needs, checked before them (author, push budget, clean files, remote)."""
+    from release.gitops.promote import check_promotion_settings
+
+    check_promotion_settings(
+        root,
+        sorted({t.values.file for t in targets}),
+        remote=env.get("FRACTALOPS_GITOPS_REMOTE") or "origin",
+        branch=env.get("FRACTALOPS_GITOPS_BRANCH") or "main",
+    )
 
 
 def _probe_cache(

@@ -162,7 +162,10 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     if not events:
         return {"builds": 0}
     durations = [float(e.get("duration_s", 0.0)) for e in events]
-    failed = sum(1 for e in events if e.get("result") != "ok")
+    # An interrupted build (Ctrl-C, a cancelled job) is no failure of the build plane: counted apart.
+    interrupted = sum(1 for e in events if e.get("result") == "interrupted")
+    failed = sum(1 for e in events if e.get("result") == "failed")
+    finished = len(events) - interrupted
     probed = [e for e in events if e.get("cache_import") != "disabled"]
     available = sum(1 for e in probed if e.get("cache_import") != "unavailable")
     ratios = [float(e["cache_hit_ratio"]) for e in events if e.get("cache_hit_ratio") is not None]
@@ -172,7 +175,8 @@ def summarize(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "builds": len(events),
         "per_target": dict(sorted(per_target.items())),
-        "failure_rate": round(failed / len(events), 4),
+        "interrupted": interrupted,
+        "failure_rate": round(failed / finished, 4) if finished else None,
         "duration_p50_s": round(_percentile(durations, 0.50), 3),
         "duration_p95_s": round(_percentile(durations, 0.95), 3),
         "cache_availability": round(available / len(probed), 4) if probed else None,
@@ -190,7 +194,9 @@ def render_summary(summary: dict[str, Any]) -> str:
 
     return (
         f"builds: {summary['builds']} ({', '.join(f'{k} {v}' for k, v in summary['per_target'].items())})\n"
-        f"failure rate: {pct(summary['failure_rate'])}\n"
+        f"failure rate: {pct(summary['failure_rate'])}"
+        + (f" ({summary['interrupted']} interrupted, not counted)" if summary.get("interrupted") else "")
+        + "\n"
         f"duration p50: {summary['duration_p50_s']:.2f} s, p95: {summary['duration_p95_s']:.2f} s\n"
         f"cache availability: {pct(summary['cache_availability'])}\n"
         f"mean cache hit ratio: {pct(summary['cache_hit_ratio_mean'])}\n"

@@ -14,6 +14,7 @@ from release.topology.model import Topology
 MAIN_BRANCH = "main"
 REVISION_LABEL = "org.opencontainers.image.revision"
 SOURCE_LABEL = "org.opencontainers.image.source"
+DIRTY_LABEL = "io.fractalops.source.dirty"
 CACHE_ATTRS = "mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
 
 
@@ -118,6 +119,7 @@ def make_plan(
     workdir: Path,
     run_stamp: str,
     via: str = "service",
+    dirty: bool = False,
 ) -> ReleasePlan:
     """Compute the plan; nothing runs."""
     registry, probe = cache_probe_target(topology, targets, branch, via)
@@ -138,6 +140,8 @@ def make_plan(
         if source_commit:
             labels[REVISION_LABEL] = source_commit
             build_args["SOURCE_COMMIT"] = source_commit
+        if dirty:
+            labels[DIRTY_LABEL] = "true"  # the context differs from the source commit; promote refuses it
         request = BuildRequest(
             context=root / target.context,
             dockerfile=root / target.context / target.dockerfile,

@@ -90,6 +90,27 @@ def head_commit(path: Path | str) -> str | None:
     return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
 
 
+def dirty_paths(root: Path | str, paths: list[str]) -> list[str]:
+    """Files under `paths` (relative to `root`) that differ from HEAD or are untracked and not ignored.
+
+    A single `git status` (no GitPython): the release driver asks it on every run, before it builds.
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *paths],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as err:
+        raise GitError(f"git status failed: {err}") from err
+    if proc.returncode != 0:
+        return []  # not a git checkout: nothing to compare with
+    return sorted({line[3:] for line in proc.stdout.splitlines() if line.strip()})
+
+
 class GitRepo:
     """One working tree: read files at revisions, commit paths, fetch, reset, push, ancestry."""
 
@@ -173,13 +194,20 @@ class GitRepo:
             raise GitError("git commit left no HEAD")
         return head
 
-    def fetch(self, remote: str, branch: str) -> str | None:
-        """Fetch `branch` from `remote`; its tip there (None if the branch does not exist there)."""
+    def check_remote_branch(self, remote: str, branch: str) -> None:
+        """Refuse (ConfigError) a remote this clone does not have, or a branch that remote does not have."""
         if remote not in [r.name for r in self._repo.remotes]:
-            raise ConfigError(f"{self.root}: no git remote named {remote!r}")
+            raise ConfigError(f"FRACTALOPS_GITOPS_REMOTE / --remote: {remote!r}: {self.root} has no such git remote")
         listing = self._run("ls-remote", "ls-remote", "--heads", remote, f"refs/heads/{branch}")
         if not listing.strip():
-            return None
+            raise ConfigError(
+                f"FRACTALOPS_GITOPS_BRANCH / --branch: {branch!r}: {remote} has no such branch "
+                "(GitOps commits go to an existing branch; a typo would otherwise start a new one)"
+            )
+
+    def fetch(self, remote: str, branch: str) -> str | None:
+        """Fetch `branch` from `remote`; its tip there (a ConfigError if the remote or the branch does not exist)."""
+        self.check_remote_branch(remote, branch)
         self._run("fetch", "fetch", "-q", "--no-tags", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}")
         return self.resolve(f"refs/remotes/{remote}/{branch}")
 
@@ -199,6 +227,10 @@ class GitRepo:
         if status == 0 and refs and not any(line.startswith("!") for line in refs):
             return PushOutcome("accepted", refs[0].split("\t")[-1])
         detail = " ".join(line.split("\t")[-1] for line in refs if line.startswith("!")) or str(err).strip()
+        # git's own reason ("cannot lock ref …: File exists") is on stderr, not in the porcelain summary.
+        reasons = [line.removeprefix("remote: ").strip() for line in str(err).splitlines() if "error:" in line]
+        if reasons and reasons[0] not in detail:
+            detail = f"{detail}: {reasons[0]}"
         if any(reason in detail for reason in _RETRYABLE):
             return PushOutcome("moved", detail)
         return PushOutcome("failed", detail.replace("\n", " ") or f"exit {status}")

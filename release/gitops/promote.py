@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from release.topology.model import Topology
 
 REVISION_LABEL = "org.opencontainers.image.revision"
+DIRTY_LABEL = "io.fractalops.source.dirty"
 ATTEMPTS_ENV = "FRACTALOPS_GITOPS_PUSH_ATTEMPTS"
 BACKOFF_ENV = "FRACTALOPS_GITOPS_PUSH_BACKOFF"
 DEFAULT_ATTEMPTS = 8
@@ -106,6 +107,7 @@ def _candidates(
     factory: RegistryFactory,
     history: GitRepo | None,
     source_commits: Mapping[str, str],
+    force: bool = False,
 ) -> tuple[Candidate, ...]:
     """Parse, match and confirm every image in its registry; read its source commit."""
     if not images:
@@ -128,7 +130,13 @@ def _candidates(
         if name in source_commits:
             revision, source = source_commits[name], "given"
         else:
-            revision, source = client.image_labels(ref).get(REVISION_LABEL), "label"
+            labels = client.image_labels(ref)
+            if labels.get(DIRTY_LABEL) == "true" and not force:
+                raise GuardRefusal(
+                    f"{name}: {ref} was built from uncommitted changes (label {DIRTY_LABEL}); its source commit does "
+                    "not describe it. Promote a build of a commit, or pass --force"
+                )
+            revision, source = labels.get(REVISION_LABEL), "label"
         if revision is not None and history is not None:
             revision = history.resolve(revision) or revision
         assert ref.digest is not None
@@ -177,7 +185,7 @@ def plan_promotion(
     topology = topology if topology is not None else load_topology()
     factory = registry_client_factory or _default_factory
     history = GitRepo(source_repo) if source_repo is not None else GitRepo(root)
-    candidates = _candidates(images, targets, topology, factory, history, source_commits or {})
+    candidates = _candidates(images, targets, topology, factory, history, source_commits or {}, force)
     lookup = _labels_lookup(factory)
     texts = _read_texts(root, {targets[c.target].values.file for c in candidates})
     result = evaluate(candidates, targets, texts, expected=None, history=history, pinned_lookup=lookup, force=force)
@@ -230,6 +238,32 @@ def _sync(repo: GitRepo, tip: str | None, remote: str, branch: str) -> None:
         repo.reset_keep(tip)
         return
     raise GuardRefusal(f"{repo.root}: HEAD has commits that are not on {remote}/{branch}; push or drop them first")
+
+
+def check_promotion_settings(
+    repo_root: Path | str,
+    files: list[str],
+    *,
+    remote: str = "origin",
+    branch: str = "main",
+    push: bool = True,
+    author: Author | str | None = None,
+    attempts: int | None = None,
+    backoff: float | None = None,
+) -> None:
+    """Everything a promotion needs that a build cannot fix: asked before a release builds, and by dry runs.
+
+    The author and push budget parse, the values files have no uncommitted changes, the remote and branch exist.
+    """
+    from release.gitops.writer import ensure_clean
+
+    _budget(attempts, backoff)
+    if not isinstance(author, Author):
+        parse_author(author)
+    repo = GitRepo(repo_root)
+    ensure_clean(repo, files)
+    if push:
+        repo.check_remote_branch(remote, branch)
 
 
 def apply_promotion(
@@ -317,9 +351,10 @@ def apply_promotion(
             raise GitError(f"push to {remote}/{branch} failed: {outcome.detail}")
         if attempt < count:
             sleep(backoff_delay(attempt, base))
+    last = pushes[-1].split(": ", 1)[-1] if pushes else "no answer"
     raise GitError(
-        f"push to {remote}/{branch} rejected {count} times (the remote kept moving); nothing was pushed, "
-        f"the clone is back at {(tip or '?')[:12]}; raise {ATTEMPTS_ENV} or try again"
+        f"push to {remote}/{branch} rejected {count} times (last: {last}); nothing was pushed, "
+        f"the clone is back at {(tip or '?')[:12]}; if the remote kept moving raise {ATTEMPTS_ENV} or try again"
     )
 
 
@@ -355,10 +390,17 @@ def promote(
         registry_client_factory=registry_client_factory,
     )
     if dry_run:
-        # The real run refuses a tree with uncommitted changes to the values files; so does its preview.
-        from release.gitops.writer import ensure_clean
-
-        ensure_clean(GitRepo(repo_root), sorted({change.file for change in plan.changes}))
+        # What the real run would refuse, its preview refuses too.
+        check_promotion_settings(
+            repo_root,
+            sorted({change.file for change in plan.changes}),
+            remote=remote,
+            branch=branch,
+            push=push,
+            author=author,
+            attempts=attempts,
+            backoff=backoff,
+        )
         return PromotionResult(plan, plan.changes, plan.decisions, None, False, 0, 0, dry_run=True, diff=plan.diff)
     return apply_promotion(
         plan, remote=remote, branch=branch, push=push, author=author, attempts=attempts, backoff=backoff

@@ -38,6 +38,21 @@ def _is_topology_file(path: Path) -> bool:
     )
 
 
+def is_local_stand_in(topology: Topology) -> bool:
+    """True for a topology whose Nexus is on loopback (the local build stack): no production address in it."""
+    import ipaddress
+
+    host = topology.nexus.host
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _rules(topology: Topology) -> list[tuple[re.Pattern[str], str]]:
     """The patterns to look for, derived from the topology and the retired facts."""
     facts = retired()

@@ -47,9 +47,11 @@ class StandInRegistry:
     blobs: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
 
-    def add_image(self, path: str, revision: str | None, salt: str = "") -> str:
-        """Store an image whose config carries the revision label; its manifest digest."""
-        labels = {"org.opencontainers.image.title": path}
+    def add_image(
+        self, path: str, revision: str | None, salt: str = "", extra_labels: dict[str, str] | None = None
+    ) -> str:
+        """Store an image whose config carries the revision label (and `extra_labels`); its manifest digest."""
+        labels = {"org.opencontainers.image.title": path, **(extra_labels or {})}
         if revision is not None:
             labels["org.opencontainers.image.revision"] = revision
         config = json.dumps(
@@ -155,10 +157,10 @@ class GitOpsWorld:
         git(self.root, "clone", "-q", str(self.remote), str(path))
         return path
 
-    def image(self, target: str, index: int, salt: str = "") -> str:
+    def image(self, target: str, index: int, salt: str = "", labels: dict[str, str] | None = None) -> str:
         """A pinned ref of an image of `target` built from source commit `index`, stored in the registry."""
         path = f"yamonco/fractalops-{target}"
-        digest = self.registry.add_image(path, self.commits[index], salt)
+        digest = self.registry.add_image(path, self.commits[index], salt, labels)
         return self.registry.ref(path, digest, f"sha-{self.commits[index][:7]}")
 
     def remote_file(self, relative: str, rev: str = "main") -> str:

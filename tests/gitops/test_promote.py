@@ -315,3 +315,55 @@ def test_dry_run_refuses_uncommitted_values_changes_like_the_real_run(world: Git
             **_topology_kwargs(world, topology),
         )
     assert values.read_text() == before
+
+
+def test_promotion_to_a_branch_or_remote_that_does_not_exist_is_refused(world: GitOpsWorld, topology: Any) -> None:
+    # A typo in the GitOps branch or remote is exit 2 before any commit, not a new branch on the remote.
+    before = snapshot(world)
+    api = world.image("api", 3)
+    with pytest.raises(ConfigError, match="'typo': origin has no such branch"):
+        run(world, topology, {"api": api}, branch="typo")
+    with pytest.raises(ConfigError, match=r"'nosuch': .* has no such git remote"):
+        run(world, topology, {"api": api}, remote="nosuch")
+    assert snapshot(world) == before
+    assert git(world.remote, "branch", "--list", "typo") == ""
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("FRACTALOPS_GITOPS_AUTHOR", "bogus", "FRACTALOPS_GITOPS_AUTHOR: 'bogus'"),
+        ("FRACTALOPS_GITOPS_PUSH_ATTEMPTS", "abc", "FRACTALOPS_GITOPS_PUSH_ATTEMPTS must be an integer"),
+    ],
+)
+def test_dry_run_refuses_bad_gitops_settings_like_the_real_run(
+    world: GitOpsWorld, topology: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, needle: str
+) -> None:
+    # A bad author or push budget is found by the dry run too, not only when the real run commits.
+    monkeypatch.setenv(variable, value)
+    api = world.image("api", 3)
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match=needle):
+            run(world, topology, {"api": api}, dry_run=dry_run)
+    assert git(world.clone, "status", "--porcelain") == ""
+
+
+def test_image_built_from_uncommitted_changes_is_refused_unless_forced(world: GitOpsWorld, topology: Any) -> None:
+    # An image labelled io.fractalops.source.dirty=true does not match its source commit: refused, --force overrides.
+    api = world.image("api", 3, labels={"io.fractalops.source.dirty": "true"})
+    before = snapshot(world)
+    with pytest.raises(GuardRefusal, match="built from uncommitted changes"):
+        run(world, topology, {"api": api})
+    assert snapshot(world) == before
+    assert run(world, topology, {"api": api}, force=True).pushed
+
+
+def test_push_retries_that_run_out_name_the_last_rejection(world: GitOpsWorld, topology: Any) -> None:
+    # A stale lock on the remote branch is not "the remote kept moving": the error quotes git's last answer.
+    lock = world.remote / "refs" / "heads" / "main.lock"
+    lock.write_text("stale\n")
+    try:
+        with pytest.raises(GitError, match=r"rejected 2 times \(last: .*cannot lock ref"):
+            run(world, topology, {"api": world.image("api", 3)}, attempts=2, backoff=0.0)
+    finally:
+        lock.unlink()

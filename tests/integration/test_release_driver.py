@@ -441,3 +441,38 @@ def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130_or
     recorded = {e["target"]: e for e in events(tmp_path)}
     assert {name: e["result"] for name, e in recorded.items()} == {"api": "interrupted", "worker": "interrupted"}
     assert not pids_mentioning(str(ROOT / "tests/integration/slow"))
+
+
+def test_uncommitted_build_context_is_labelled_and_never_promoted(devstack: Devstack, tmp_path: Path) -> None:
+    # A smoke build of uncommitted files warns and labels its image; a promoting release of them is refused before
+    # any build, and `promote` refuses the labelled image.
+    import shutil
+
+    context = ROOT / "tests/integration" / f"uncommitted-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(ROOT / "ops/containers/fractalops", context)
+    try:
+        targets_file = targets_with_context(tmp_path, str(context.relative_to(ROOT)))
+        smoke = release(devstack, tmp_path, "--target", "api", "--targets-file", str(targets_file))
+        assert smoke.returncode == 0, smoke.stderr[-3000:]
+        assert "warning: building uncommitted changes" in smoke.stderr
+        (ref,) = image_refs(smoke.stdout)
+        pinned = parse_pinned_ref(ref)
+        assert RegistryClient(pinned.registry).image_labels(pinned).get("io.fractalops.source.dirty") == "true"
+        built = len(events(tmp_path))
+        refused = release(
+            devstack,
+            tmp_path,
+            "--target",
+            "api",
+            "--targets-file",
+            str(targets_file),
+            FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1",
+        )
+        assert refused.returncode == 1
+        assert "uncommitted changes in the build context" in refused.stderr
+        assert len(events(tmp_path)) == built, "the refused release built nothing"
+        promote = release(devstack, tmp_path, "promote", f"api={ref}", "--dry-run")
+        assert promote.returncode == 1
+        assert "built from uncommitted changes" in promote.stderr
+    finally:
+        shutil.rmtree(context)

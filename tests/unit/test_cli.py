@@ -82,3 +82,21 @@ def test_builder_create_dry_run_works_as_documented(tmp_path: Path, driver: str,
     assert expect in result.stdout
     assert ("http = true" in result.stdout) == (driver != "remote")
     assert not list(tmp_path.rglob("*.toml"))  # a dry run writes nothing
+
+
+def test_debug_after_the_subcommand_shows_the_traceback() -> None:
+    # release.sh puts the subcommand first, so --debug after it must work as it does before it.
+    env = {"FRACTALOPS_SOURCE_COMMIT": "x", "FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE": "1"}
+    plain = run("runtime", **env)
+    debug = run("runtime", "--debug", **env)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert "Traceback" in debug.stderr and "UsageError: FRACTALOPS_SOURCE_COMMIT='x'" in debug.stderr
+
+
+def test_release_sh_works_through_a_symlink(tmp_path: Path) -> None:
+    # A symlink to release.sh (e.g. in ~/bin) still finds the checkout it belongs to.
+    link = tmp_path / "release"
+    link.symlink_to(Path(__file__).resolve().parents[2] / "ops/containers/fractalops/release.sh")
+    result = subprocess.run([str(link), "--help"], capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: fractalops-release runtime")

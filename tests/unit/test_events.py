@@ -198,3 +198,14 @@ def test_events_file_under_a_regular_file_names_the_real_cause(tmp_path: Path) -
     with pytest.raises(NotADirectoryError) as caught:
         append_events([event()], blocker / "events.jsonl")
     assert caught.value.strerror == "Not a directory" and caught.value.filename == str(blocker)
+
+
+def test_interrupted_builds_are_counted_apart_from_failures(tmp_path: Path) -> None:
+    # A cancelled build says nothing about the build plane: it is shown, and left out of the failure rate.
+    path = tmp_path / "events.jsonl"
+    append_events([event(), event(result="failed"), event(result="interrupted"), event(result="interrupted")], path)
+    summary = summarize(read_events(path))
+    assert summary["failure_rate"] == 0.5
+    assert summary["interrupted"] == 2
+    result = CliRunner().invoke(main, ["events", "summary", str(path)])
+    assert "failure rate: 50.0% (2 interrupted, not counted)" in result.output

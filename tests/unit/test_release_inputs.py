@@ -148,3 +148,18 @@ def test_relative_paths_are_taken_from_the_callers_folder(tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert '"targets"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("FRACTALOPS_GITOPS_AUTHOR", "bogus", "FRACTALOPS_GITOPS_AUTHOR: 'bogus'"),
+        ("FRACTALOPS_GITOPS_PUSH_ATTEMPTS", "abc", "FRACTALOPS_GITOPS_PUSH_ATTEMPTS must be an integer"),
+    ],
+)
+def test_bad_gitops_setting_stops_a_promoting_release_before_any_build(
+    engine_log: Path, variable: str, value: str, needle: str
+) -> None:
+    # With GitOps updates on, what the promotion will need is checked before the images are built and pushed.
+    result = release(engine_log, FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1", **{variable: value})
+    assert_refused(result, engine_log, needle)

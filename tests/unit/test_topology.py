@@ -116,3 +116,16 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
     # --debug lets the error propagate instead of printing one line.
     result = CliRunner().invoke(main, ["--debug", "--topology", str(tmp_path / "x.yaml"), "topology", "show"])
     assert isinstance(result.exception, ConfigError)
+
+
+def test_check_with_the_local_stacks_topology_scans_against_the_committed_one(tmp_path: Path) -> None:
+    # The local stack's loopback topology is valid; its stand-in ports are not production addresses to hunt for.
+    from release.devstack.configs import render_topology
+    from release.devstack.ports import port_layout
+
+    local = tmp_path / "topology.yaml"
+    local.write_text(render_topology(port_layout(35080)))
+    root = Path(__file__).resolve().parents[2]
+    result = CliRunner().invoke(main, ["--topology", str(local), "topology", "check", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "is a loopback stand-in; scanning with ops/topology/fractalops.yaml" in result.stderr

@@ -5,8 +5,12 @@
 # Guards: FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE=1 outside CI; FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0 for a smoke build.
 set -euo pipefail
 # Bash builtins only (no dirname, no subshell): this runs before every release.
-here=${BASH_SOURCE[0]%/*}
-[ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+source=${BASH_SOURCE[0]}
+if [ -L "$source" ]; then
+  source=$(readlink -f "$source")  # started through a symlink: find the real checkout
+fi
+here=${source%/*}
+[ "$here" != "$source" ] || here=.
 caller=$PWD
 cd "$here/../../.."
 root=$PWD
