@@ -62,6 +62,9 @@ def handled(func: F) -> F:
 
             if app is not None and app.debug:
                 raise
+            # Ending already: more Ctrl-C (a key held down) must not turn exit 130 into a death by signal.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             what = "terminated" if isinstance(err, Terminated) else "interrupted"
             say(
                 f"{what}: files are written atomically, and a GitOps write cut short is restored from its journal "
@@ -570,6 +573,7 @@ def _run() -> None:
         # One name in usage lines and hints, however it was started (console script, python -m, release.sh).
         main(standalone_mode=False, prog_name="fractalops-release")
     except click.exceptions.Abort:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         say("interrupted")
         sys.exit(130)
     except click.exceptions.UsageError as err:

@@ -145,6 +145,15 @@ def _live_board(mode: str, env: Mapping[str, str], streams: Streams) -> Any:
     return LiveBoard(streams.err) if tty else None
 
 
+def _ignore_further_interrupts() -> None:
+    """The run is ending: more Ctrl-C (a key held down, `timeout`'s second signal) must not cut the clean-up short."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def _after_start_up() -> None:
     """Collect garbage again, skipping the long-lived start-up objects (the CLI turns collection off to start)."""
     import gc
@@ -342,6 +351,8 @@ def _build_one(
 
     try:
         for attempt in range(1, BUILD_ATTEMPTS + 1):
+            if stopping is not None and stopping.is_set():
+                raise OperationError(f"{target_plan.name}: interrupted before the build started")
             try:
                 metadata = engine.build(request, feed, functools.partial(tracker.stalled_cache_step, deadline))
                 break
@@ -421,14 +432,22 @@ def _execute(
     streams.board = _live_board(options.progress, env, streams)
     under_way = {t.name: threading.Event() for t in plan.targets}
     stopping = threading.Event()
+    futures: list[Any] = []
     with ThreadPoolExecutor(max_workers=len(plan.targets)) as pool:
-        futures = [
-            pool.submit(
-                _build_one, t, cache_state, streams, builder, options.cache_deadline_s, under_way[t.name], stopping
-            )
-            for t in plan.targets
-        ]
         try:
+            for t in plan.targets:
+                futures.append(
+                    pool.submit(
+                        _build_one,
+                        t,
+                        cache_state,
+                        streams,
+                        builder,
+                        options.cache_deadline_s,
+                        under_way[t.name],
+                        stopping,
+                    )
+                )
             # Side work waits until every build is under way: start-up time is the one thing the builds wait on.
             for future, event in zip(futures, under_way.values(), strict=True):
                 while not event.wait(0.05) and not future.done():
@@ -440,14 +459,19 @@ def _execute(
                 threading.Thread(target=_warm_imports, args=("release.gitops.promote",), daemon=True).start()
             outcomes = [future.result() for future in futures]
         except KeyboardInterrupt:
-            # Stop the builds, record them as interrupted, then let the interrupt end the run (exit 130).
+            # Stop the builds, record them as interrupted, then let the interrupt end the run (exit 130/143).
             from release import engine
 
+            _ignore_further_interrupts()
             stopping.set()
             engine.stop_builds()
-            outcomes = [future.result() for future in futures]
+            outcomes = [future.result() for future in futures]  # the builds started before the interrupt
+            for result, _ in outcomes:
+                if result.result == "failed":  # a build the interrupt reached first (Ctrl-C hits buildx too)
+                    result.result = "interrupted"
             streams.board = None
-            _record_events(_events(plan, outcomes, env), options, sink, streams)
+            if outcomes:
+                _record_events(_events(plan, outcomes, env), options, sink, streams)
             raise
     streams.board = None  # the final status lines stay on screen; from here on, plain lines
     from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary

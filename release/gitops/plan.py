@@ -114,10 +114,21 @@ def new_values(target: Target, candidate: Candidate) -> dict[str, str]:
     keys = target.values
     values = {"repository": candidate.repository, "digest": candidate.digest}
     if keys.tag is not None:
+        derived = (
+            keys.tag_format.format(short=candidate.revision[:7], revision=candidate.revision)
+            if candidate.revision
+            else None
+        )
+        if candidate.tag and derived and candidate.tag != derived:
+            raise ConfigError(
+                f"{candidate.target}: {candidate.image_ref}: the tag {candidate.tag!r} does not name the image's source "
+                f"commit {candidate.revision[:12] if candidate.revision else '?'} (want {derived!r}); give the ref "
+                "without a tag (repository@sha256:…) or with that one"
+            )
         if candidate.tag:
             values["tag"] = candidate.tag
-        elif candidate.revision:
-            values["tag"] = keys.tag_format.format(short=candidate.revision[:7], revision=candidate.revision)
+        elif derived:
+            values["tag"] = derived
         else:
             raise ConfigError(
                 f"{candidate.target}: {candidate.image_ref}: no tag in the reference and no source commit to derive "

@@ -367,3 +367,17 @@ def test_push_retries_that_run_out_name_the_last_rejection(world: GitOpsWorld, t
             run(world, topology, {"api": world.image("api", 3)}, attempts=2, backoff=0.0)
     finally:
         lock.unlink()
+
+
+def test_a_tag_that_names_another_commit_is_refused(world: GitOpsWorld, topology: Any) -> None:
+    # repo:sha-0000000@<digest of commit 3> would pin a tag that names no commit of that image: exit 2, nothing written.
+    good = world.image("api", 3)
+    repository, digest = good.split("@")
+    wrong = f"{repository.rsplit(':', 1)[0]}:sha-0000000@{digest}"
+    before = snapshot(world)
+    with pytest.raises(ConfigError, match="does not name the image's source commit"):
+        run(world, topology, {"api": wrong})
+    assert snapshot(world) == before
+    untagged = f"{repository.rsplit(':', 1)[0]}@{digest}"
+    assert run(world, topology, {"api": untagged}).pushed
+    assert f"tag: sha-{world.commits[3][:7]}" in world.remote_file(API)
