@@ -220,7 +220,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         available = load_targets(targets_path)
         targets = select_targets(available, options.targets)
         checks.build_files(targets, root, str(targets_path))
-        dirty = startup.submit(_dirty_contexts, root, targets)
+        dirty = startup.submit(_dirty_contexts, root, targets, given_commit[1] if given_commit else None)
         settings = (
             startup.submit(_check_promotion, root, targets, env)
             if guards.update_gitops and not options.dry_run
@@ -235,14 +235,18 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
             streams.say("note: promoting a subset of targets; the others stay pinned as they are")
         uncommitted = dirty.result()
         if uncommitted:
-            shown = ", ".join(uncommitted[:5]) + (f" and {len(uncommitted) - 5} more" if len(uncommitted) > 5 else "")
+            files = [entry for entry in uncommitted if not entry.startswith("the checkout is ")]
+            listed = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+            shown = "; ".join(
+                [e for e in uncommitted if e not in files] + ([f"uncommitted: {listed}"] if files else [])
+            )
             if guards.update_gitops and not options.force and not options.dry_run:
                 raise GuardRefusal(
-                    f"uncommitted changes in the build context ({shown}): a promotion pins what a commit describes; "
+                    f"the build input is not the source commit ({shown}): a promotion pins what a commit describes; "
                     "commit them, or run a smoke build (FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0)"
                 )
             streams.say(
-                f"warning: building uncommitted changes ({shown}); the images are labelled {DIRTY_LABEL}=true "
+                f"warning: the build input is not the source commit ({shown}); the images are labelled {DIRTY_LABEL}=true "
                 "and promote refuses them without --force"
             )
         if settings is not None:
@@ -276,15 +280,17 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
             return _execute(plan, options, env, streams, builder_name, topology, root, cache_state, sink)
 
 
-def _dirty_contexts(root: Path, targets: list[Any]) -> list[str]:
-    """Files the builds send to BuildKit that differ from the source commit (uncommitted or untracked)."""
+def _dirty_contexts(root: Path, targets: list[Any], given: str | None = None) -> list[str]:
+    """Why the build input differs from the source commit: changed files BuildKit gets, or another checkout."""
     from release.buildcontext import files_sent
-    from release.gitops.git import dirty_paths
+    from release.gitops.git import dirty_paths, head_commit
 
     changed = dirty_paths(root, sorted({t.context for t in targets}))
-    if not changed:
-        return []
-    return sorted({path for t in targets for path in files_sent(t.context, t.dockerfile, changed, root)})
+    found = sorted({path for t in targets for path in files_sent(t.context, t.dockerfile, changed, root)})
+    head = head_commit(root) if given else None
+    if given and head and head != given:
+        found.insert(0, f"the checkout is {head[:12]}, not the source commit {given[:12]}")
+    return found
 
 
 def _check_promotion(root: Path, targets: list[Any], env: Mapping[str, str]) -> None:

@@ -163,3 +163,19 @@ def test_bad_gitops_setting_stops_a_promoting_release_before_any_build(
     # With GitOps updates on, what the promotion will need is checked before the images are built and pushed.
     result = release(engine_log, FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1", **{variable: value})
     assert_refused(result, engine_log, needle)
+
+
+def test_a_source_commit_that_is_not_the_checkout_is_never_promoted(engine_log: Path) -> None:
+    # FRACTALOPS_SOURCE_COMMIT naming another commit than HEAD would label HEAD's files with it: a promoting
+    # release refuses before any build.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    other = "0" * 40 if head.strip() != "0" * 40 else "1" * 40
+    result = release(
+        engine_log,
+        FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1",
+        FRACTALOPS_SOURCE_COMMIT=other,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"the checkout is {head.strip()[:12]}, not the source commit {other[:12]}" in result.stderr
+    calls = engine_log.read_text() if engine_log.exists() else ""
+    assert "build" not in calls.replace("buildx inspect", "")
