@@ -50,7 +50,12 @@ _ARCH = frozenset(
         "wasm",
     ]
 )
-_VARIANT = re.compile(r"^v[0-9a-z.]+$")
+# The variants BuildKit knows per architecture (GOAMD64, GOARM, arm64 versions); others fail inside the build.
+_VARIANTS = {
+    "amd64": {"v1", "v2", "v3", "v4"},
+    "arm": {"v5", "v6", "v7", "v8"},
+    "arm64": {"v8", "v9", *(f"v8.{n}" for n in range(10)), *(f"v9.{n}" for n in range(6))},
+}
 _STAGE = re.compile(r"^[ \t]*FROM[ \t]+.*?[ \t]+AS[ \t]+(\S+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -79,9 +84,11 @@ def platforms(values: Iterable[str], source: str) -> tuple[str, ...]:
             raise UsageError(f"{source}: {value!r}: unknown OS {parts[0]!r} (want e.g. linux)")
         if parts[1] not in _ARCH:
             raise UsageError(f"{source}: {value!r}: unknown architecture {parts[1]!r} (want e.g. amd64 or arm64)")
-        if len(parts) == 3 and not _VARIANT.match(parts[2]):
-            raise UsageError(f"{source}: {value!r}: unknown variant {parts[2]!r} (want e.g. v7 or v8)")
-        checked.append(value)
+        if len(parts) == 3 and parts[2] not in _VARIANTS.get(parts[1], set()):
+            known = ", ".join(sorted(_VARIANTS.get(parts[1], set()))[:6]) or "none"
+            raise UsageError(f"{source}: {value!r}: unknown variant {parts[2]!r} for {parts[1]} (known: {known})")
+        if value not in checked:
+            checked.append(value)
     return tuple(checked)
 
 
@@ -110,7 +117,7 @@ def output_file(variable: str, env: Mapping[str, str]) -> None:
     value = env.get(variable)
     if not value:
         return
-    path = Path(value)
+    path = Path(os.path.realpath(value))  # a symlink is checked where it points
     if path.exists():
         if path.is_dir():
             raise ConfigError(f"{variable}={value!r}: is a folder, not a file")
@@ -118,6 +125,8 @@ def output_file(variable: str, env: Mapping[str, str]) -> None:
             raise ConfigError(f"{variable}={value!r}: not writable")
         return
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{variable}={value!r}: {str(parent)!r} is a file, not a folder")
     if not parent.is_dir():
         raise ConfigError(f"{variable}={value!r}: the folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -143,7 +152,7 @@ def events_url(variable: str, value: str) -> SinkURL:
         port = parts.port
     except ValueError:
         parts, port = None, None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value.strip()):
         shown = re.sub(r"//[^/@]*@", "//***@", value)
         raise UsageError(f"{variable}={shown!r}: want an http:// or https:// URL with a host")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
@@ -153,4 +162,4 @@ def events_url(variable: str, value: str) -> SinkURL:
     if parts.username is not None:
         pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         authorization = "Basic " + base64.b64encode(pair.encode()).decode()
-    return SinkURL(clean, authorization, clean)
+    return SinkURL(clean, authorization, urlunsplit((parts.scheme, netloc, parts.path or "/", "", "")))

@@ -48,7 +48,9 @@ def handled(func: F) -> F:
             return func(*args, **kwargs)
         except ReleaseError as err:
             if app is not None and app.debug:
-                raise
+                import traceback
+
+                traceback.print_exc()  # the traceback, and still the documented exit code
             say(f"error: {err}")
             sys.exit(err.exit_code)
         except OSError as err:  # a file the user named could not be written or read: one line, not a traceback

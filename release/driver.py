@@ -221,11 +221,8 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         targets = select_targets(available, options.targets)
         checks.build_files(targets, root, str(targets_path))
         dirty = startup.submit(_dirty_contexts, root, targets, given_commit[1] if given_commit else None)
-        settings = (
-            startup.submit(_check_promotion, root, targets, env)
-            if guards.update_gitops and not options.dry_run
-            else None
-        )
+        # A dry run predicts the real run's refusals, so it asks the same questions.
+        settings = startup.submit(_check_promotion, root, targets, env) if guards.update_gitops else None
         branch, via = _branch(env), env.get("FRACTALOPS_NEXUS_VIA") or "service"
         # The cache probe needs only the topology: it runs while the plan is made and the engine answers.
         probe = (
@@ -235,12 +232,8 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
             streams.say("note: promoting a subset of targets; the others stay pinned as they are")
         uncommitted = dirty.result()
         if uncommitted:
-            files = [entry for entry in uncommitted if not entry.startswith("the checkout is ")]
-            listed = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-            shown = "; ".join(
-                [e for e in uncommitted if e not in files] + ([f"uncommitted: {listed}"] if files else [])
-            )
-            if guards.update_gitops and not options.force and not options.dry_run:
+            shown = "; ".join(uncommitted)
+            if guards.update_gitops and not options.force:
                 raise GuardRefusal(
                     f"the build input is not the source commit ({shown}): a promotion pins what a commit describes; "
                     "commit them, or run a smoke build (FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0)"
@@ -281,16 +274,23 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
 
 
 def _dirty_contexts(root: Path, targets: list[Any], given: str | None = None) -> list[str]:
-    """Why the build input differs from the source commit: changed files BuildKit gets, or another checkout."""
+    """Why the build input is not the source commit (empty when it is): changed files, another checkout, no answer."""
     from release.buildcontext import files_sent
     from release.gitops.git import dirty_paths, head_commit
 
-    changed = dirty_paths(root, sorted({t.context for t in targets}))
-    found = sorted({path for t in targets for path in files_sent(t.context, t.dockerfile, changed, root)})
-    head = head_commit(root) if given else None
+    reasons: list[str] = []
+    try:
+        changed = dirty_paths(root, sorted({t.context for t in targets}))
+        head = head_commit(root) if given else None
+    except ReleaseError as err:
+        return [f"git cannot tell: {err}"]
     if given and head and head != given:
-        found.insert(0, f"the checkout is {head[:12]}, not the source commit {given[:12]}")
-    return found
+        reasons.append(f"the checkout is {head[:12]}, not the source commit {given[:12]}")
+    files = sorted({path for t in targets for path in files_sent(t.context, t.dockerfile, changed, root)})
+    if files:
+        listed = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        reasons.append(f"uncommitted: {listed}")
+    return reasons
 
 
 def _check_promotion(root: Path, targets: list[Any], env: Mapping[str, str]) -> None:
@@ -473,8 +473,10 @@ def _execute(
             engine.stop_builds()
             outcomes = [future.result() for future in futures]  # the builds started before the interrupt
             for result, _ in outcomes:
-                if result.result == "failed":  # a build the interrupt reached first (Ctrl-C hits buildx too)
+                if result.result in ("failed", "interrupted"):  # Ctrl-C may reach buildx before this thread
                     result.result = "interrupted"
+                    if not (result.error or "").startswith("interrupted"):
+                        result.error = f"interrupted (the build stopped: {result.error})"
             streams.board = None
             if outcomes:
                 _record_events(_events(plan, outcomes, env), options, sink, streams)

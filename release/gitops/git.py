@@ -91,24 +91,39 @@ def head_commit(path: Path | str) -> str | None:
 
 
 def dirty_paths(root: Path | str, paths: list[str]) -> list[str]:
-    """Files under `paths` (relative to `root`) that differ from HEAD or are untracked and not ignored.
+    """Files under `paths` (relative to `root`) that are not as in HEAD, ignored ones included.
 
-    A single `git status` (no GitPython): the release driver asks it on every run, before it builds.
+    Changed, staged, renamed (both names), untracked, or git-ignored: an ignored file still reaches a build unless
+    .dockerignore excludes it. A single `git status -z` (no GitPython): the release driver asks it on every run, before it builds. Outside a
+    git checkout there is nothing to compare with (an empty list); a git that cannot answer is a GitError.
     """
     import subprocess
 
+    argv = ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching"]
     try:
-        proc = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=all", "--", *paths],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = subprocess.run([*argv, "--", *paths], capture_output=True, check=False)
     except OSError as err:
         raise GitError(f"git status failed: {err}") from err
     if proc.returncode != 0:
-        return []  # not a git checkout: nothing to compare with
-    return sorted({line[3:] for line in proc.stdout.splitlines() if line.strip()})
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        if reason and "not a git repository" in reason[0]:
+            return []
+        raise GitError(f"git status in {root} failed: {reason[-1] if reason else f'exit {proc.returncode}'}")
+    entries = proc.stdout.decode("utf-8", errors="surrogateescape").split("\0")
+    found: set[str] = set()
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
+        if len(entry) < 4:
+            continue
+        status, path = entry[:2], entry[3:]
+        found.add(path)
+        if "R" in status or "C" in status:  # -z puts the original name in the next field
+            if index < len(entries) and entries[index]:
+                found.add(entries[index])
+            index += 1
+    return sorted(found)
 
 
 class GitRepo:
@@ -194,16 +209,18 @@ class GitRepo:
             raise GitError("git commit left no HEAD")
         return head
 
-    def check_remote_branch(self, remote: str, branch: str) -> None:
-        """Refuse (ConfigError) a remote this clone does not have, or a branch that remote does not have."""
+    def check_remote_branch(self, remote: str, branch: str) -> str:
+        """The remote branch's tip; ConfigError for a remote this clone lacks, or a branch that remote lacks."""
         if remote not in [r.name for r in self._repo.remotes]:
-            raise ConfigError(f"FRACTALOPS_GITOPS_REMOTE / --remote: {remote!r}: {self.root} has no such git remote")
+            shown = re.sub(r"//[^/@]*@", "//***@", remote)
+            raise ConfigError(f"FRACTALOPS_GITOPS_REMOTE / --remote: {shown!r}: {self.root} has no such git remote")
         listing = self._run("ls-remote", "ls-remote", "--heads", remote, f"refs/heads/{branch}")
         if not listing.strip():
             raise ConfigError(
                 f"FRACTALOPS_GITOPS_BRANCH / --branch: {branch!r}: {remote} has no such branch "
                 "(GitOps commits go to an existing branch; a typo would otherwise start a new one)"
             )
+        return listing.split()[0]
 
     def fetch(self, remote: str, branch: str) -> str | None:
         """Fetch `branch` from `remote`; its tip there (a ConfigError if the remote or the branch does not exist)."""

@@ -119,7 +119,15 @@ def new_values(target: Target, candidate: Candidate) -> dict[str, str]:
             if candidate.revision
             else None
         )
-        if candidate.tag and derived and candidate.tag != derived:
+        names_it = (
+            candidate.tag is not None
+            and candidate.revision is not None
+            and (
+                candidate.tag == derived
+                or (len(bare := candidate.tag.removeprefix("sha-")) >= 7 and candidate.revision.startswith(bare))
+            )
+        )
+        if candidate.tag and derived and not names_it:
             raise ConfigError(
                 f"{candidate.target}: {candidate.image_ref}: the tag {candidate.tag!r} does not name the image's source "
                 f"commit {candidate.revision[:12] if candidate.revision else '?'} (want {derived!r}); give the ref "

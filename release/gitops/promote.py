@@ -209,7 +209,7 @@ def _budget(attempts: int | None, backoff: float | None) -> tuple[int, float]:
         base = backoff if backoff is not None else float(os.environ.get(BACKOFF_ENV) or DEFAULT_BACKOFF)
     except ValueError:
         raise ConfigError(f"{ATTEMPTS_ENV} must be an integer and {BACKOFF_ENV} a number of seconds") from None
-    if count < 1 or base < 0:
+    if count < 1 or not 0 <= base < float("inf"):
         raise ConfigError(f"{ATTEMPTS_ENV} must be at least 1 and {BACKOFF_ENV} not negative")
     return count, base
 
@@ -263,7 +263,14 @@ def check_promotion_settings(
     repo = GitRepo(repo_root)
     ensure_clean(repo, files)
     if push:
-        repo.check_remote_branch(remote, branch)
+        tip = repo.check_remote_branch(remote, branch)
+        head = repo.head()
+        # Unpushed local commits would stop the promotion after the push of the images: refuse them now.
+        # (A tip this clone has not fetched yet is newer than HEAD or unrelated; the real run fetches and decides.)
+        if head is not None and head != tip and repo.resolve(tip) is not None and not repo.is_ancestor(head, tip):
+            raise GuardRefusal(
+                f"{repo.root}: HEAD has commits that are not on {remote}/{branch}; push or drop them first"
+            )
 
 
 def apply_promotion(

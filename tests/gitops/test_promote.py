@@ -381,3 +381,25 @@ def test_a_tag_that_names_another_commit_is_refused(world: GitOpsWorld, topology
     untagged = f"{repository.rsplit(':', 1)[0]}@{digest}"
     assert run(world, topology, {"api": untagged}).pushed
     assert f"tag: sha-{world.commits[3][:7]}" in world.remote_file(API)
+
+
+def test_unpushed_local_commits_are_refused_before_anything_is_written(world: GitOpsWorld, topology: Any) -> None:
+    # HEAD ahead of the remote branch would stop the promotion only after the images were pushed: refused up front,
+    # in the dry run as in the real run.
+    (world.clone / "local.txt").write_text("not pushed\n")
+    git(world.clone, "add", "local.txt")
+    git(world.clone, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "local only")
+    before = snapshot(world)
+    for dry_run in (True, False):
+        with pytest.raises(GuardRefusal, match="HEAD has commits that are not on origin/main"):
+            run(world, topology, {"api": world.image("api", 3)}, dry_run=dry_run)
+    assert snapshot(world) == before
+
+
+def test_a_tag_that_names_the_images_commit_in_another_form_is_accepted(world: GitOpsWorld, topology: Any) -> None:
+    # sha-<12 characters> or the full sha name the same commit as the configured sha-<7>: promoted as given.
+    digest = world.image("api", 3).split("@")[1]
+    repository = world.image("api", 3).split("@")[0].rsplit(":", 1)[0]
+    ref = f"{repository}:sha-{world.commits[3][:12]}@{digest}"
+    assert run(world, topology, {"api": ref}).pushed
+    assert f"tag: sha-{world.commits[3][:12]}" in world.remote_file(API)

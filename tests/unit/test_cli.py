@@ -91,6 +91,7 @@ def test_debug_after_the_subcommand_shows_the_traceback() -> None:
     debug = run("runtime", "--debug", **env)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert "Traceback" in debug.stderr and "UsageError: FRACTALOPS_SOURCE_COMMIT='x'" in debug.stderr
+    assert debug.returncode == 2
 
 
 def test_release_sh_works_through_a_symlink(tmp_path: Path) -> None:
@@ -100,3 +101,13 @@ def test_release_sh_works_through_a_symlink(tmp_path: Path) -> None:
     result = subprocess.run([str(link), "--help"], capture_output=True, text=True, cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Usage: fractalops-release runtime")
+
+
+def test_release_sh_works_through_a_symlinked_folder(tmp_path: Path) -> None:
+    # A symlink to a folder above release.sh (e.g. ops/containers linked elsewhere) still finds the checkout.
+    link = tmp_path / "containers"
+    link.symlink_to(Path(__file__).resolve().parents[2] / "ops/containers")
+    result = subprocess.run(
+        [str(link / "fractalops/release.sh"), "--help"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -64,6 +64,8 @@ def assert_refused(result: subprocess.CompletedProcess[str], engine_log: Path, *
         ("GITHUB_SHA", "HEAD~1", ["GITHUB_SHA='HEAD~1'"]),
         ("FRACTALOPS_PLATFORM", "bogus/os", ["FRACTALOPS_PLATFORM", "unknown OS 'bogus'"]),
         ("FRACTALOPS_PLATFORM", "linux/amd64,", ["FRACTALOPS_PLATFORM", "want os/arch"]),
+        ("FRACTALOPS_PLATFORM", "linux/amd64/v9", ["FRACTALOPS_PLATFORM", "unknown variant 'v9' for amd64"]),
+        ("FRACTALOPS_BUILD_EVENTS_URL", "http://host /x", ["FRACTALOPS_BUILD_EVENTS_URL"]),
     ],
 )
 def test_bad_environment_value_is_refused_before_any_build(
@@ -91,12 +93,16 @@ def test_events_url_credentials_are_never_shown(engine_log: Path) -> None:
     [
         ("GITHUB_OUTPUT", "nodir/out", "does not exist"),
         ("GITHUB_STEP_SUMMARY", "", "is a folder"),
+        ("GITHUB_OUTPUT", "dangling", "does not exist"),
+        ("GITHUB_OUTPUT", "afile/out", "is a file, not a folder"),
     ],
 )
 def test_unwritable_github_file_is_refused_before_any_build(
     engine_log: Path, tmp_path: Path, variable: str, where: str, needle: str
 ) -> None:
     # $GITHUB_OUTPUT / $GITHUB_STEP_SUMMARY that cannot be appended to would lose the image_refs after the push.
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing-folder" / "out")
+    (tmp_path / "afile").write_text("")
     result = release(engine_log, **{variable: str(tmp_path / where)})
     assert_refused(result, engine_log, f"{variable}=", needle)
 
@@ -157,11 +163,14 @@ def test_relative_paths_are_taken_from_the_callers_folder(tmp_path: Path) -> Non
         ("FRACTALOPS_GITOPS_PUSH_ATTEMPTS", "abc", "FRACTALOPS_GITOPS_PUSH_ATTEMPTS must be an integer"),
     ],
 )
+@pytest.mark.parametrize("dry_run", [False, True], ids=["release", "dry-run"])
 def test_bad_gitops_setting_stops_a_promoting_release_before_any_build(
-    engine_log: Path, variable: str, value: str, needle: str
+    engine_log: Path, variable: str, value: str, needle: str, dry_run: bool
 ) -> None:
-    # With GitOps updates on, what the promotion will need is checked before the images are built and pushed.
-    result = release(engine_log, FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1", **{variable: value})
+    # With GitOps updates on, what the promotion will need is checked before the images are built and pushed;
+    # a dry run predicts the same refusal.
+    args = ["--dry-run"] if dry_run else []
+    result = release(engine_log, *args, FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1", **{variable: value})
     assert_refused(result, engine_log, needle)
 
 

@@ -112,10 +112,11 @@ def test_clusterip_node_mirror_uses_the_clusterip() -> None:
     assert topo.node_mirror_endpoint == f"http://{topo.registry_cache.host_ip}:8083"
 
 
-def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
-    # --debug lets the error propagate instead of printing one line.
+def test_debug_flag_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    # --debug prints the traceback of the project's error, and still exits with its code (2 for configuration).
     result = CliRunner().invoke(main, ["--debug", "--topology", str(tmp_path / "x.yaml"), "topology", "show"])
-    assert isinstance(result.exception, ConfigError)
+    assert result.exit_code == ConfigError.exit_code == 2
+    assert "Traceback" in result.stderr and "ConfigError" in result.stderr
 
 
 def test_check_with_the_local_stacks_topology_scans_against_the_committed_one(tmp_path: Path) -> None:

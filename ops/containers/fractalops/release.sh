@@ -12,7 +12,7 @@ fi
 here=${source%/*}
 [ "$here" != "$source" ] || here=.
 caller=$PWD
-cd "$here/../../.."
+cd -P "$here/../../.."  # -P: a symlinked folder on the way resolves to the real checkout
 root=$PWD
 # Relative paths in the arguments stay relative to where the command was typed.
 cd "$caller"
