@@ -287,7 +287,6 @@ debug_option = click.option(
 
 
 @main.command("runtime")
-@debug_option
 @click.option("--target", "targets", multiple=True, help="Build only this target (repeatable): api, worker.")
 @click.option("--builder", envvar="FRACTALOPS_BUILDER", help="buildx builder (default: the current one).")
 @click.option("--platform", "platforms", multiple=True, help="Target platform, passed to buildx (repeatable).")
@@ -362,7 +361,6 @@ def runtime(
 
 
 @main.command("promote")
-@debug_option
 @click.argument("pairs", nargs=-1, required=True, metavar="TARGET=IMAGE_REF...")
 @click.option("--dry-run", is_flag=True, help="Print the unified diff it would commit; change nothing.")
 @click.option("--force", is_flag=True, help="Override compare-and-swap and monotonic refusals (rollbacks).")
@@ -536,6 +534,18 @@ def events_summary(file: Path | None, json_output: bool) -> None:
 
     summary = summarize(read_events(file or default_events_file()))
     click.echo(json.dumps(summary, indent=2) if json_output else render_summary(summary), nl=not json_output or True)
+
+
+def _debug_everywhere(group: click.Group) -> None:
+    """Every subcommand takes --debug too: release.sh puts the subcommand first."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _debug_everywhere(command)
+        elif not any(param.name == "debug" for param in command.params):
+            debug_option(command)
+
+
+_debug_everywhere(main)
 
 
 def run() -> None:

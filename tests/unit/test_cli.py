@@ -111,3 +111,14 @@ def test_release_sh_works_through_a_symlinked_folder(tmp_path: Path) -> None:
         [str(link / "fractalops/release.sh"), "--help"], capture_output=True, text=True, cwd=tmp_path, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["events", "summary", "/nonexistent/events.jsonl"], ["topology", "show"], ["promote", "api=x"]]
+)
+def test_every_subcommand_takes_debug_after_it(args: list[str]) -> None:
+    # --debug after any subcommand is accepted and shows the traceback with the same exit code.
+    plain = run(*args, FRACTALOPS_TOPOLOGY="/nonexistent/topology.yaml")
+    debug = run(*args, "--debug", FRACTALOPS_TOPOLOGY="/nonexistent/topology.yaml")
+    assert plain.returncode == debug.returncode == 2, debug.stderr
+    assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
