@@ -59,6 +59,11 @@ _VARIANTS = {
 _STAGE = re.compile(r"^[ \t]*FROM[ \t]+.*?[ \t]+AS[ \t]+(\S+)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
+def mask_credentials(text: str) -> str:
+    """`scheme://user:password@host…` with the user and password replaced by `***`."""
+    return re.sub(r"//[^/@]*@", "//***@", text)
+
+
 def source_commit(env: Mapping[str, str]) -> tuple[str, str] | None:
     """(variable, sha) from FRACTALOPS_SOURCE_COMMIT or GITHUB_SHA; a value that is not a full sha is a usage error."""
     for name in ("FRACTALOPS_SOURCE_COMMIT", "GITHUB_SHA"):
@@ -153,7 +158,7 @@ def events_url(variable: str, value: str) -> SinkURL:
     except ValueError:
         parts, port = None, None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value.strip()):
-        shown = re.sub(r"//[^/@]*@", "//***@", value)
+        shown = mask_credentials(value)
         raise UsageError(f"{variable}={shown!r}: want an http:// or https:// URL with a host")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     netloc = host + (f":{port}" if port else "")

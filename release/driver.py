@@ -24,7 +24,6 @@ PORTAL_MESSAGE = (
     'gh workflow run "Portal GitOps Release" --repo yamonco/fractalops-frontend'
 )
 EVENTS_URL = "FRACTALOPS_BUILD_EVENTS_URL"
-DIRTY_LABEL = "io.fractalops.source.dirty"  # the gitops promotion reads it back (release.gitops.promote)
 PROBE_BUDGET_S = 2.0
 BUILD_ATTEMPTS = 2
 # A registry's transient server error during push: worth one more (fully cached) build.
@@ -238,6 +237,8 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
                     f"the build input is not the source commit ({shown}): a promotion pins what a commit describes; "
                     "commit them, or run a smoke build (FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0)"
                 )
+            from release.plan import DIRTY_LABEL
+
             streams.say(
                 f"warning: the build input is not the source commit ({shown}); the images are labelled {DIRTY_LABEL}=true "
                 "and promote refuses them without --force"
@@ -410,7 +411,7 @@ def _build_one(
         target=target_plan.name,
         image_ref=image_ref,
         duration_s=duration,
-        result="ok" if error is None else ("interrupted" if stopping is not None and stopping.is_set() else "failed"),
+        result="ok" if error is None else "failed",  # an interrupted run relabels its failures (see _execute)
         error=error,
         cache_import=cache_import,
         cache_export=cache_export,
@@ -473,10 +474,9 @@ def _execute(
             engine.stop_builds()
             outcomes = [future.result() for future in futures]  # the builds started before the interrupt
             for result, _ in outcomes:
-                if result.result in ("failed", "interrupted"):  # Ctrl-C may reach buildx before this thread
+                if result.result == "failed":  # stopped by the interrupt (Ctrl-C reaches buildx too)
                     result.result = "interrupted"
-                    if not (result.error or "").startswith("interrupted"):
-                        result.error = f"interrupted (the build stopped: {result.error})"
+                    result.error = f"interrupted (the build stopped: {result.error})"
             streams.board = None
             if outcomes:
                 _record_events(_events(plan, outcomes, env), options, sink, streams)

@@ -212,7 +212,9 @@ class GitRepo:
     def check_remote_branch(self, remote: str, branch: str) -> str:
         """The remote branch's tip; ConfigError for a remote this clone lacks, or a branch that remote lacks."""
         if remote not in [r.name for r in self._repo.remotes]:
-            shown = re.sub(r"//[^/@]*@", "//***@", remote)
+            from release.checks import mask_credentials
+
+            shown = mask_credentials(remote)
             raise ConfigError(f"FRACTALOPS_GITOPS_REMOTE / --remote: {shown!r}: {self.root} has no such git remote")
         listing = self._run("ls-remote", "ls-remote", "--heads", remote, f"refs/heads/{branch}")
         if not listing.strip():

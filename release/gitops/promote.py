@@ -16,14 +16,13 @@ from release.gitops.guards import Decision
 from release.gitops.plan import Candidate, PinnedLookup, PromotionPlan, TargetChange, evaluate
 from release.gitops.writer import ensure_clean, recover, write_and_commit
 from release.imageref import ImageRef, parse_pinned_ref
+from release.plan import DIRTY_LABEL, REVISION_LABEL
 from release.targets import RELATIVE_PATH as TARGETS_PATH
 from release.targets import Target, load_targets
 
 if TYPE_CHECKING:
     from release.topology.model import Topology
 
-REVISION_LABEL = "org.opencontainers.image.revision"
-DIRTY_LABEL = "io.fractalops.source.dirty"
 ATTEMPTS_ENV = "FRACTALOPS_GITOPS_PUSH_ATTEMPTS"
 BACKOFF_ENV = "FRACTALOPS_GITOPS_PUSH_BACKOFF"
 DEFAULT_ATTEMPTS = 8
@@ -255,8 +254,6 @@ def check_promotion_settings(
 
     The author and push budget parse, the values files have no uncommitted changes, the remote and branch exist.
     """
-    from release.gitops.writer import ensure_clean
-
     _budget(attempts, backoff)
     if not isinstance(author, Author):
         parse_author(author)
