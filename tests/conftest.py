@@ -94,6 +94,8 @@ def devstack() -> Iterator[Devstack]:
     if reason:
         pytest.skip(reason)
     saved = dict(os.environ)
+    # A port base exported for a developer's own stack must not steer the tests' stacks.
+    os.environ.pop("FRACTALOPS_DEVSTACK_PORT_BASE", None)
     stack = up(SESSION_STATE_DIR, SESSION_PORT_BASE, log=stderr_log)
     env = dict(stack.env)
     env["PATH"] = f"{stack.path_prefix}:{os.environ.get('PATH', '')}"

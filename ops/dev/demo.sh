@@ -22,7 +22,9 @@ log "validating the production topology and its policy"
 .venv/bin/fractalops-release topology render-env --format shell >&2
 
 log "starting the local build stack (installs the engine, buildx and registries on first use)"
-eval "$(.venv/bin/fractalops-release devstack up)"
+# Captured first: `eval "$(…)"` would hide a failed `up` from `set -e` and go on without a stack.
+exports=$(.venv/bin/fractalops-release devstack up)
+eval "$exports"
 
 log "smoke release through the stack (FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS=0)"
 FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE=1 \

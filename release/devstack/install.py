@@ -19,7 +19,17 @@ from release.errors import OperationError
 Log = Callable[[str], None]
 
 # Parts from the machine's own suite (apt-get install).
-BASE_PACKAGES = ("containerd", "runc", "iptables", "iproute2", "docker-registry", "busybox-static", "ca-certificates")
+# Every command the stack runs comes from one of these (umount: `mount`, ip: `iproute2`), so a minimal root works.
+BASE_PACKAGES = (
+    "containerd",
+    "runc",
+    "iptables",
+    "iproute2",
+    "mount",
+    "docker-registry",
+    "busybox-static",
+    "ca-certificates",
+)
 # The engine, client and buildx; too old or missing on Debian 12, so taken from Debian 13 there.
 ENGINE_PACKAGES = ("docker.io", "docker-cli", "docker-buildx")
 # Suites whose own engine is too old, mapped to the suite the engine comes from. Never sid: it moves.

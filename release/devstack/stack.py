@@ -128,14 +128,20 @@ def recorded_port_base(paths: StackPaths) -> int | None:
         return None
 
 
-def resolve(state_dir: Path | None, port_base: int | None) -> tuple[StackPaths, PortLayout]:
-    """Return paths and ports: explicit arguments, else env, else what the state dir recorded, else defaults."""
+def resolve(state_dir: Path | None, port_base: int | None, *, existing: bool = False) -> tuple[StackPaths, PortLayout]:
+    """Return paths and ports: explicit arguments, else env, else what the state dir recorded, else defaults.
+
+    For an existing stack (`down`, `status`) the state dir's own record wins over the environment: an exported
+    port base must never aim them at another stack's ports and bridge.
+    """
     paths = StackPaths(Path(state_dir).absolute() if state_dir else default_state_dir())
     if port_base is not None:
         return paths, port_layout(port_base)
+    recorded = recorded_port_base(paths)
+    if existing and recorded is not None:
+        return paths, port_layout(recorded)
     if os.environ.get(PORT_BASE_ENV, "").strip():
         return paths, port_layout_from_env()
-    recorded = recorded_port_base(paths)
     return paths, port_layout(recorded) if recorded is not None else port_layout_from_env()
 
 
@@ -282,26 +288,46 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
             if component.startswith("registry-") and processes.running(paths, component) is None:
                 check_port_free(component, paths, ports)
         started: list[str] = []
-        for component in component_names():
-            tracked = processes.running(paths, component)
-            if tracked is not None and component in reconfigured:
-                log(f"devstack: restarting {component} (configuration changed)")
-                processes.stop(paths, component)
-                tracked = None
-            if tracked is None:
-                wait_ready(DEPENDS_ON.get(component, []), paths, ports)
-                if component == DOCKERD:
-                    ensure_bridge(ports)
-                start_component(component, paths, ports, binaries, log)
-                started.append(component)
-        wait_ready(component_names(), paths, ports)
-        seeded = seed_base_image(paths, ports.upstream, binaries, engine_env(paths, binaries), log)
-        seeded += ["mirror"] if ensure_mirrored(ports.pull_through, log) else []
-        wrote = write_if_changed(paths.topology, render_topology(ports))
-        wrote |= write_if_changed(paths.env_file, render_exports(paths))
+        bridge_made = False
+        try:
+            for component in component_names():
+                tracked = processes.running(paths, component)
+                if tracked is not None and component in reconfigured:
+                    log(f"devstack: restarting {component} (configuration changed)")
+                    processes.stop(paths, component)
+                    tracked = None
+                if tracked is None:
+                    wait_ready(DEPENDS_ON.get(component, []), paths, ports)
+                    if component == DOCKERD:
+                        bridge_made = ensure_bridge(ports)
+                    start_component(component, paths, ports, binaries, log)
+                    started.append(component)
+            wait_ready(component_names(), paths, ports)
+            seeded = seed_base_image(paths, ports.upstream, binaries, engine_env(paths, binaries), log)
+            seeded += ["mirror"] if ensure_mirrored(ports.pull_through, log) else []
+            wrote = write_if_changed(paths.topology, render_topology(ports))
+            wrote |= write_if_changed(paths.env_file, render_exports(paths))
+        except BaseException:
+            undo_start(paths, ports, started, bridge_made, log)
+            raise
         changed = bool(started or seeded or wrote)
         log(f"devstack: up ({'started ' + ', '.join(started) if started else 'already running'}); {paths.root}")
         return StackEnv(paths=paths, ports=ports, env=stack_env(paths), changed=changed)
+
+
+def undo_start(paths: StackPaths, ports: PortLayout, started: list[str], bridge_made: bool, log: Log) -> None:
+    """Stop what a failed `up` started (last first) and remove the bridge it made: a failed `up` leaves nothing running."""
+    for component in reversed(started):
+        pid = processes.stop(paths, component, timeout=30.0 if component == DOCKERD else 15.0)
+        if pid is not None:
+            log(f"devstack: up failed; stopped {component} (pid {pid}) again")
+    if DOCKERD in started:
+        leftovers = processes.pids_mentioning(str(paths.containerd_socket))
+        if leftovers:
+            processes.terminate(leftovers)
+        unmount_under(paths.root)
+    if bridge_made and remove_bridge(ports):
+        log(f"devstack: up failed; deleted bridge {bridge_name(ports)} again")
 
 
 def unmount_under(root: Path) -> list[str]:
@@ -320,7 +346,7 @@ def unmount_under(root: Path) -> list[str]:
 
 def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
     """Stop every process the stack started (engine first), wait for them, and check its ports are closed."""
-    paths, ports = resolve(state_dir, None)
+    paths, ports = resolve(state_dir, None, existing=True)
     stopped: list[str] = []
     with state_lock(paths):
         order = [DOCKERD, *(registry_component(r) for r in REGISTRY_ROLES), CONTAINERD]
@@ -352,7 +378,7 @@ def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
 
 def status(state_dir: Path | None = None, port_base: int | None = None) -> StackStatus:
     """Return what runs, where, and what is unhealthy."""
-    paths, ports = resolve(state_dir, port_base)
+    paths, ports = resolve(state_dir, port_base, existing=True)
     binaries = read_marker(paths)
     components: list[ComponentStatus] = []
     for component in component_names():

@@ -139,10 +139,14 @@ def test_closed_cache_port_is_ignored_with_ignore_error_and_fails_without(devsta
     assert "connection refused" in strict.stderr.lower()
 
 
-def test_down_stops_every_process_and_closes_every_port(devstack: Devstack, tmp_path: Path) -> None:
-    # down on a second, separate stack leaves no process of it, no listening port and no bridge.
+def test_down_stops_every_process_and_closes_every_port(
+    devstack: Devstack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # down on a second, separate stack leaves no process of it, no listening port and no bridge, even with
+    # another stack's port base exported: a stack's own state decides which ports and bridge down acts on.
     state_dir = tmp_path / "ds"
     stack = up(state_dir, free_port_base(), log=lambda _m: None)
+    monkeypatch.setenv("FRACTALOPS_DEVSTACK_PORT_BASE", str(devstack.ports.base))
     before = status(state_dir)
     assert before.healthy, before
     pids = [c.pid for c in before.components if c.pid]
@@ -180,6 +184,27 @@ def test_up_with_a_port_taken_starts_nothing(devstack: Devstack, tmp_path: Path)
             up(state_dir, base, log=lambda _m: None)
     assert not pids_mentioning(str(state_dir))
     down(state_dir, log=lambda _m: None)
+
+
+def test_a_failed_up_stops_what_it_started_and_removes_its_bridge(devstack: Devstack, tmp_path: Path) -> None:
+    # The engine cannot start (its data root is a file): up fails and leaves no process, bridge or mount behind.
+    from release.devstack.paths import StackPaths
+    from release.errors import ReleaseError
+
+    state_dir = tmp_path / "broken"
+    base = free_port_base()
+    paths = StackPaths(state_dir.absolute())
+    paths.docker_data_root.parent.mkdir(parents=True, exist_ok=True)
+    paths.docker_data_root.write_text("not a folder\n")
+    with pytest.raises(ReleaseError, match="dockerd"):
+        up(state_dir, base, log=lambda _m: None)
+    assert not pids_mentioning(str(state_dir)), "a failed up leaves its processes running"
+    assert not [p for p in (base, base + 1, base + 2) if port_listening(p)]
+    from release.devstack.ports import port_layout
+
+    assert not bridge_exists(bridge_name(port_layout(base)))
+    assert str(state_dir.resolve()) not in Path("/proc/self/mountinfo").read_text()
+    assert status(devstack.paths.root).healthy
 
 
 def test_second_up_is_idempotent_and_fast(devstack: Devstack) -> None:

@@ -180,3 +180,54 @@ def test_stale_pidfile_is_not_taken_for_a_running_process(tmp_path: Path) -> Non
     paths.run.mkdir(parents=True)
     paths.pidfile("ghost").write_text("1 0\n")
     assert processes.running(paths, "ghost") is None
+
+
+def test_down_and_status_act_on_the_port_base_the_stack_recorded_not_the_exported_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exported FRACTALOPS_DEVSTACK_PORT_BASE never aims down/status at another stack's ports; up still takes it.
+    from release.devstack.stack import resolve
+
+    (tmp_path / "stack.json").write_text(json.dumps({"port_base": 36550}) + "\n")
+    monkeypatch.setenv("FRACTALOPS_DEVSTACK_PORT_BASE", "37550")
+    assert resolve(tmp_path, None, existing=True)[1].base == 36550
+    assert resolve(tmp_path, None)[1].base == 37550
+    assert resolve(tmp_path / "fresh", None, existing=True)[1].base == 37550
+
+
+def _commands_run_by_the_devstack() -> set[str]:
+    """Every program name the devstack modules pass as the first element of a command list."""
+    import ast
+
+    names: set[str] = set()
+    for module in (Path(__file__).resolve().parents[2] / "release" / "devstack").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.List):
+                continue
+            callee = ast.unparse(node.func)
+            if callee.split(".")[-1] not in {"run", "Popen", "check_output"}:
+                continue
+            first = node.args[0].elts[0] if node.args[0].elts else None
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                names.add(first.value)
+    return names
+
+
+def test_every_command_the_devstack_runs_comes_from_a_package_it_installs() -> None:
+    # A minimal Debian root (mmdebstrap --variant=apt) has only apt and dpkg: umount, ip, … must be installed by up.
+    import shutil
+
+    from release.devstack.install import BASE_PACKAGES
+
+    commands = _commands_run_by_the_devstack()
+    assert {"ip", "umount"} <= commands, commands
+    for command in sorted(commands - {"apt-get", "dpkg", "dpkg-query"}):
+        found = shutil.which(command)
+        assert found, f"{command} is not installed here"
+        owner = subprocess.run(["dpkg", "-S", str(Path(found).resolve())], capture_output=True, text=True)
+        if owner.returncode != 0:  # usrmerge: dpkg knows /bin/umount, not /usr/bin/umount
+            owner = subprocess.run(
+                ["dpkg", "-S", f"/bin/{command}", f"/sbin/{command}"], capture_output=True, text=True
+            )
+        packages = {line.split(":", 1)[0].strip() for line in owner.stdout.splitlines() if ":" in line}
+        assert packages & set(BASE_PACKAGES), f"{command} comes from {packages or 'no package'}, not installed by up"
