@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from release.adapters import process
 from release.devstack.commands import run
 from release.devstack.paths import StackPaths
 from release.errors import OperationError
@@ -162,20 +162,13 @@ def private_apt_options(paths: StackPaths) -> list[str]:
 
 def dpkg_installed(packages: tuple[str, ...]) -> list[str]:
     """Return the packages of the list that dpkg reports as installed."""
-    proc = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *packages],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = process.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *packages], check=False)
     return [line.split()[0] for line in proc.stdout.splitlines() if line.endswith(" installed")]
 
 
 def package_version(package: str) -> str:
     """Return the installed version of a package, or ''."""
-    proc = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True, check=False
-    )
+    proc = process.run(["dpkg-query", "-W", "-f", "${Version}", package], check=False)
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 

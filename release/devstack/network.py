@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
+from release.adapters import process
 from release.devstack.commands import run
 from release.devstack.ports import PortLayout
 from release.errors import EngineError
@@ -22,7 +22,7 @@ def bridge_cidr(ports: PortLayout) -> str:
 
 def bridge_exists(name: str) -> bool:
     """Return True if a network interface of that name exists."""
-    proc = subprocess.run(["ip", "-j", "link", "show", "dev", name], capture_output=True, text=True, check=False)
+    proc = process.run(["ip", "-j", "link", "show", "dev", name], check=False)
     return proc.returncode == 0 and bool(json.loads(proc.stdout or "[]"))
 
 

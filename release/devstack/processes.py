@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from release.adapters import process
 from release.devstack.paths import StackPaths
 from release.errors import OperationError
 
@@ -65,27 +66,14 @@ def start(
     """Start a component detached from the terminal, logging to its log file, and record its pidfile."""
     paths.run.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
     log_path = paths.logfile(name)
     with log_path.open("ab") as log:
         log.write(f"\n--- devstack start {time.strftime('%Y-%m-%dT%H:%M:%S')}: {argv}\n".encode())
         log.flush()
         try:
-            proc = subprocess.Popen(
-                [str(a) for a in argv],
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as err:
-            raise OperationError(
-                f"starting {name} ({argv[0]}): {err}. What to do: run `devstack up` again to reinstall."
-            ) from err
+            proc = process.start(argv, env=env, stdout=log, stderr=subprocess.STDOUT, what=f"starting {name}")
+        except process.ProcessError as err:
+            raise OperationError(f"{err}. What to do: run `devstack up` again to reinstall.") from None
     start_time = proc_start_time(proc.pid) or ""
     paths.pidfile(name).write_text(f"{proc.pid} {start_time}\n")
     return TrackedProcess(pid=proc.pid, start_time=start_time)
@@ -128,8 +116,7 @@ def stop(paths: StackPaths, name: str, timeout: float = 15.0) -> int | None:
     if tracked is None:
         pidfile.unlink(missing_ok=True)
         return None
-    survivors = terminate([tracked.pid], timeout)
-    if survivors:
+    if not process.stop_group(tracked.pid, timeout):
         raise OperationError(
             f"stopping {name} (pid {tracked.pid}): still running after SIGKILL. "
             f"What to do: check `ps -p {tracked.pid}` and stop it by hand."

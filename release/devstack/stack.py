@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from release.adapters import process
 from release.devstack import processes
 from release.devstack.commands import tail
 from release.devstack.configs import (
@@ -340,7 +340,7 @@ def unmount_under(root: Path) -> list[str]:
     points = {line.split()[4].replace("\\040", " ") for line in table if len(line.split()) > 4}
     mine = sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True)
     for point in mine:
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        process.run(["umount", "-l", point], check=False)
     return mine
 
 
