@@ -1,0 +1,310 @@
+"""Every setting the toolkit reads, one field each: built once from flags and the environment, then passed down."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from release.errors import UsageError
+
+Source = Literal["flag", "environment", "default"]
+PREFIX = "FRACTALOPS_"
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"0", "false", "no"}
+
+
+def _setting(
+    default: Any, help: str, *, commands: tuple[str, ...], env: str | None = None, secret: bool = False
+) -> Any:
+    """A field with its description, the commands that read it, its variable (default FRACTALOPS_<NAME>)."""
+    return Field(
+        default, description=help, json_schema_extra={"commands": list(commands), "env": env, "secret": secret}
+    )
+
+
+RELEASE = ("runtime",)
+PROMOTE = ("runtime", "promote")
+
+
+class Settings(BaseModel):
+    """The toolkit's settings: flag > environment > default, validated once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allow_local_runtime_release: bool = _setting(
+        False, "1 allows a release outside CI (neither CI nor GITHUB_ACTIONS set).", commands=RELEASE
+    )
+    runtime_release_update_gitops: bool = _setting(
+        False,
+        "0/false/no (the default): smoke build, GitOps untouched; 1/true/yes: the final promotion updates both "
+        "values files in one commit.",
+        commands=RELEASE,
+    )
+    repo_root: Path | None = _setting(
+        None,
+        "Repository root (release.sh sets it to its own checkout; default: found from the working directory).",
+        commands=("runtime", "promote", "topology"),
+    )
+    topology: Path | None = _setting(
+        None, "Topology file (default ops/topology/fractalops.yaml).", commands=("runtime", "promote", "topology")
+    )
+    targets: Path | None = _setting(
+        None, "Release targets file (default ops/containers/fractalops/targets.yaml).", commands=PROMOTE
+    )
+    builder: str | None = _setting(None, "buildx builder (default: the current one).", commands=RELEASE)
+    platform: tuple[str, ...] = _setting((), "Target platform(s), comma-separated, passed to buildx.", commands=RELEASE)
+    source_commit: str | None = _setting(
+        None, "Source commit of the build (default GITHUB_SHA, else HEAD of the repository).", commands=RELEASE
+    )
+    cache_branch: str | None = _setting(
+        None,
+        "Cache scope (default GITHUB_HEAD_REF/GITHUB_REF_NAME, else main); a branch writes <target>-<branch slug> "
+        "and also reads <target>-main.",
+        commands=RELEASE,
+    )
+    cache_deadline: float = _setting(
+        120.0,
+        "Seconds a registry cache import/export may go without moving a byte before the build is stopped.",
+        commands=RELEASE,
+    )
+    progress: Literal["auto", "plain", "tty"] = _setting(
+        "auto", "auto (tty at a terminal outside CI), plain or tty.", commands=RELEASE
+    )
+    build_events_file: Path | None = _setting(
+        None,
+        "JSONL file the Build Plane Events are appended to (default ~/.local/state/fractalops-release/build-events.jsonl).",
+        commands=("runtime", "events"),
+    )
+    build_events_url: SecretStr | None = _setting(
+        None,
+        "Optional HTTP sink the Build Plane Events are POSTed to (user:password@ is Basic auth).",
+        commands=RELEASE,
+        secret=True,
+    )
+    events_dir: Path | None = _setting(
+        None, "Folder of the release records, releases.jsonl (default: beside the build events).", commands=PROMOTE
+    )
+    gitops_author: str | None = _setting(
+        None,
+        "Author of GitOps commits, 'Name <email>' (default fractalops-release <release@fractalops.invalid>).",
+        commands=PROMOTE,
+    )
+    gitops_remote: str = _setting("origin", "Remote the GitOps commit is pushed to.", commands=PROMOTE)
+    gitops_branch: str = _setting("main", "Branch the GitOps commit is pushed to.", commands=PROMOTE)
+    gitops_push_attempts: int = _setting(8, "Push attempts when the remote moved.", commands=PROMOTE)
+    gitops_push_backoff: float = _setting(0.2, "First backoff between push attempts, in seconds.", commands=PROMOTE)
+    nexus_via: Literal["service", "clusterip"] = _setting(
+        "service",
+        "How builders reach Nexus: service (its DNS name) or clusterip (for builders without cluster DNS).",
+        commands=("runtime", "topology", "builder"),
+    )
+    nexus_pull_password: SecretStr | None = _setting(
+        None, "The node pull password (shim-puller), from OpenBao's runtime scope.", commands=("topology",), secret=True
+    )
+    devstack_dir: Path | None = _setting(
+        None,
+        "State folder of the local build stack (default ~/.local/state/fractalops-devstack).",
+        commands=("devstack",),
+    )
+    devstack_port_base: int | None = _setting(
+        None, "First of a new local build stack's loopback ports (default 35080).", commands=("devstack",)
+    )
+
+    @field_validator("cache_deadline")
+    @classmethod
+    def _deadline(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 < value <= 86400):
+            raise ValueError("want seconds, more than 0 and at most 86400")
+        return value
+
+    @field_validator("gitops_push_attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if not 1 <= value <= 100:
+            raise ValueError("want a whole number from 1 to 100")
+        return value
+
+    @field_validator("gitops_push_backoff")
+    @classmethod
+    def _backoff(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 <= value <= 60):
+            raise ValueError("want seconds from 0 to 60")
+        return value
+
+    @field_validator("gitops_author")
+    @classmethod
+    def _author(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[^<>\x00-\x1f\x7f]+ <[^<>\s\x00-\x1f\x7f]+>", value):
+            raise ValueError("want 'Name <email>' on one line")
+        return value
+
+    @field_validator("builder", "cache_branch", "gitops_remote", "gitops_branch")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError("holds a control character")
+        return value
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the CI system and the machine say (not the toolkit's own settings): read once, beside Settings."""
+
+    ci: bool = False
+    github_actions: bool = False
+    github_output: Path | None = None
+    github_step_summary: Path | None = None
+    github_env: Path | None = None
+    github_run_id: str | None = None
+    github_sha: str | None = None
+    github_ref_name: str | None = None
+    github_head_ref: str | None = None
+    github_server_url: str | None = None
+    github_repository: str | None = None
+    docker_config: Path | None = None
+    docker_host: str | None = None
+    home: Path | None = None
+    xdg_state_home: Path | None = None
+    term: str | None = None
+
+    @property
+    def in_ci(self) -> bool:
+        """True under a CI system (CI or GITHUB_ACTIONS set to a true value)."""
+        return self.ci or self.github_actions
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Context:
+        """Read the CI and machine variables (empty means unset)."""
+
+        def text(name: str) -> str | None:
+            return environ.get(name) or None
+
+        def path(name: str) -> Path | None:
+            value = text(name)
+            return Path(value) if value else None
+
+        return cls(
+            ci=(environ.get("CI", "").strip().lower() in _TRUE),
+            github_actions=(environ.get("GITHUB_ACTIONS", "").strip().lower() in _TRUE),
+            github_output=path("GITHUB_OUTPUT"),
+            github_step_summary=path("GITHUB_STEP_SUMMARY"),
+            github_env=path("GITHUB_ENV"),
+            github_run_id=text("GITHUB_RUN_ID"),
+            github_sha=text("GITHUB_SHA"),
+            github_ref_name=text("GITHUB_REF_NAME"),
+            github_head_ref=text("GITHUB_HEAD_REF"),
+            github_server_url=text("GITHUB_SERVER_URL"),
+            github_repository=text("GITHUB_REPOSITORY"),
+            docker_config=path("DOCKER_CONFIG"),
+            docker_host=text("DOCKER_HOST"),
+            home=path("HOME"),
+            xdg_state_home=path("XDG_STATE_HOME"),
+            term=text("TERM"),
+        )
+
+
+def variable(name: str) -> str:
+    """The environment variable of a setting."""
+    extra = Settings.model_fields[name].json_schema_extra
+    explicit = extra.get("env") if isinstance(extra, dict) else None
+    return str(explicit) if explicit else PREFIX + name.upper()
+
+
+def _extra(name: str) -> dict[str, Any]:
+    extra = Settings.model_fields[name].json_schema_extra
+    return extra if isinstance(extra, dict) else {}
+
+
+def is_secret(name: str) -> bool:
+    """Whether a setting holds a secret (never printed)."""
+    return bool(_extra(name).get("secret"))
+
+
+def read_by(command: str) -> list[str]:
+    """The settings a command reads, in declaration order."""
+    return [name for name in Settings.model_fields if command in _extra(name).get("commands", [])]
+
+
+def _from_text(name: str, text: str) -> Any:
+    """An environment value as the field wants it: switches, comma lists, numbers; pydantic checks the rest."""
+    annotation = Settings.model_fields[name].annotation
+    if annotation is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise UsageError(f"{variable(name)}={text!r}: want one of 0, 1, true, false, yes, no")
+    if name == "platform":
+        return tuple(part.strip() for part in text.split(","))
+    return text.strip() if annotation in (float, int, int | None) else text
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Settings with the source of each value, and the CI context."""
+
+    settings: Settings
+    sources: dict[str, Source]
+    context: Context
+
+
+def load(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Loaded:
+    """Build the settings: a flag that was given, else the environment variable when set and non-empty, else the default."""
+    values: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
+    for name in Settings.model_fields:
+        given = (flags or {}).get(name)
+        if given is not None and given != ():
+            values[name], sources[name] = given, "flag"
+        elif environ.get(variable(name), "") != "":
+            values[name], sources[name] = _from_text(name, environ[variable(name)]), "environment"
+        else:
+            sources[name] = "default"
+    try:
+        settings = Settings(**values)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        name = str(problem["loc"][0]) if problem["loc"] else "?"
+        shown = "***" if is_secret(name) else repr(_shorten(str(values.get(name, ""))))
+        where = f"--{name.replace('_', '-')}" if sources.get(name) == "flag" else variable(name)
+        reason = str(problem["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"{where}={shown}: {reason}") from None
+    return Loaded(settings, sources, Context.from_environ(environ))
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def describe(loaded: Loaded) -> list[tuple[str, str, str]]:
+    """(variable, value as shown, source) for every setting; secrets masked, unset values empty."""
+    rows: list[tuple[str, str, str]] = []
+    for name in Settings.model_fields:
+        value = getattr(loaded.settings, name)
+        if value is None or value == ():
+            shown = ""
+        elif is_secret(name):
+            shown = "***"
+        elif isinstance(value, tuple):
+            shown = ",".join(value)
+        elif isinstance(value, bool):
+            shown = "1" if value else "0"
+        else:
+            shown = str(value)
+        rows.append((variable(name), shown, loaded.sources[name]))
+    return rows
+
+
+def markdown_table() -> str:
+    """The README's variable table, from the same descriptions `--help` shows."""
+    lines = ["| variable | meaning |", "| --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        lines.append(f"| `{variable(name)}` | {field.description} |")
+    return "\n".join(lines) + "\n"
