@@ -223,6 +223,17 @@ def _release(
     return subprocess.run([str(RELEASE_SH), *args], env=full, capture_output=True, text=True, timeout=600, check=False)
 
 
+def _clone_with_remote(tmp_path: Path) -> Path:
+    """A clone of this repository's HEAD whose `origin` is a bare remote of its own (what promote checks)."""
+    remote, clone = tmp_path / "remote.git", tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--bare", str(ROOT), str(remote)], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    subprocess.run(["git", "--git-dir", str(remote), "update-ref", "refs/heads/main", head.strip()], check=True)
+    subprocess.run(["git", "--git-dir", str(remote), "symbolic-ref", "HEAD", "refs/heads/main"], check=True)
+    subprocess.run(["git", "clone", "-q", str(remote), str(clone)], check=True)
+    return clone
+
+
 def _events(tmp_path: Path) -> list[dict[str, Any]]:
     path = tmp_path / "events.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -274,9 +285,10 @@ def test_release_imports_the_build_cache_from_a_plain_http_registry_on_a_non_loo
     assert _events(tmp_path)[-1]["cache_import"] == "hit"
 
     # promote reads the image's manifest and labels from the same registry, in the topology's scheme.
+    clone = _clone_with_remote(tmp_path)
     promote = subprocess.run(
         [sys.executable, "-m", "release", "promote", "--dry-run", "--force", f"api={built['image_ref']}"],
-        cwd=ROOT,
+        cwd=clone,
         env={**os.environ, **devstack.env, "FRACTALOPS_TOPOLOGY": str(netns_topology)},
         capture_output=True,
         text=True,
