@@ -315,8 +315,8 @@ def _probe_cache(
 
     if not use_cache:
         return "disabled", None
-    registry, manifest = cache_probe_target(topology, targets, branch, via)
-    probe = RegistryClient(registry).ping(PROBE_BUDGET_S, manifest=manifest)
+    registry, scheme, manifest = cache_probe_target(topology, targets, branch, via)
+    probe = RegistryClient(registry, scheme=scheme).ping(PROBE_BUDGET_S, manifest=manifest)
     if probe.reachable:
         return None, None
     return "unavailable", (
@@ -383,7 +383,7 @@ def _build_one(
         if not isinstance(digest, str):
             raise OperationError(f"{target_plan.name}: buildx metadata has no containerimage.digest")
         ref = parse_image_ref(target_plan.repository).with_digest(digest)
-        confirmed = RegistryClient(ref.registry).manifest_digest(ref)
+        confirmed = RegistryClient(ref.registry, scheme=target_plan.registry_scheme).manifest_digest(ref)
         if confirmed != digest:
             raise OperationError(f"{target_plan.name}: {ref} is not in the registry after the push")
         image_ref = str(ref)
@@ -556,11 +556,11 @@ def _placeholder(target: str) -> str:
 class _PreviewRegistry:
     """The registry as the preview sees it: the placeholder digests exist; anything else is asked of the registry."""
 
-    def __init__(self, registry: str, placeholders: set[str]) -> None:
-        """Wrap the real client of `registry`."""
+    def __init__(self, registry: str, placeholders: set[str], topology: Any) -> None:
+        """Wrap the real client of `registry` (its scheme from the topology)."""
         from release.registry import RegistryClient
 
-        self.real = RegistryClient(registry)
+        self.real = RegistryClient.for_topology(topology, registry)
         self.placeholders = placeholders
 
     def manifest_digest(self, ref: Any) -> str | None:
@@ -597,7 +597,7 @@ def _start_preview(plan: Any, topology: Any, root: Path) -> Any:
         return plan_promotion(
             images,
             **_promotion_args(plan, topology, root, images),
-            registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders),
+            registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders, topology),
         )
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")

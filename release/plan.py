@@ -9,7 +9,7 @@ from typing import Any
 
 from release.engine import BuildRequest
 from release.targets import Target
-from release.topology.model import Topology
+from release.topology.model import Scheme, Topology
 
 MAIN_BRANCH = "main"
 REVISION_LABEL = "org.opencontainers.image.revision"
@@ -54,6 +54,7 @@ class TargetPlan:
     request: BuildRequest
     values_file: str
     values_edits: dict[str, str] = field(default_factory=dict)
+    registry_scheme: Scheme = "https"  # how the post-push check speaks to the image registry (from the topology)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for --dry-run."""
@@ -73,6 +74,7 @@ class ReleasePlan:
     cache_registry: str
     update_gitops: bool
     cache_probe: tuple[str, str] | None = None
+    cache_scheme: Scheme = "https"
     targets: list[TargetPlan] = field(default_factory=list)
     target_config: dict[str, Target] | None = None  # every configured target (the promotion reads them all)
 
@@ -83,6 +85,7 @@ class ReleasePlan:
             "branch": self.branch,
             "builder": self.builder,
             "cache_registry": self.cache_registry,
+            "cache_scheme": self.cache_scheme,
             "update_gitops": self.update_gitops,
             "cache_probe": "{}:{}".format(*self.cache_probe) if self.cache_probe else None,
             "targets": [t.to_dict() for t in self.targets],
@@ -98,12 +101,13 @@ def image_tag(target: Target, source_commit: str | None, run_stamp: str) -> str:
 
 def cache_probe_target(
     topology: Topology, targets: list[Target], branch: str, via: str = "service"
-) -> tuple[str, tuple[str, str] | None]:
-    """(cache registry, (repository, tag) of the first target's cache manifest): what the pre-build probe asks."""
+) -> tuple[str, Scheme, tuple[str, str] | None]:
+    """(cache registry, its scheme, (repository, tag) of the first target's cache manifest): what the probe asks."""
     from release.imageref import parse_image_ref
 
     ref = parse_image_ref(topology.buildcache_ref_via(via))
-    return ref.registry, ((ref.path, f"{targets[0].name}-{cache_scope(branch)}") if targets else None)
+    manifest = (ref.path, f"{targets[0].name}-{cache_scope(branch)}") if targets else None
+    return ref.registry, topology.registry_scheme(ref.registry), manifest
 
 
 def make_plan(
@@ -122,7 +126,9 @@ def make_plan(
     dirty: bool = False,
 ) -> ReleasePlan:
     """Compute the plan; nothing runs."""
-    registry, probe = cache_probe_target(topology, targets, branch, via)
+    from release.imageref import parse_image_ref
+
+    registry, scheme, probe = cache_probe_target(topology, targets, branch, via)
     plan = ReleasePlan(
         source_commit=source_commit,
         branch=branch,
@@ -130,6 +136,7 @@ def make_plan(
         cache_registry=registry,
         update_gitops=update_gitops,
         cache_probe=probe,
+        cache_scheme=scheme,
     )
     for target in targets:
         repository = target.repository(topology)
@@ -161,7 +168,18 @@ def make_plan(
             edits[keys["tag"]] = tag
         if "revision" in keys and source_commit:
             edits[keys["revision"]] = source_commit
-        plan.targets.append(TargetPlan(target.name, repository, tag, request, target.values.file, edits))
+        image_registry = parse_image_ref(repository).registry
+        plan.targets.append(
+            TargetPlan(
+                target.name,
+                repository,
+                tag,
+                request,
+                target.values.file,
+                edits,
+                registry_scheme=topology.registry_scheme(image_registry),
+            )
+        )
     return plan
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import io
 import json
 import shlex
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
 from release.devstack.network import bridge_name
 from release.devstack.paths import StackPaths
 from release.devstack.ports import HOST, PortLayout
+
+if TYPE_CHECKING:
+    from release.topology.model import Topology
 
 BUILDCACHE_REPOSITORY = "fractalops/buildcache"
 BASE_IMAGE_REPOSITORY = "library/busybox"
@@ -28,8 +32,24 @@ def dump_yaml(data: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def daemon_config(paths: StackPaths, ports: PortLayout) -> dict[str, Any]:
-    """Return the engine's daemon.json: own roots and socket, containerd image store, docker.io mirror."""
+def stack_topology(ports: PortLayout) -> Topology:
+    """Return the stack's topology as the validated model."""
+    from release.topology.model import Topology
+
+    return Topology.model_validate(topology(ports))
+
+
+def daemon_config(paths: StackPaths, ports: PortLayout, trusted: Sequence[Topology] = ()) -> dict[str, Any]:
+    """Return the engine's daemon.json: own roots and socket, containerd image store, registries from the topology.
+
+    The docker.io mirror and the plain-HTTP registries come from the stack's topology (and those of `trusted`).
+    """
+    from release.topology.buildkitd import daemon_registries
+
+    registries = daemon_registries(stack_topology(ports))
+    for extra in trusted:
+        registries["insecure-registries"] += daemon_registries(extra)["insecure-registries"]
+    registries["insecure-registries"] = list(dict.fromkeys(registries["insecure-registries"]))
     return {
         "data-root": str(paths.docker_data_root),
         "exec-root": str(paths.docker_exec_root),
@@ -37,7 +57,7 @@ def daemon_config(paths: StackPaths, ports: PortLayout) -> dict[str, Any]:
         "hosts": [f"unix://{paths.docker_socket}"],
         "containerd": str(paths.containerd_socket),
         "features": {"containerd-snapshotter": True},
-        "registry-mirrors": [f"http://{HOST}:{ports.pull_through}"],
+        **registries,
         "bridge": bridge_name(ports),
         "iptables": False,
         "ip6tables": False,
@@ -48,9 +68,9 @@ def daemon_config(paths: StackPaths, ports: PortLayout) -> dict[str, Any]:
     }
 
 
-def render_daemon_config(paths: StackPaths, ports: PortLayout) -> str:
+def render_daemon_config(paths: StackPaths, ports: PortLayout, trusted: Sequence[Topology] = ()) -> str:
     """Return daemon.json text."""
-    return json.dumps(daemon_config(paths, ports), indent=2) + "\n"
+    return json.dumps(daemon_config(paths, ports, trusted), indent=2) + "\n"
 
 
 def render_containerd_config(paths: StackPaths) -> str:
@@ -123,7 +143,7 @@ def topology(ports: PortLayout) -> dict[str, Any]:
             "ghcr_proxy_port": ports.pull_through,
         },
         "node_mirror": {"mode": "nodeport", "node_port": ports.pull_through, "pull_username": "shim-puller"},
-        "release": {"image_registry": hosted},
+        "release": {"image_registry": hosted, "scheme": "http"},
     }
 
 

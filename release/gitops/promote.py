@@ -44,10 +44,11 @@ class Registry(Protocol):
 RegistryFactory = Callable[[str], Registry]
 
 
-def _default_factory(registry: str) -> Registry:
+def _default_factory(topology: Topology) -> RegistryFactory:
+    """Clients that speak to each registry in the scheme the topology gives it."""
     from release.registry import RegistryClient
 
-    return RegistryClient(registry)
+    return lambda registry: RegistryClient.for_topology(topology, registry)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def plan_promotion(
     root = repo.root
     targets = targets if targets is not None else load_targets(root / TARGETS_PATH)
     topology = topology if topology is not None else load_topology()
-    factory = registry_client_factory or _default_factory
+    factory = registry_client_factory or _default_factory(topology)
     history = GitRepo(source_repo) if source_repo is not None else GitRepo(root)
     candidates = _candidates(images, targets, topology, factory, history, source_commits or {}, force)
     lookup = _labels_lookup(factory)

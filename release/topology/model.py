@@ -12,6 +12,7 @@ from release.errors import ConfigError
 from release.imageref import parse_image_ref
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+Scheme = Literal["http", "https"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _CLUSTER_DNS = re.compile(r"(\.svc|\.svc\.cluster\.local|\.cluster\.local)\.?$")
 
@@ -140,10 +141,11 @@ class NodeMirror(_Strict):
 
 
 class ReleaseRegistry(_Strict):
-    """Where release images are pushed."""
+    """Where release images are pushed, and whether that registry speaks HTTPS (ghcr.io) or plain HTTP."""
 
     image_registry: str = "ghcr.io"
     image_namespace: str = "yamonco"
+    scheme: Scheme = "https"
 
 
 class Topology(_Strict):
@@ -172,12 +174,38 @@ class Topology(_Strict):
                 self.registry_cache.buildcache_ref,
                 f"must live on the Nexus docker-internal connector ({self.nexus.docker_internal_endpoint})",
             )
+        if self.release.image_registry in self.nexus_connectors() and self.release.scheme != "http":
+            raise _FieldError(
+                ("release", "scheme"),
+                self.release.scheme,
+                f"image_registry {self.release.image_registry} is a plain-HTTP Nexus docker connector; say scheme: http",
+            )
         return self
+
+    def nexus_connectors(self) -> tuple[str, ...]:
+        """`host:port` of both Nexus docker connectors, by service name and by ClusterIP (all plain HTTP)."""
+        ports = (self.nexus.docker_group_port, self.nexus.docker_internal_port)
+        hosts = (self.nexus.cluster_host, self.registry_cache.host_ip)
+        return tuple(dict.fromkeys(f"{host}:{port}" for host in hosts for port in ports))
+
+    def plain_http_registries(self, via: str | None = None) -> tuple[str, ...]:
+        """Registries spoken to in plain HTTP: the Nexus connectors (as `via` reaches them; all if None), an http release."""
+        if via is None:
+            connectors = self.nexus_connectors()
+        else:
+            host = self.nexus_host(via)
+            connectors = (f"{host}:{self.nexus.docker_group_port}", f"{host}:{self.nexus.docker_internal_port}")
+        release = (self.release.image_registry,) if self.release.scheme == "http" else ()
+        return tuple(dict.fromkeys((*connectors, *release)))
+
+    def registry_scheme(self, registry: str) -> Scheme:
+        """`http` for a registry the topology describes as plain HTTP, else `https` (never guessed from the address)."""
+        return "http" if registry in self.plain_http_registries() else "https"
 
     @property
     def docker_group_url(self) -> str:
         """URL of the Nexus docker-group (plain HTTP connector)."""
-        return f"http://{self.nexus.docker_group_endpoint}"
+        return f"{self.registry_scheme(self.nexus.docker_group_endpoint)}://{self.nexus.docker_group_endpoint}"
 
     @property
     def node_mirror_endpoint(self) -> str:

@@ -137,6 +137,7 @@ def topology(registry: StandInRegistry) -> Any:
     """The project's topology with the release registry pointed at the stand-in."""
     data = YAML(typ="safe").load((PROJECT / "ops/topology/fractalops.yaml").read_text())
     data["release"]["image_registry"] = registry.host
+    data["release"]["scheme"] = "http"  # the stand-in speaks plain HTTP; the topology says so
     return parse_topology(data, "test topology")
 
 

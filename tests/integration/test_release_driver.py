@@ -21,6 +21,7 @@ from standins import HangingRegistry
 from release.imageref import parse_pinned_ref
 from release.plan import cache_scope
 from release.registry import RegistryClient
+from release.topology import load_topology
 
 if TYPE_CHECKING:
     from conftest import Devstack
@@ -87,9 +88,14 @@ def image_refs(stdout: str) -> list[str]:
     return [m.group("ref") for m in matches if m]
 
 
+def stack_client(registry: str) -> RegistryClient:
+    """A client of a registry in the scheme the stack's topology (FRACTALOPS_TOPOLOGY, set by the fixture) gives it."""
+    return RegistryClient.for_topology(load_topology(), registry)
+
+
 def assert_in_registry(ref_text: str) -> None:
     ref = parse_pinned_ref(ref_text)
-    assert RegistryClient(ref.registry).manifest_digest(ref) == ref.digest
+    assert stack_client(ref.registry).manifest_digest(ref) == ref.digest
 
 
 def topology_with_cache_at(stack: Devstack, tmp_path: Path, port: int) -> Path:
@@ -465,7 +471,7 @@ def test_uncommitted_build_context_is_labelled_and_never_promoted(devstack: Devs
         )
         (ref,) = image_refs(smoke.stdout)
         pinned = parse_pinned_ref(ref)
-        assert RegistryClient(pinned.registry).image_labels(pinned).get("io.fractalops.source.dirty") == "true"
+        assert stack_client(pinned.registry).image_labels(pinned).get("io.fractalops.source.dirty") == "true"
         built = len(events(tmp_path))
         refused = release(
             devstack,

@@ -105,7 +105,7 @@ def test_topology_file_has_the_schema_keys_and_loads_with_the_release_model(tmp_
     data = YAML(typ="safe").load(text)
     assert set(data) == {"nexus", "registry_cache", "node_mirror", "release"}
     assert data["registry_cache"]["buildcache_ref"] == "127.0.0.1:35080/fractalops/buildcache"
-    assert data["release"] == {"image_registry": "127.0.0.1:35080"}
+    assert data["release"] == {"image_registry": "127.0.0.1:35080", "scheme": "http"}
     assert data["nexus"]["docker_group_port"] == 35081
     path = tmp_path / "topology.yaml"
     path.write_text(text)

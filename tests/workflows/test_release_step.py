@@ -135,7 +135,7 @@ def test_smoke_release_step_publishes_image_refs(devstack: Devstack, tmp_path: P
         repository = topology.image_repository(f"fractalops-{target}")
         assert re.fullmatch(rf"{re.escape(repository)}@sha256:[0-9a-f]{{64}}", ref), outputs
         pinned = parse_pinned_ref(ref)
-        assert RegistryClient(pinned.registry).manifest_digest(pinned) == pinned.digest
+        assert RegistryClient.for_topology(topology, pinned.registry).manifest_digest(pinned) == pinned.digest
         assert f"image_ref={ref}" in result.stdout.splitlines()
 
     summary = summary_file.read_text(encoding="utf-8")
