@@ -403,10 +403,6 @@ def _build_one(
                 metadata = {
                     "containerimage.digest": _pushed_before_cut(target_plan, request, tracker, err.step, deadline)
                 }
-                streams.say(
-                    f"warning: {target_plan.name}: the cache export made no progress for {deadline:g} s "
-                    "(FRACTALOPS_CACHE_DEADLINE) and was stopped; the image had been pushed, the cache was not written"
-                )
                 break
             except OperationError as err:
                 if attempt == BUILD_ATTEMPTS or not _TRANSIENT.search(str(err)):
@@ -423,6 +419,12 @@ def _build_one(
         if confirmed != digest:
             raise OperationError(f"{target_plan.name}: {ref} is not in the registry after the push")
         image_ref = str(ref)
+        if hung is not None:
+            streams.say(
+                f"warning: {target_plan.name}: the cache export made no progress for {deadline:g} s "
+                "(FRACTALOPS_CACHE_DEADLINE) and was stopped; the image had been pushed (its digest is in the registry), "
+                "the cache was not written"
+            )
     except ReleaseError as err:
         error = str(err)
     finally:
