@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sys
@@ -324,6 +323,34 @@ def _probe_cache(
     )
 
 
+def _is_import(step: str) -> bool:
+    """A cache import step (it runs before the build, so no image exists yet when it hangs)."""
+    return step.startswith("importing cache")
+
+
+def _pushed_before_cut(target_plan: Any, request: Any, tracker: Any, step: str, deadline: float) -> str:
+    """The digest of the image a build pushed before its cache step was cut off; OperationError if there is none.
+
+    buildx was stopped before writing its metadata file, so the digest comes from BuildKit's own report of the
+    push (`pushing manifest for <tag>@<digest>`, finished) for this run's tag; the caller then checks that the
+    registry holds it. A cut import comes before any push: that build failed.
+    """
+    cut = (
+        f"{target_plan.name}: '{step}' made no progress for {deadline:g} s (FRACTALOPS_CACHE_DEADLINE: no BuildKit "
+        "status, no bytes to or from the cache host) and the build was stopped"
+    )
+    if _is_import(step):
+        raise OperationError(
+            f"{cut} before its image was built; the cache host answered the probe and then hung, and the engine "
+            "may stay blocked until that connection closes"
+        )
+    for tag in request.tags:
+        digest = tracker.pushed_digest(tag)
+        if digest is not None:
+            return str(digest)
+    raise OperationError(f"{cut}; buildx reported no finished push of {', '.join(request.tags)} before it")
+
+
 def _build_one(
     target_plan: Any,
     cache_state: str | None,
@@ -343,6 +370,7 @@ def _build_one(
     from release.plan import without_cache
     from release.progress import ProgressTracker
     from release.registry import RegistryClient
+    from release.traffic import CacheTraffic
 
     request = target_plan.request if cache_state is None else without_cache(target_plan.request)
     started_at, started = _now(), time.monotonic()
@@ -350,28 +378,32 @@ def _build_one(
     error: str | None = None
     tracker = ProgressTracker(prefix=f"[{target_plan.name}]", echo=streams.say, board=streams.board)
     hung: str | None = None
+    traffic = CacheTraffic(request.cache_registries())
 
     def feed(line: str) -> None:
         if under_way is not None and not under_way.is_set():
             under_way.set()
         tracker.feed(line)
 
+    def stalled() -> str | None:
+        """A cache step with no BuildKit status and no bytes to or from the cache host for `deadline` seconds."""
+        return tracker.stalled_cache_step(deadline, traffic.moved_at() if tracker.running_cache_steps() else None)
+
     try:
         for attempt in range(1, BUILD_ATTEMPTS + 1):
             if stopping is not None and stopping.is_set():
                 raise OperationError(f"{target_plan.name}: interrupted before the build started")
             try:
-                metadata = engine.build(request, feed, functools.partial(tracker.stalled_cache_step, deadline))
+                metadata = engine.build(request, feed, stalled)
                 break
             except engine.CacheDeadlineExceeded as err:
-                # The client is stopped; the engine itself stays blocked on that connection until it closes
-                # (seen with dockerd 26: even a build without cache flags waits), so a rebuild here would hang.
+                # The client is stopped; the engine itself may stay blocked on that connection until it closes
+                # (seen with dockerd 26: even a build without cache flags waits), so a rebuild here could hang.
                 hung = err.step
-                raise OperationError(
-                    f"{target_plan.name}: '{err.step}' ran past the {deadline:g} s cache deadline (FRACTALOPS_CACHE_DEADLINE); "
-                    "the build was stopped. The cache host answered the probe and then hung; the engine may stay "
-                    "blocked until that connection closes"
-                ) from None
+                metadata = {
+                    "containerimage.digest": _pushed_before_cut(target_plan, request, tracker, err.step, deadline)
+                }
+                break
             except OperationError as err:
                 if attempt == BUILD_ATTEMPTS or not _TRANSIENT.search(str(err)):
                     raise
@@ -387,9 +419,16 @@ def _build_one(
         if confirmed != digest:
             raise OperationError(f"{target_plan.name}: {ref} is not in the registry after the push")
         image_ref = str(ref)
+        if hung is not None:
+            streams.say(
+                f"warning: {target_plan.name}: the cache export made no progress for {deadline:g} s "
+                "(FRACTALOPS_CACHE_DEADLINE) and was stopped; the image had been pushed (its digest is in the registry), "
+                "the cache was not written"
+            )
     except ReleaseError as err:
         error = str(err)
     finally:
+        traffic.close()
         if under_way is not None:
             under_way.set()
     duration = round(time.monotonic() - started, 3)
@@ -401,7 +440,9 @@ def _build_one(
         cache_import, cache_export = cache_state, "skipped"
     elif hung is not None:
         # The cache answered the probe, then hung: a dead import is an unavailable cache, a dead export a failed one.
-        cache_import = "unavailable" if hung.startswith("importing") else ("hit" if ratio else "miss")
+        cache_import = (
+            "unavailable" if _is_import(hung) else tracker.cache_import_outcome() or ("hit" if ratio else "miss")
+        )
         cache_export = "failed"
     else:
         # Steps cached by the builder's own store are not cache imports: a failed import is what it says.

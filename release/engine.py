@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,13 @@ class BuildRequest:
     metadata_file: Path
     progress: str = "rawjson"
 
+    def cache_registries(self) -> list[str]:
+        """The registries (`host[:port]`) of the cache import and export refs."""
+        from release.imageref import parse_image_ref
+
+        refs = [_attrs(ref).get("ref", "") for ref in (*self.cache_from, *([self.cache_to] if self.cache_to else []))]
+        return sorted({parse_image_ref(ref, what="cache ref").registry for ref in refs if ref})
+
     def argv(self) -> list[str]:
         """The equivalent command line (for dry runs and benchmarks)."""
         argv = ["docker", "buildx", "build", "--push", f"--progress={self.progress}"]
@@ -68,6 +76,25 @@ def _docker() -> Any:
     return DockerClient()
 
 
+# docker 26: "docker: 'buildx' is not a docker command."; docker 28: "docker: unknown command: docker buildx".
+_NO_BUILDX = re.compile(r"^.*(?:'buildx' is not a docker command|unknown command:? (?:docker )?\"?buildx\b).*$", re.M)
+_NO_DAEMON = re.compile(r"Cannot connect to the Docker daemon at (?P<address>\S+?)\.? Is the docker daemon running")
+
+
+def _missing_parts(inspect_output: str, info_stderr: str) -> list[str]:
+    """What `docker buildx inspect` and `docker info` say is missing: the buildx plugin, the daemon (and where)."""
+    missing = []
+    plugin = _NO_BUILDX.search(inspect_output)
+    if plugin:
+        missing.append(f"docker buildx is missing ({plugin.group(0).strip()})")
+    # The daemon matters when buildx is missing (both must be set up) or when the builder itself cannot reach it;
+    # a kubernetes or remote builder needs no local daemon.
+    daemon = _NO_DAEMON.search(inspect_output) or (_NO_DAEMON.search(info_stderr) if plugin else None)
+    if daemon:
+        missing.append(f"no Docker daemon answers at {daemon.group('address')}")
+    return missing
+
+
 def preflight(builder: str | None) -> str:
     """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing; return its name."""
     docker = shutil.which("docker")
@@ -79,16 +106,17 @@ def preflight(builder: str | None) -> str:
     inspect = subprocess.Popen(inspect_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     info = subprocess.Popen(info_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     inspect_out, inspect_err = inspect.communicate()
-    info_out, _ = info.communicate()
+    info_out, info_err = info.communicate()
     if inspect.returncode == 127:
         raise EngineError(
             f"docker at {docker} is the workspace stub (exit 127): this machine has no container runtime; {RELEASE_HELP}"
         )
+    missing = _missing_parts(inspect_out + inspect_err, info_err)
+    if missing:
+        raise EngineError(f"{' and '.join(missing)}; {RELEASE_HELP}")
     if inspect.returncode != 0:
         detail = (inspect_err or inspect_out).strip().splitlines()
         reason = detail[-1] if detail else f"exit {inspect.returncode}"
-        if "buildx" in reason and ("not a docker command" in reason or "unknown command" in reason):
-            raise EngineError(f"docker buildx is missing ({reason}); {RELEASE_HELP}")
         if "no builder" in reason and "found" in reason:
             raise ConfigError(f"--builder / FRACTALOPS_BUILDER: {builder!r}: {reason}")
         raise EngineError(f"builder {builder or '(current)'} is not usable: {reason}")
@@ -118,11 +146,11 @@ def _stderr(err: Any) -> str:
 
 
 class CacheDeadlineExceeded(EngineError):
-    """A cache import or export step ran past its deadline; the build was stopped so it can run without cache."""
+    """A cache import or export step made no progress for the cache deadline; the build was stopped."""
 
     def __init__(self, target: str, step: str) -> None:
         """Name the target and the step that hung."""
-        super().__init__(f"build of target {target}: {step} ran past the cache deadline; stopped")
+        super().__init__(f"build of target {target}: {step} made no progress for the cache deadline; stopped")
         self.step = step
 
 

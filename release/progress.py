@@ -29,6 +29,8 @@ def _seconds(started: str | None, completed: str | None) -> float | None:
 
 
 _CACHE_STEP = re.compile(r"^(importing cache manifest from|exporting cache to|preparing build cache for export)")
+# BuildKit's image exporter, once the index is in the registry: `pushing manifest for <name>:<tag>@sha256:…`.
+_PUSHED = re.compile(r"^pushing manifest for (?P<name>\S+)@(?P<digest>sha256:[0-9a-f]{64})$")
 
 
 @dataclass
@@ -42,7 +44,8 @@ class Vertex:
     completed: str | None = None
     cached: bool = False
     error: str | None = None
-    seen_running_at: float | None = None
+    progressed_at: float | None = None  # when (time.monotonic) it last reported anything: state, status or log
+    statuses: dict[str, tuple[object, object]] = field(default_factory=dict)
 
     @property
     def is_cache_step(self) -> bool:
@@ -107,6 +110,7 @@ class ProgressTracker:
     finished: set[str] = field(default_factory=set)
     buffer: str = ""
     logs: dict[str, list[str]] = field(default_factory=dict)
+    pushed: dict[str, str] = field(default_factory=dict)  # image name:tag -> digest, from finished pushes
 
     def feed(self, line: str) -> None:
         """Consume one line of buildx output; rawjson objects may span lines, other text is echoed."""
@@ -129,10 +133,16 @@ class ProgressTracker:
                 self._status(status)
 
     def _status(self, status: dict[str, Any]) -> None:
+        now = time.monotonic()
         for raw in status.get("vertexes") or []:
             self._vertex(raw)
+            self.vertices[str(raw.get("digest", ""))].progressed_at = now
+        for raw in status.get("statuses") or []:
+            self._progress(raw, now)
         for log in status.get("logs") or []:
             vertex = self.vertices.get(log.get("vertex", ""))
+            if vertex is not None:
+                vertex.progressed_at = now
             data = base64.b64decode(log.get("data") or "").decode(errors="replace")
             for piece in data.splitlines():
                 line = f"{self.prefix} #{vertex.number if vertex else '?'} {piece}"
@@ -153,8 +163,6 @@ class ProgressTracker:
         vertex.completed = str(raw["completed"]) if raw.get("completed") else vertex.completed
         vertex.cached = bool(raw.get("cached")) or vertex.cached
         vertex.error = str(raw["error"]) if raw.get("error") else vertex.error
-        if vertex.started and vertex.seen_running_at is None:
-            vertex.seen_running_at = time.monotonic()
         if digest not in self.announced and (vertex.started or vertex.cached):
             self.announced.add(digest)
             if self.board is None:
@@ -174,6 +182,18 @@ class ProgressTracker:
                 for line in [f"{self.prefix} #{vertex.number} {vertex.name}", *self.logs.pop(digest, [])]:
                     self.board.print(line)
                 self.board.print(f"{self.prefix} #{vertex.number} {outcome}")
+
+    def _progress(self, raw: dict[str, Any], now: float) -> None:
+        """A status of a vertex (`writing layer …`, `pushing manifest for …`): a change is progress of its vertex."""
+        key = str(raw.get("id", ""))
+        vertex = self.vertices.get(str(raw.get("vertex", "")))
+        state = (raw.get("current"), raw.get("completed"))
+        if vertex is not None and vertex.statuses.get(key) != state:
+            vertex.statuses[key] = state
+            vertex.progressed_at = now
+        pushed = _PUSHED.match(key)
+        if pushed and raw.get("completed"):
+            self.pushed[pushed.group("name")] = pushed.group("digest")
 
     def status_line(self) -> str:
         """One line for the live board: steps done, cached, and what runs now."""
@@ -197,14 +217,31 @@ class ProgressTracker:
             return None
         return round(sum(1 for v in steps if v.cached) / len(steps), 4)
 
-    def stalled_cache_step(self, deadline_s: float) -> str | None:
-        """The name of a cache step running for more than `deadline_s` seconds (by this clock), if any."""
+    def running_cache_steps(self) -> list[Vertex]:
+        """The cache import/export steps started and not yet finished."""
+        return [
+            v
+            for v in list(self.vertices.values())
+            if v.is_cache_step and v.started and not v.completed and not v.error and v.progressed_at is not None
+        ]
+
+    def stalled_cache_step(self, deadline_s: float, bytes_moved_at: float | None = None) -> str | None:
+        """The name of a running cache step that made no progress for more than `deadline_s` seconds, if any.
+
+        Progress is a new BuildKit status of the step (a layer started or written, a counter moved) or, at
+        `bytes_moved_at` (time.monotonic), bytes moved on the connections to the cache host: BuildKit reports
+        a layer's upload only when it starts and ends, however long it takes.
+        """
         now = time.monotonic()
-        for vertex in list(self.vertices.values()):
-            running = vertex.seen_running_at is not None and not vertex.completed and not vertex.error
-            if vertex.is_cache_step and running and now - (vertex.seen_running_at or now) > deadline_s:
+        for vertex in self.running_cache_steps():
+            last = max(vertex.progressed_at or now, bytes_moved_at or 0.0)
+            if now - last > deadline_s:
                 return vertex.name
         return None
+
+    def pushed_digest(self, tag: str) -> str | None:
+        """The digest BuildKit reported pushing under `tag` (`pushing manifest for <tag>@<digest>`, finished), if any."""
+        return self.pushed.get(tag)
 
     def cache_import_outcome(self) -> str | None:
         """'unavailable' if every cache import failed, 'miss' if each found no cache yet; None if one worked or none ran."""

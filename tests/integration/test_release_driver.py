@@ -185,6 +185,66 @@ def test_docker_stub_that_exits_127_is_refused_in_preflight(devstack: Devstack, 
     assert events(tmp_path) == []
 
 
+SYSTEM_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
+
+def without_buildx(argv: list[str], env: dict[str, str], tmp_path: Path) -> list[str]:
+    """`argv` run where the stack's docker client finds no buildx plugin.
+
+    DOCKER_CONFIG (set by the caller) hides the stack's own plugin; where a system-wide plugin exists too (Debian 13
+    packages), an empty folder is mounted over each system plugin folder in a mount namespace of the run's own.
+    """
+    found = subprocess.run(["docker", "buildx", "version"], env=env, capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        return argv
+    empty = tmp_path / "no-plugins"
+    empty.mkdir(exist_ok=True)
+    mounts = [f"mount --bind {empty} {folder}" for folder in SYSTEM_PLUGIN_DIRS if Path(folder).is_dir()]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        " && ".join([*mounts, 'exec "$@"']),
+        "sh",
+        *argv,
+    ]
+
+
+@pytest.mark.parametrize("case", ["no-buildx-no-daemon", "no-buildx", "no-daemon"])
+def test_docker_without_buildx_or_daemon_names_the_cause_and_the_way_out(
+    devstack: Devstack, tmp_path: Path, case: str
+) -> None:
+    # A real docker client without its buildx plugin, or with no daemon at DOCKER_HOST, is refused before any work
+    # with one line naming what is missing (buildx; the daemon's address) and how to get a stack locally.
+    env = release_env(devstack, tmp_path, PATH=f"{devstack.paths.bin_dir}:{os.environ['PATH']}")
+    socket_path = tmp_path / "no-daemon.sock"
+    if case != "no-buildx":
+        env["DOCKER_HOST"] = f"unix://{socket_path}"
+    if case != "no-daemon":
+        env["DOCKER_CONFIG"] = str(tmp_path / "docker-config-without-plugins")
+        Path(env["DOCKER_CONFIG"]).mkdir()
+    argv = [str(RELEASE_SH), "--target", "api"]
+    if case != "no-daemon":
+        argv = without_buildx(argv, env, tmp_path)
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert ("docker buildx is missing" in lines[0]) == (case != "no-daemon"), lines[0]
+    assert (f"no Docker daemon answers at unix://{socket_path}" in lines[0]) == (case != "no-buildx"), lines[0]
+    assert 'eval "$(fractalops-release devstack up)"' in lines[0]
+    assert events(tmp_path) == []
+
+
 def test_portal_target_builds_nothing_and_names_the_frontend_workflow(devstack: Devstack, tmp_path: Path) -> None:
     # Asking for the portal says it is released from fractalops-frontend and prints the gh command.
     result = release(devstack, tmp_path, "--target", "portal")
@@ -295,7 +355,8 @@ def test_cache_host_that_hangs_is_caught_by_the_probe_or_cut_off_at_the_deadline
     devstack: Devstack, tmp_path: Path, hanging_registry: HangingRegistry
 ) -> None:
     # A host that hangs after the ping is caught by the probe (build without cache); one that hangs only on
-    # blobs passes the probe and is stopped at FRACTALOPS_CACHE_DEADLINE with a clear error instead of hanging.
+    # blobs passes the probe, and its cache export, stalled after the push, is stopped at FRACTALOPS_CACHE_DEADLINE:
+    # the release prints the pushed image_ref and records the export failed instead of hanging or failing.
     topology = topology_with_cache_at(devstack, tmp_path, hanging_registry.port)
     started = time.monotonic()
     result = release(devstack, tmp_path, "--target", "api", topology=topology, FRACTALOPS_CACHE_DEADLINE="3")
@@ -308,10 +369,11 @@ def test_cache_host_that_hangs_is_caught_by_the_probe_or_cut_off_at_the_deadline
         assert "warning: build cache unavailable" in result.stderr and "timed out" in result.stderr
         assert [(e["cache_import"], e["cache_export"]) for e in recorded] == [("unavailable", "skipped")]
     else:
-        assert result.returncode == 1
-        assert result.stdout == ""
-        assert "ran past the 3 s cache deadline" in result.stderr
-        assert [(e["result"], e["cache_export"]) for e in recorded] == [("failed", "failed")]
+        assert result.returncode == 0, result.stderr[-3000:]
+        (ref,) = image_refs(result.stdout)
+        assert_in_registry(ref)
+        assert "warning: api: the cache export made no progress for 3 s" in result.stderr
+        assert [(e["result"], e["cache_export"]) for e in recorded] == [("ok", "failed")]
         assert elapsed < 60, "the deadline bounds the wait; without it the build hangs until the host lets go"
     assert not [
         line

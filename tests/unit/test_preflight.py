@@ -74,3 +74,31 @@ def test_unknown_builder_is_a_configuration_error(path_with) -> None:  # type: i
     path_with('if [ "$1" = buildx ]; then echo \'ERROR: no builder "nosuch" found\' >&2; exit 1; fi\n')
     with pytest.raises(ConfigError, match=r"'nosuch': ERROR: no builder \"nosuch\" found"):
         preflight("nosuch")
+
+
+def test_docker_28_without_buildx_and_daemon_names_both_and_the_way_out(path_with) -> None:  # type: ignore[no-untyped-def]
+    # docker 28's words for a missing plugin ("unknown command", then "Run 'docker --help'") and no daemon at the
+    # default socket: both causes are named, with the way out, instead of docker's last line.
+    path_with(
+        'if [ "$1" = buildx ]; then printf "docker: unknown command: docker buildx\\n\\n'
+        "Run 'docker --help' for more information\\n\" >&2; exit 1; fi\n"
+        'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2\n'
+        "echo null; exit 1\n"
+    )
+    with pytest.raises(EngineError) as caught:
+        preflight(None)
+    assert str(caught.value).startswith(
+        "docker buildx is missing (docker: unknown command: docker buildx) and no Docker daemon answers at "
+        "unix:///var/run/docker.sock; "
+    )
+    assert 'eval "$(fractalops-release devstack up)"' in str(caught.value)
+
+
+def test_kubernetes_builder_needs_no_local_daemon(path_with) -> None:  # type: ignore[no-untyped-def]
+    # A kubernetes builder works without a local daemon: `docker info` failing does not refuse it.
+    path_with(
+        'if [ "$1" = buildx ]; then printf "Name:   shared\\nDriver: kubernetes\\n"; exit 0; fi\n'
+        'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2\n'
+        "echo null; exit 1\n"
+    )
+    assert preflight("shared") == "shared"

@@ -6,7 +6,14 @@ import base64
 import io
 import json
 import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+
+from release import progress
 from release.progress import LiveBoard, ProgressTracker
 
 T0, T1 = "2026-11-28T10:00:00.000000000Z", "2026-11-28T10:00:02.500000000Z"
@@ -110,3 +117,119 @@ def test_cache_import_outcome_tells_a_dead_cache_from_a_missing_one_and_a_workin
         for vertex in vertexes:
             feed(tracker, status(vertex))
         assert tracker.cache_import_outcome() == expected, vertexes
+
+
+RECORDED = Path(__file__).parent / "rawjson"
+EXPORT = "exporting cache to registry"
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The clock release.progress reads, set by the test (seconds)."""
+    now = [0.0]
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+def _seconds_of(stamp: str) -> float:
+    """An rawjson timestamp (nanoseconds, `Z`) as epoch seconds."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(whole + "+00:00").timestamp() + float(f"0.{fraction or 0}")
+
+
+def recorded(name: str) -> list[tuple[float, str]]:
+    """A recorded buildx rawjson stream as (arrival time, text) per JSON object: the newest timestamp it holds."""
+    text = (RECORDED / name).read_text()
+    decoder, position, chunks = json.JSONDecoder(), 0, []
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        _, end = decoder.raw_decode(text, position)
+        stamps = re.findall(r'"(?:timestamp|started|completed)": "([^"]+)"', text[position:end])
+        chunks.append((max(map(_seconds_of, stamps)) if stamps else None, text[position:end] + "\n"))
+        position = end
+    objects, arrived = [], next(stamp for stamp, _ in chunks if stamp is not None)
+    for stamp, chunk in chunks:  # an object without a timestamp arrives with the one before it
+        arrived = max(arrived, stamp or arrived)
+        objects.append((arrived, chunk))
+    return objects
+
+
+def replay(tracker: ProgressTracker, clock: list[float], objects: list[tuple[float, str]]) -> Iterator[float]:
+    """Feed each object at its arrival time; yield every 0.1 s of the recording (after what arrived by then)."""
+    start = objects[0][0]
+    pending = list(objects)
+    moment = start
+    while pending:
+        while pending and pending[0][0] <= moment:
+            arrived, text = pending.pop(0)
+            clock[0] = arrived - start
+            feed(tracker, text)
+        clock[0] = moment - start
+        yield clock[0]
+        moment += 0.1
+
+
+def export_span(objects: list[tuple[float, str]]) -> float:
+    """Seconds the recorded cache export vertex ran (started to completed)."""
+    text = "".join(chunk for _, chunk in objects)
+    stamps = re.findall(
+        r'"name": "exporting cache to registry",\s+"started": "([^"]+)",\s+"completed": "([^"]+)"', text
+    )
+    (started, completed), *_ = stamps
+    return _seconds_of(completed) - _seconds_of(started)
+
+
+def test_a_cache_export_that_keeps_finishing_layers_is_never_stalled_however_long_it_runs(clock: list[float]) -> None:
+    # A recorded export of seven layers runs longer than a 2 s deadline, but each layer ends well within it: never stalled.
+    objects = recorded("export-seven-layers.rawjson")
+    assert export_span(objects) > 2.5, "the recording must outlast the deadline for this test to mean anything"
+    tracker = ProgressTracker("[api]", lambda _line: None)
+    judged = [(moment, tracker.stalled_cache_step(2.0)) for moment in replay(tracker, clock, objects)]
+    assert [(moment, step) for moment, step in judged if step] == []
+    assert tracker.vertices and any(v.name == EXPORT and v.completed for v in tracker.vertices.values())
+
+
+def test_a_cache_step_with_no_status_and_no_bytes_for_the_deadline_is_stalled(clock: list[float]) -> None:
+    # Recorded: the cache host went silent mid-layer. With no new status and no bytes moved for 3 s the export is
+    # stalled; bytes moving (seen on the connections to the cache host) postpone the verdict by the deadline.
+    tracker = ProgressTracker("[api]", lambda _line: None)
+    *_, last = replay(tracker, clock, recorded("export-cut-mid-layer.rawjson"))
+    clock[0] = last + 2.9
+    assert tracker.stalled_cache_step(3.0) is None
+    clock[0] = last + 3.1
+    assert tracker.stalled_cache_step(3.0) == EXPORT
+    assert tracker.stalled_cache_step(3.0, bytes_moved_at=last + 2.5) is None
+    clock[0] = last + 5.6
+    assert tracker.stalled_cache_step(3.0, bytes_moved_at=last + 2.5) == EXPORT
+
+
+def test_one_big_layer_upload_shows_no_status_for_seconds_so_moving_bytes_keep_it_alive(clock: list[float]) -> None:
+    # Recorded: buildx reports a 300 MB layer's cache upload only when it starts and ends (7 s apart). With bytes
+    # moving every 0.5 s it is never stalled at a 3 s deadline; judged by statuses alone it would be.
+    objects = recorded("export-one-300mb-layer.rawjson")
+    tracker = ProgressTracker("[api]", lambda _line: None)
+    alone, with_bytes = [], []
+    for moment in replay(tracker, clock, objects):
+        alone.append(tracker.stalled_cache_step(3.0))
+        with_bytes.append(tracker.stalled_cache_step(3.0, bytes_moved_at=moment - moment % 0.5))
+    assert EXPORT in alone, "the recording must hold a silent stretch longer than the deadline"
+    assert set(with_bytes) == {None}
+
+
+def test_the_pushed_digest_comes_from_a_finished_push_of_this_builds_tag(clock: list[float]) -> None:
+    # "pushing manifest for <tag>@<digest>" gives the digest of the image pushed under the tag, once it finished;
+    # it equals the metadata file's containerimage.digest. Another tag, or a push still running, gives None.
+    objects = recorded("export-one-300mb-layer.rawjson")
+    metadata = json.loads((RECORDED / "export-one-300mb-layer.metadata.json").read_text())
+    tag = metadata["image.name"]
+    tracker = ProgressTracker("[api]", lambda _line: None)
+    first_push = next(i for i, (_, text) in enumerate(objects) if "pushing manifest for" in text)
+    for _ in replay(tracker, clock, objects[: first_push + 1]):
+        pass
+    assert tracker.pushed_digest(tag) is None, "the push had started, not finished"
+    for _ in replay(tracker, clock, objects[first_push + 1 :]):
+        pass
+    assert tracker.pushed_digest(tag) == metadata["containerimage.digest"]
+    assert tracker.pushed_digest(tag.replace(":t1", ":t2")) is None
