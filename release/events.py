@@ -10,8 +10,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from release.checks import SinkURL
 from release.errors import ConfigError
@@ -67,22 +68,45 @@ def append_events(events: Iterable[BuildEvent], path: Path) -> None:
         handle.write(text)
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: urllib would re-send the Authorization header to the new host, as a GET."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        """No new request: the 3xx reaches the caller as an HTTPError."""
+        return None
+
+
 def post_events(events: list[BuildEvent], sink: SinkURL, warn: Callable[[str], None], timeout: float = 2.0) -> bool:
-    """POST the events as JSON with a short timeout and one retry; warn, never raise, on failure."""
+    """POST the events as JSON with a short timeout and one retry; warn, never raise, on failure.
+
+    A redirect is never followed (the credentials stay with the sink's own host) and counts as a failed delivery.
+    """
     body = json.dumps([asdict(e) for e in events]).encode()
     headers = {"Content-Type": "application/json"}
     if sink.authorization:
         headers["Authorization"] = sink.authorization
+    opener = urllib.request.build_opener(_NoRedirects)
     last = ""
     for attempt in range(2):
         request = urllib.request.Request(sink.url, data=body, method="POST", headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with opener.open(request, timeout=timeout) as response:
                 if 200 <= response.status < 300:
                     return True
                 last = f"HTTP {response.status}"
         except urllib.error.HTTPError as err:
             last = f"HTTP {err.code}"
+            if 300 <= err.code < 400:
+                last += ": a redirect, which is not followed"
+                break  # asking again gets the same redirect
         except (urllib.error.URLError, OSError) as err:
             last = str(getattr(err, "reason", err))
         except Exception as err:  # a sink must never fail the release, whatever it answers

@@ -209,3 +209,69 @@ def test_interrupted_builds_are_counted_apart_from_failures(tmp_path: Path) -> N
     assert summary["interrupted"] == 2
     result = CliRunner().invoke(main, ["events", "summary", str(path)])
     assert "failure rate: 50.0% (2 interrupted, not counted)" in result.output
+
+
+class Recorder:
+    """A real HTTP server on loopback that records every request it gets and answers 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, str | None]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                recorder.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_HEAD = _record
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/elsewhere"
+
+
+class Redirector:
+    """A real HTTP server on loopback that answers every request with a redirect to `location`."""
+
+    def __init__(self, status: int, location: str) -> None:
+        self.hits = 0
+        redirector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                redirector.hits += 1
+                self.send_response(status)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://collector:s3cret-pw@127.0.0.1:{self.server.server_port}/events"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_sink_redirect_is_a_failed_delivery_and_is_not_followed(status: int) -> None:
+    # A sink answering 3xx has not taken the events: nothing (least of all the credentials) reaches the new host.
+    recorder = Recorder()
+    redirector = Redirector(status, recorder.url)
+    for server in (recorder.server, redirector.server):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        warnings: list[str] = []
+        delivered = post_events([event()], events_url("URL", redirector.url), warnings.append, timeout=2.0)
+    finally:
+        recorder.server.shutdown()
+        redirector.server.shutdown()
+    assert delivered is False
+    assert redirector.hits >= 1
+    assert recorder.requests == []
+    assert len(warnings) == 1 and f"HTTP {status}" in warnings[0] and "redirect" in warnings[0]
+    assert "s3cret" not in warnings[0] and "collector" not in warnings[0]
