@@ -275,3 +275,64 @@ def test_sink_redirect_is_a_failed_delivery_and_is_not_followed(status: int) -> 
     assert recorder.requests == []
     assert len(warnings) == 1 and f"HTTP {status}" in warnings[0] and "redirect" in warnings[0]
     assert "s3cret" not in warnings[0] and "collector" not in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("userinfo", "password"),
+    [("collector:s3c%2Fret", "s3c/ret"), ("collector:s3c%40ret", "s3c@ret"), ("collector:s3c@ret", "s3c@ret")],
+    ids=["encoded-slash", "encoded-at", "raw-at"],
+)
+def test_sink_password_with_slash_or_at_is_sent_as_basic_auth_and_never_shown(
+    sink: Sink, userinfo: str, password: str
+) -> None:
+    # A password holding '/' or '@' (percent-encoded, or a raw '@') reaches the sink whole and is never shown.
+    parsed = events_url("FRACTALOPS_BUILD_EVENTS_URL", sink.url.replace("http://", f"http://{userinfo}@"))
+    for piece in ("s3c", "ret", "collector"):
+        assert piece not in parsed.url and piece not in parsed.shown
+    assert post_events([event()], parsed, [].append) is True
+    assert sink.authorizations[-1] == "Basic " + base64.b64encode(f"collector:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://collector:s3c/ret@127.0.0.1:9/events",
+        "http://collector:1234/5678@127.0.0.1:9/events",
+        "http://collector:s3c?ret@127.0.0.1:9/events",
+        "http://collector:s3c#ret@127.0.0.1:9/events",
+        "ftp://collector:s3c@ret@127.0.0.1/events",
+        "ftp://collector:s3c/ret@127.0.0.1/events",
+        "ftp://collector:s3c%2Fret@127.0.0.1/events",
+        "ftp://collector:s3c%40ret@127.0.0.1/events",
+        "http://collector:s3c/ret@127.0.0.1:9 /events",
+    ],
+)
+def test_refused_sink_url_never_shows_a_password_holding_slash_or_at(value: str) -> None:
+    # A sink URL that cannot be used as given is refused with its credentials masked, whatever they hold.
+    from release.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        events_url("FRACTALOPS_BUILD_EVENTS_URL", value)
+    message = str(caught.value)
+    assert message.startswith("FRACTALOPS_BUILD_EVENTS_URL=")
+    for piece in ("s3c", "ret", "1234", "5678", "collector"):
+        assert piece not in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "push to https://bot:s3c/ret@git.example/org/repo.git failed",
+        "push to https://bot:s3c@ret@git.example/org/repo.git failed",
+        "push to https://bot:s3c%2Fret@git.example/org/repo.git failed",
+        "push to https://bot:s3c%40ret@git.example/org/repo.git failed",
+    ],
+)
+def test_mask_credentials_hides_a_password_holding_slash_or_at(text: str) -> None:
+    # Free text naming a URL with user:password shows neither, and keeps the host and what follows.
+    from release.checks import mask_credentials
+
+    shown = mask_credentials(text)
+    for piece in ("s3c", "ret", "bot"):
+        assert piece not in shown
+    assert shown == "push to https://***@git.example/org/repo.git failed"
