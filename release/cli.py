@@ -524,16 +524,20 @@ def events() -> None:
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
 @handled
 def events_summary(file: Path | None, json_output: bool) -> None:
-    """Failure rate, p50/p95 duration and cache availability of FILE.
+    """Failure rate, p50/p95 duration, cache availability and cache export failures of FILE.
 
-    FILE defaults to $FRACTALOPS_BUILD_EVENTS_FILE, else ~/.local/state/fractalops-release/build-events.jsonl.
+    A torn line (a write cut short) is skipped and reported. FILE defaults to $FRACTALOPS_BUILD_EVENTS_FILE, else ~/.local/state/fractalops-release/build-events.jsonl.
     """
     import json
 
-    from release.events import default_events_file, read_events, render_summary, summarize
+    from release.events import default_events_file, read_events, render_summary, summarize, torn_note
 
-    summary = summarize(read_events(file or default_events_file()))
-    click.echo(json.dumps(summary, indent=2) if json_output else render_summary(summary), nl=not json_output or True)
+    path = file or default_events_file()
+    log = read_events(path)
+    if log.torn:
+        say(torn_note(path, log.torn))
+    summary = summarize(log)
+    click.echo(json.dumps(summary, indent=2) if json_output else render_summary(summary), nl=not json_output)
 
 
 def _debug_everywhere(group: click.Group) -> None:
