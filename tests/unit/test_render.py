@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -162,7 +163,7 @@ def test_registries_check_hides_a_changed_password(tmp_path: Path) -> None:
     CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": "old-secret-1"}).invoke(main, [*args, "--output", str(out)])
     result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(main, [*args, "--check", str(out)])
     assert result.exit_code == 1
-    assert "only the password differs" in result.output
+    assert "only the password or another credential differs" in result.output
     assert "old-secret-1" not in result.output
     assert PASSWORD not in result.output
 
@@ -246,3 +247,92 @@ def test_registries_check_masks_every_secret_and_marks_a_changed_one(tmp_path: P
         assert secret not in result.output
     assert '-      password: "******** (differs)"' in result.stdout
     assert '+      password: "********"' in result.stdout
+
+
+NODE_HEAD = (
+    'mirrors:\n  "docker.io":\n    endpoint:\n      - "http://127.0.0.1:30083"\n'
+    '  "ghcr.io":\n    endpoint:\n      - "http://127.0.0.1:30083"\nconfigs:\n'
+)
+NODE_SECRET = "N0de-S3cret/with spaces"
+NODE_AUTH = base64.b64encode(f"shim-puller:{NODE_SECRET}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      auth: {NODE_AUTH}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      identity_token: "{NODE_SECRET}"\n',
+        f'  "127.0.0.1:30083":\n    auth: {{username: someone, password: "{NODE_SECRET}"}}\n',
+        f'  "127.0.0.1:30083": {{auth: {{username: someone, password: "{NODE_SECRET}"}}}}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: >-\n        {NODE_SECRET}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: |\n        {NODE_SECRET}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password:\n        {NODE_SECRET}\n',
+        '  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: N0de-S3cret/with\n        spaces\n',
+        f"  '127.0.0.1:30083':\n    'auth':\n      'username': someone\n      'pass''word': x\n      'password': '{NODE_SECRET}'\n",
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      ? password\n      : "{NODE_SECRET}"\n',
+        '  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: "N0de-S3cret\\x2fwith spaces"\n',
+    ],
+    ids=[
+        "auth-base64",
+        "identity_token",
+        "flow",
+        "flow-outer",
+        "folded",
+        "literal",
+        "plain-next-line",
+        "plain-multiline",
+        "single-quoted",
+        "explicit-key",
+        "escaped",
+    ],
+)
+def test_registries_check_never_prints_a_node_secret_in_any_form(tmp_path: Path, configs: str) -> None:
+    # --check masks every credential field by structure: whatever YAML form holds the node's secret, it is not shown.
+    node = tmp_path / "registries.yaml"
+    node.write_text(NODE_HEAD + configs)
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(
+        main, ["--topology", str(TOPOLOGY), "topology", "render-registries", "--check", str(node)]
+    )
+    assert result.exit_code == 1, result.output
+    for secret in (NODE_AUTH, "N0de", "S3cret", "spaces", PASSWORD):
+        assert secret not in result.output
+    assert '-      username: "someone"' in result.stdout
+    assert '+      username: "shim-puller"' in result.stdout
+    assert "********" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (
+            f'configs:\n  "127.0.0.1:30083":\n    auth:\n      password: "{NODE_SECRET}\n      x: [\n'.encode(),
+            "not valid YAML",
+        ),
+        (f"configs:\n  a: &s {{password: {NODE_SECRET}}}\n  b: *s\n".encode(), "not valid YAML"),
+        (f"configs:\n  a: {{password: {NODE_SECRET}, password: x}}\n".encode(), "not valid YAML"),
+        (f"configs:\n  a: {{password: {NODE_SECRET}\xff}}\n".encode("latin-1"), "not UTF-8"),
+    ],
+    ids=["broken", "alias", "duplicate-key", "not-utf8"],
+)
+def test_registries_check_of_a_broken_node_file_shows_none_of_it(tmp_path: Path, content: bytes, needle: str) -> None:
+    # A node file that cannot be read as YAML has drifted; its text (which may hold a secret) is not shown.
+    node = tmp_path / "registries.yaml"
+    node.write_bytes(content)
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(
+        main, ["--topology", str(TOPOLOGY), "topology", "render-registries", "--check", str(node)]
+    )
+    assert result.exit_code == 1
+    assert "N0de" not in result.output and "S3cret" not in result.output and PASSWORD not in result.output
+    assert needle in result.output
+
+
+def test_registries_check_of_a_file_differing_only_in_layout_says_so(tmp_path: Path) -> None:
+    # Comments and layout are not settings: --check says the file differs only there, and shows no text of it.
+    out = tmp_path / "registries.yaml"
+    runner = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD})
+    args = ["--topology", str(TOPOLOGY), "topology", "render-registries"]
+    assert runner.invoke(main, [*args, "--output", str(out)]).exit_code == 0
+    out.write_text(out.read_text().replace("# Rendered", f"# old password was {NODE_SECRET}\n# Rendered"))
+    result = runner.invoke(main, [*args, "--check", str(out)])
+    assert result.exit_code == 1
+    assert "only comments or layout differ" in result.stdout and "N0de" not in result.output
