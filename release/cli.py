@@ -174,7 +174,9 @@ def topology_render_env(app: App, fmt: str, via: str) -> None:
 
 
 @topology.command("render-registries")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here (mode 0600).")
+@click.option(
+    "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here (mode 0600; a symlink is refused)."
+)
 @click.option("--check", "check_file", type=click.Path(path_type=Path, dir_okay=False), help="Compare a node's file.")
 @pass_app
 @handled
@@ -206,7 +208,11 @@ def topology_render_registries(app: App, output: Path | None, check_file: Path |
 
 @topology.command("render-buildkitd")
 @via_option
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here instead of stdout.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write here instead of stdout (a new file gets 0644 less the umask; a symlink is refused).",
+)
 @pass_app
 @handled
 def topology_render_buildkitd(app: App, via: str, output: Path | None) -> None:

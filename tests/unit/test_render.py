@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -206,23 +207,80 @@ def test_buildcache_host_is_plain_http_in_the_builder_config_for_either_way_in(t
     assert all(f"ref={cache_host}/" in ref for ref in (*sources, dest))
 
 
-def test_output_follows_symlinks_and_refuses_devices(tmp_path: Path) -> None:
-    # --output writes through a symlink (the link stays) and never replaces a device or a folder.
-    real = tmp_path / "real.yaml"
-    real.write_text("old\n")
-    link = tmp_path / "registries.yaml"
-    link.symlink_to(real)
+RENDER_OUTPUT_COMMANDS = [["render-registries"], ["render-buildkitd"]]
+
+
+@pytest.mark.parametrize("command", RENDER_OUTPUT_COMMANDS, ids=["registries", "buildkitd"])
+def test_output_never_follows_a_symlink_left_in_a_sticky_folder(tmp_path: Path, command: list[str]) -> None:
+    # A link at the --output path (here another user's, in a sticky world-writable folder) is refused, not followed:
+    # the file it names keeps its bytes, the link stays, nothing else is written.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    protected = tmp_path / "protected.conf"
+    protected.write_text("root's own\n")
+    protected.chmod(0o644)
+    for name, target in (("out.yaml", protected), ("dangling.yaml", tmp_path / "nowhere.conf")):
+        link = shared / name
+        link.symlink_to(target)
+        if os.geteuid() == 0:
+            os.lchown(link, 65534, 65534)  # nobody's link
+        result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(
+            main, ["--topology", str(TOPOLOGY), "topology", *command, "--output", str(link)]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: {link}: a symbolic link; refusing to write through it (name the file it points to)"
+        ]
+        assert link.is_symlink() and os.readlink(link) == str(target)
+    assert protected.read_text() == "root's own\n" and stat.S_IMODE(protected.stat().st_mode) == 0o644
+    assert not (tmp_path / "nowhere.conf").exists()
+    assert sorted(p.name for p in shared.iterdir()) == ["dangling.yaml", "out.yaml"]
+
+
+@pytest.mark.parametrize("command", RENDER_OUTPUT_COMMANDS, ids=["registries", "buildkitd"])
+def test_output_refuses_devices_folders_and_missing_folders(tmp_path: Path, command: list[str]) -> None:
+    # --output never replaces a device or a folder, and needs an existing folder; each is one line, exit 2.
     runner = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD})
-    args = ["--topology", str(TOPOLOGY), "topology", "render-registries", "--output"]
-    assert runner.invoke(main, [*args, str(link)]).exit_code == 0
-    assert link.is_symlink() and "shim-puller" in real.read_text()
-    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    args = ["--topology", str(TOPOLOGY), "topology", *command, "--output"]
     for target in ("/dev/null", str(tmp_path), "-", str(tmp_path / "missing" / "r.yaml")):
         result = runner.invoke(main, [*args, target])
         assert result.exit_code == 2, (target, result.output)
         assert PASSWORD not in result.output
     assert Path("/dev/null").is_char_device()
     assert not Path("-").exists()
+
+
+def render_with_umask(umask: int, out: Path, command: str) -> None:
+    """Run `topology COMMAND --output OUT` as a process whose umask is `umask`."""
+    exe = Path(sys.executable).with_name("fractalops-release")
+    subprocess.run(
+        [str(exe), "--topology", str(TOPOLOGY), "topology", command, "--output", str(out)],
+        env={**os.environ, "FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD},
+        preexec_fn=lambda: os.umask(umask),
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_output_modes_follow_the_umask_unless_the_file_holds_a_secret(tmp_path: Path, umask: int, mode: int) -> None:
+    # A new buildkitd.toml gets 0644 less the umask; registries.yaml (the pull password) is 0600 whatever the umask.
+    render_with_umask(umask, tmp_path / "buildkitd.toml", "render-buildkitd")
+    render_with_umask(umask, tmp_path / "registries.yaml", "render-registries")
+    assert stat.S_IMODE((tmp_path / "buildkitd.toml").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "registries.yaml").stat().st_mode) == 0o600
+
+
+def test_output_keeps_the_mode_of_a_file_it_replaces_unless_it_holds_a_secret(tmp_path: Path) -> None:
+    # Replacing a file keeps its mode (buildkitd.toml), except that a file holding a secret is always 0600.
+    for name in ("buildkitd.toml", "registries.yaml"):
+        (tmp_path / name).write_text("old\n")
+        (tmp_path / name).chmod(0o604)
+    render_with_umask(0o022, tmp_path / "buildkitd.toml", "render-buildkitd")
+    render_with_umask(0o022, tmp_path / "registries.yaml", "render-registries")
+    assert stat.S_IMODE((tmp_path / "buildkitd.toml").stat().st_mode) == 0o604
+    assert stat.S_IMODE((tmp_path / "registries.yaml").stat().st_mode) == 0o600
 
 
 def test_render_env_via_clusterip_names_the_clusterip_everywhere(topo) -> None:  # type: ignore[no-untyped-def]
