@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from release.checks import SinkURL
 from release.errors import ConfigError
+from release.fsutil import read_regular
 
 EVENTS_FILE_ENV = "FRACTALOPS_BUILD_EVENTS_FILE"
 EVENTS_URL_ENV = "FRACTALOPS_BUILD_EVENTS_URL"
@@ -225,28 +226,15 @@ def _is_torn(text: str, err: json.JSONDecodeError) -> bool:
     return _PARTIAL_NUMBER.fullmatch(rest) is not None or any(word.startswith(rest) for word in _LITERALS)
 
 
-def _read_regular(path: Path) -> bytes:
-    """The bytes of `path`; anything but a regular file (a FIFO, a device) is refused without waiting on it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the events file: {err.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"{path}: not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return handle.read()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the events file: {err.strerror}") from None
-    finally:
-        os.close(fd)
-
-
 def read_events(path: Path) -> EventLog:
     """Read a JSONL events file: torn lines are skipped and counted; any other non-event line is a ConfigError."""
     events: list[dict[str, Any]] = []
     torn: list[int] = []
-    for number, raw in enumerate(_read_regular(path).split(b"\n"), start=1):
+    try:
+        data = read_regular(path)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the events file: {err.strerror}") from None
+    for number, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         where = f"{path}:{number}"
@@ -258,7 +246,7 @@ def read_events(path: Path) -> EventLog:
                 continue
             raise ConfigError(f"{where}: not UTF-8 text") from None
         try:
-            data = json.loads(text)
+            line = json.loads(text)
         except json.JSONDecodeError as err:
             if _is_torn(text, err):
                 torn.append(number)
@@ -266,7 +254,7 @@ def read_events(path: Path) -> EventLog:
             raise ConfigError(f"{where}: not a JSON event line") from None
         except RecursionError:
             raise ConfigError(f"{where}: JSON nested too deeply to be a build event") from None
-        events.append(check_event(data, where))
+        events.append(check_event(line, where))
     return EventLog(events, torn)
 
 

@@ -24,6 +24,21 @@ def current_umask() -> int:
     return mask
 
 
+def read_regular(path: Path) -> bytes:
+    """The bytes of `path`; anything but a regular file (a FIFO, a device, a folder) is a ConfigError at once.
+
+    The file is opened without blocking, so a FIFO nobody writes to cannot hang the caller; OSError passes through.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename.
 

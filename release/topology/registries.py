@@ -11,7 +11,7 @@ from typing import Any
 
 from release.checks import mask_credentials
 from release.errors import ConfigError, OperationError
-from release.fsutil import write_atomic
+from release.fsutil import read_regular, write_atomic
 from release.topology.model import Topology
 
 PASSWORD_ENV = "FRACTALOPS_NEXUS_PULL_PASSWORD"
@@ -148,7 +148,7 @@ def drift(path: Path, rendered: str) -> str:
     from ruamel.yaml.error import YAMLError
 
     try:
-        current = path.read_bytes().decode("utf-8")
+        current = read_regular(path).decode("utf-8")
     except OSError as err:
         raise OperationError(f"{path}: cannot read: {err.strerror}") from None
     except UnicodeDecodeError:

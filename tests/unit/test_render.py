@@ -394,3 +394,20 @@ def test_registries_check_of_a_file_differing_only_in_layout_says_so(tmp_path: P
     result = runner.invoke(main, [*args, "--check", str(out)])
     assert result.exit_code == 1
     assert "only comments or layout differ" in result.stdout and "N0de" not in result.output
+
+
+def test_registries_check_of_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # A FIFO given to --check is one line and exit 2, never a wait for a writer that does not come.
+    fifo = tmp_path / "registries.yaml"
+    os.mkfifo(fifo)
+    exe = Path(sys.executable).with_name("fractalops-release")
+    result = subprocess.run(
+        [str(exe), "--topology", str(TOPOLOGY), "topology", "render-registries", "--check", str(fifo)],
+        env={**os.environ, "FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {fifo}: not a regular file"]
