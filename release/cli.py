@@ -544,7 +544,8 @@ def events() -> None:
 def events_summary(file: Path | None, json_output: bool) -> None:
     """Failure rate, p50/p95 duration, cache availability and cache export failures of FILE.
 
-    A torn line (a write cut short) is skipped and reported. FILE defaults to $FRACTALOPS_BUILD_EVENTS_FILE, else ~/.local/state/fractalops-release/build-events.jsonl.
+    A torn line (a write cut short) is skipped and reported. FILE defaults to $FRACTALOPS_BUILD_EVENTS_FILE,
+    else ~/.local/state/fractalops-release/build-events.jsonl.
     """
     import json
 

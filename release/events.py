@@ -212,7 +212,7 @@ class EventLog:
 
 
 # What may follow the point where a torn line's JSON stops: part of a number, a literal or a \u escape.
-_PARTIAL_NUMBER = re.compile(r"-?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]*)?|u[0-9a-fA-F]{0,4}")
+_PARTIAL_TOKEN = re.compile(r"-?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]*)?|u[0-9a-fA-F]{0,4}")
 _LITERALS = ("true", "false", "null", "NaN", "Infinity", "-Infinity")
 
 
@@ -223,7 +223,7 @@ def _is_torn(text: str, err: json.JSONDecodeError) -> bool:
     if err.msg.startswith("Unterminated string"):
         return True
     rest = text[err.pos :]
-    return _PARTIAL_NUMBER.fullmatch(rest) is not None or any(word.startswith(rest) for word in _LITERALS)
+    return _PARTIAL_TOKEN.fullmatch(rest) is not None or any(word.startswith(rest) for word in _LITERALS)
 
 
 def read_events(path: Path) -> EventLog:

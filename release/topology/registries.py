@@ -81,7 +81,8 @@ def _masked(node: Any, other: Any, secrets: list[str], inside: bool = False, mar
             elif isinstance(value, dict | list):
                 masked[key] = _masked(value, there, secrets, True, mark)
             else:
-                secrets.append(str(value))
+                if isinstance(value, str):
+                    secrets.append(value)
                 differs = mark and there is not _MISSING and there != value
                 masked[key] = MASK + " (differs)" if differs else MASK
         return masked
@@ -91,7 +92,8 @@ def _masked(node: Any, other: Any, secrets: list[str], inside: bool = False, mar
             for n, item in enumerate(node)
         ]
     if inside:
-        secrets.append(str(node))
+        if isinstance(node, str):
+            secrets.append(node)
         return MASK
     return mask_credentials(node) if isinstance(node, str) else node
 
