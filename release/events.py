@@ -144,7 +144,10 @@ def post_events(events: list[BuildEvent], sink: SinkURL, warn: Callable[[str], N
             last = f"{type(err).__name__}: {err}"
         if attempt == 0:
             time.sleep(0.3)
-    warn(f"warning: build events sink {sink.shown} did not take the events ({last}); they are in the JSONL file")
+    warn(
+        f"warning: build events sink {escape(sink.shown)} did not take the events ({escape(last)}); "
+        "they are in the JSONL file"
+    )
     return False
 
 

@@ -515,3 +515,24 @@ def test_every_cut_of_an_event_line_is_torn_and_a_wrong_complete_line_is_not(tmp
         path.write_bytes(event().to_json().encode() + b"\n" + wrong + b"\n")
         with pytest.raises(ConfigError, match=":2: not a JSON event line"):
             read_events(path)
+
+
+def test_sink_answer_is_escaped_in_the_warning() -> None:
+    # Whatever a sink answers (here a status line carrying a terminal escape and a workflow command) is shown escaped.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        port = server.getsockname()[1]
+
+        def answer_each() -> None:
+            for _ in range(2):
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"\x1b[2J\r::error::pwned\r\n\r\n")
+
+        threading.Thread(target=answer_each, daemon=True).start()
+        warnings: list[str] = []
+        assert post_events([event()], events_url("URL", f"http://127.0.0.1:{port}/x"), warnings.append) is False
+    assert len(warnings) == 1 and all(ch.isprintable() for ch in warnings[0]), repr(warnings)
+    assert "\\x1b[2J\\r::error::pwned" in warnings[0]
