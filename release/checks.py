@@ -60,8 +60,20 @@ _STAGE = re.compile(r"^[ \t]*FROM[ \t]+.*?[ \t]+AS[ \t]+(\S+)[ \t]*$", re.IGNORE
 
 
 def mask_credentials(text: str) -> str:
-    """`scheme://user:password@host…` with the user and password replaced by `***`."""
-    return re.sub(r"//[^/@]*@", "//***@", text)
+    """`scheme://user:password@host…` with the user and password replaced by `***`.
+
+    The credentials run to the last `@` before the next white space, so a password holding a raw `/` or `@`
+    is hidden whole (a path holding `@` is masked up to it: more hidden, nothing shown).
+    """
+    return re.sub(r"//\S*@", "//***@", text)
+
+
+def _mask_url(value: str) -> str:
+    """One URL with everything between its scheme and its last `@` replaced by `***` (white space included)."""
+    if "@" not in value:
+        return value
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:(?://)?", value)
+    return (scheme.group(0) if scheme else "") + "***@" + value.rpartition("@")[2]
 
 
 def source_commit(env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -158,8 +170,14 @@ def events_url(variable: str, value: str) -> SinkURL:
     except ValueError:
         parts, port = None, None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value.strip()):
-        shown = mask_credentials(value)
+        shown = _mask_url(value)
         raise UsageError(f"{variable}={shown!r}: want an http:// or https:// URL with a host")
+    if "@" in value.strip().partition("//")[2].partition(parts.netloc)[2]:
+        # `user:pa/ss@host` reads as host `user`, port `pa` and a path: whatever follows is ambiguous.
+        raise UsageError(
+            f"{variable}={_mask_url(value)!r}: an '@' after the host; percent-encode '/', '?', '#' and '@' "
+            "in the user name and password (%2F, %3F, %23, %40)"
+        )
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     netloc = host + (f":{port}" if port else "")
     clean = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))

@@ -44,37 +44,49 @@ def handled(func: F) -> F:
 
         ctx = click.get_current_context(silent=True)
         app = ctx.find_object(App) if ctx is not None else None
-        try:
-            return func(*args, **kwargs)
-        except ReleaseError as err:
+
+        def traceback_if_debug() -> None:
+            """With --debug, the traceback first; the message and the exit code stay what they are without it."""
             if app is not None and app.debug:
                 import traceback
 
-                traceback.print_exc()  # the traceback, and still the documented exit code
+                traceback.print_exc()
+
+        try:
+            return func(*args, **kwargs)
+        except ReleaseError as err:
+            traceback_if_debug()
             say(f"error: {err}")
             sys.exit(err.exit_code)
         except OSError as err:  # a file the user named could not be written or read: one line, not a traceback
-            if app is not None and app.debug:
-                raise
+            traceback_if_debug()
             where = f"{err.filename}: " if err.filename else ""
             say(f"error: {where}{err.strerror or err}")
             sys.exit(1)
         except KeyboardInterrupt as err:
-            from release.errors import Terminated
-
-            if app is not None and app.debug:
-                raise
             # Ending already: more Ctrl-C (a key held down) must not turn exit 130 into a death by signal.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            what = "terminated" if isinstance(err, Terminated) else "interrupted"
+            traceback_if_debug()
+            what, code = _interruption(err)
             say(
                 f"{what}: files are written atomically, and a GitOps write cut short is restored from its journal "
                 "on the next run"
             )
-            sys.exit(143 if isinstance(err, Terminated) else 130)
+            sys.exit(code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interruption(err: BaseException | None) -> tuple[str, int]:
+    """("terminated", 143) when SIGTERM (`Terminated`) ended the run, else ("interrupted", 130): Ctrl-C."""
+    from release.errors import Terminated
+
+    while err is not None:  # click turns an interrupt into Abort; the signal's own exception is its context
+        if isinstance(err, Terminated):
+            return "terminated", 143
+        err = err.__cause__ or err.__context__
+    return "interrupted", 130
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -174,7 +186,9 @@ def topology_render_env(app: App, fmt: str, via: str) -> None:
 
 
 @topology.command("render-registries")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here (mode 0600).")
+@click.option(
+    "--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here (mode 0600; a symlink is refused)."
+)
 @click.option("--check", "check_file", type=click.Path(path_type=Path, dir_okay=False), help="Compare a node's file.")
 @pass_app
 @handled
@@ -206,7 +220,11 @@ def topology_render_registries(app: App, output: Path | None, check_file: Path |
 
 @topology.command("render-buildkitd")
 @via_option
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), help="Write here instead of stdout.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write here instead of stdout (a new file gets 0644 less the umask; a symlink is refused).",
+)
 @pass_app
 @handled
 def topology_render_buildkitd(app: App, via: str, output: Path | None) -> None:
@@ -524,16 +542,21 @@ def events() -> None:
 @click.option("--json", "json_output", is_flag=True, help="Print JSON.")
 @handled
 def events_summary(file: Path | None, json_output: bool) -> None:
-    """Failure rate, p50/p95 duration and cache availability of FILE.
+    """Failure rate, p50/p95 duration, cache availability and cache export failures of FILE.
 
-    FILE defaults to $FRACTALOPS_BUILD_EVENTS_FILE, else ~/.local/state/fractalops-release/build-events.jsonl.
+    A torn line (a write cut short) is skipped and reported. FILE defaults to $FRACTALOPS_BUILD_EVENTS_FILE,
+    else ~/.local/state/fractalops-release/build-events.jsonl.
     """
     import json
 
-    from release.events import default_events_file, read_events, render_summary, summarize
+    from release.events import default_events_file, read_events, render_summary, summarize, torn_note
 
-    summary = summarize(read_events(file or default_events_file()))
-    click.echo(json.dumps(summary, indent=2) if json_output else render_summary(summary), nl=not json_output or True)
+    path = file or default_events_file()
+    log = read_events(path)
+    if log.torn:
+        say(torn_note(path, log.torn))
+    summary = summarize(log)
+    click.echo(json.dumps(summary, indent=2) if json_output else render_summary(summary), nl=not json_output)
 
 
 def _debug_everywhere(group: click.Group) -> None:
@@ -584,10 +607,12 @@ def _run() -> None:
     try:
         # One name in usage lines and hints, however it was started (console script, python -m, release.sh).
         main(standalone_mode=False, prog_name="fractalops-release")
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as err:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        say("interrupted")
-        sys.exit(130)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        what, code = _interruption(err)
+        say(what)
+        sys.exit(code)
     except click.exceptions.UsageError as err:
         _name_the_variable(err)
         hint = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""

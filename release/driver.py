@@ -659,7 +659,7 @@ def _gitops(
 ) -> dict[str, Any] | None:
     """Promote the built images when GitOps updates are on; otherwise print the diff a promotion would make."""
     from release.gitops.promote import promote
-    from release.gitops.record import append_record, build_record
+    from release.gitops.record import append_record, build_record, default_record_path
 
     images = {r.target: r.image_ref for r in results if r.image_ref}
     shared = _promotion_args(plan, topology, root, images)
@@ -697,7 +697,7 @@ def _gitops(
         streams.say(f"error: GitOps update failed: {err}")
         return {"failed": True, "error": str(err), "exit_code": err.exit_code}
     record = build_record(result)
-    where = append_record(record)
+    where = append_record(record, default_record_path(options.events_file))  # beside this run's build events
     if result.noop:
         streams.say("gitops: the values files already pin these images; nothing committed")
     else:

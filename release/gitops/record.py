@@ -16,13 +16,13 @@ EVENTS_DIR_ENV = "FRACTALOPS_EVENTS_DIR"
 FILE_NAME = "releases.jsonl"
 
 
-def default_record_path() -> Path:
-    """`$FRACTALOPS_EVENTS_DIR/releases.jsonl`, else beside the build events file (see release.events)."""
+def default_record_path(events_file: Path | None = None) -> Path:
+    """`$FRACTALOPS_EVENTS_DIR/releases.jsonl`, else beside `events_file` (default: the build events file)."""
     if os.environ.get(EVENTS_DIR_ENV):
         return Path(os.environ[EVENTS_DIR_ENV]) / FILE_NAME
     from release.events import default_events_file
 
-    return default_events_file().with_name(FILE_NAME)
+    return (events_file or default_events_file()).with_name(FILE_NAME)
 
 
 def build_record(result: PromotionResult, *, now: dt.datetime | None = None) -> dict[str, Any]:

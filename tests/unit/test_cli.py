@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,40 @@ def test_every_subcommand_takes_debug_after_it(args: list[str]) -> None:
     debug = run(*args, "--debug", FRACTALOPS_TOPOLOGY="/nonexistent/topology.yaml")
     assert plain.returncode == debug.returncode == 2, debug.stderr
     assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
+
+
+# The real console entry point (cli.run: its SIGTERM handler, the `handled` decorator, the exit-code mapping) with
+# one extra subcommand that waits, so a real signal can reach a command while it runs.
+WAITING_COMMAND = """
+import sys, time
+from release import cli
+
+@cli.main.command("wait-for-signal")
+@cli.handled
+def wait_for_signal() -> None:
+    print("ready", flush=True)
+    time.sleep(60)
+
+sys.argv = ["fractalops-release", *sys.argv[1:]]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_a_signal_gives_the_same_exit_code_with_or_without_debug(
+    signum: int, code: int, word: str, debug: bool
+) -> None:
+    # SIGTERM exits 143 ("terminated") and Ctrl-C 130 ("interrupted"), with --debug too, which adds the traceback.
+    args = ["--debug", "wait-for-signal"] if debug else ["wait-for-signal"]
+    with subprocess.Popen(
+        [sys.executable, "-c", WAITING_COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"{word}: ")
+    assert ("Traceback" in stderr) == debug

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -162,7 +164,7 @@ def test_registries_check_hides_a_changed_password(tmp_path: Path) -> None:
     CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": "old-secret-1"}).invoke(main, [*args, "--output", str(out)])
     result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(main, [*args, "--check", str(out)])
     assert result.exit_code == 1
-    assert "only the password differs" in result.output
+    assert "only the password or another credential differs" in result.output
     assert "old-secret-1" not in result.output
     assert PASSWORD not in result.output
 
@@ -205,23 +207,80 @@ def test_buildcache_host_is_plain_http_in_the_builder_config_for_either_way_in(t
     assert all(f"ref={cache_host}/" in ref for ref in (*sources, dest))
 
 
-def test_output_follows_symlinks_and_refuses_devices(tmp_path: Path) -> None:
-    # --output writes through a symlink (the link stays) and never replaces a device or a folder.
-    real = tmp_path / "real.yaml"
-    real.write_text("old\n")
-    link = tmp_path / "registries.yaml"
-    link.symlink_to(real)
+RENDER_OUTPUT_COMMANDS = [["render-registries"], ["render-buildkitd"]]
+
+
+@pytest.mark.parametrize("command", RENDER_OUTPUT_COMMANDS, ids=["registries", "buildkitd"])
+def test_output_never_follows_a_symlink_left_in_a_sticky_folder(tmp_path: Path, command: list[str]) -> None:
+    # A link at the --output path (here another user's, in a sticky world-writable folder) is refused, not followed:
+    # the file it names keeps its bytes, the link stays, nothing else is written.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    protected = tmp_path / "protected.conf"
+    protected.write_text("root's own\n")
+    protected.chmod(0o644)
+    for name, target in (("out.yaml", protected), ("dangling.yaml", tmp_path / "nowhere.conf")):
+        link = shared / name
+        link.symlink_to(target)
+        if os.geteuid() == 0:
+            os.lchown(link, 65534, 65534)  # nobody's link
+        result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(
+            main, ["--topology", str(TOPOLOGY), "topology", *command, "--output", str(link)]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: {link}: a symbolic link; refusing to write through it (name the file it points to)"
+        ]
+        assert link.is_symlink() and os.readlink(link) == str(target)
+    assert protected.read_text() == "root's own\n" and stat.S_IMODE(protected.stat().st_mode) == 0o644
+    assert not (tmp_path / "nowhere.conf").exists()
+    assert sorted(p.name for p in shared.iterdir()) == ["dangling.yaml", "out.yaml"]
+
+
+@pytest.mark.parametrize("command", RENDER_OUTPUT_COMMANDS, ids=["registries", "buildkitd"])
+def test_output_refuses_devices_folders_and_missing_folders(tmp_path: Path, command: list[str]) -> None:
+    # --output never replaces a device or a folder, and needs an existing folder; each is one line, exit 2.
     runner = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD})
-    args = ["--topology", str(TOPOLOGY), "topology", "render-registries", "--output"]
-    assert runner.invoke(main, [*args, str(link)]).exit_code == 0
-    assert link.is_symlink() and "shim-puller" in real.read_text()
-    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    args = ["--topology", str(TOPOLOGY), "topology", *command, "--output"]
     for target in ("/dev/null", str(tmp_path), "-", str(tmp_path / "missing" / "r.yaml")):
         result = runner.invoke(main, [*args, target])
         assert result.exit_code == 2, (target, result.output)
         assert PASSWORD not in result.output
     assert Path("/dev/null").is_char_device()
     assert not Path("-").exists()
+
+
+def render_with_umask(umask: int, out: Path, command: str) -> None:
+    """Run `topology COMMAND --output OUT` as a process whose umask is `umask`."""
+    exe = Path(sys.executable).with_name("fractalops-release")
+    subprocess.run(
+        [str(exe), "--topology", str(TOPOLOGY), "topology", command, "--output", str(out)],
+        env={**os.environ, "FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD},
+        preexec_fn=lambda: os.umask(umask),
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_output_modes_follow_the_umask_unless_the_file_holds_a_secret(tmp_path: Path, umask: int, mode: int) -> None:
+    # A new buildkitd.toml gets 0644 less the umask; registries.yaml (the pull password) is 0600 whatever the umask.
+    render_with_umask(umask, tmp_path / "buildkitd.toml", "render-buildkitd")
+    render_with_umask(umask, tmp_path / "registries.yaml", "render-registries")
+    assert stat.S_IMODE((tmp_path / "buildkitd.toml").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "registries.yaml").stat().st_mode) == 0o600
+
+
+def test_output_keeps_the_mode_of_a_file_it_replaces_unless_it_holds_a_secret(tmp_path: Path) -> None:
+    # Replacing a file keeps its mode (buildkitd.toml), except that a file holding a secret is always 0600.
+    for name in ("buildkitd.toml", "registries.yaml"):
+        (tmp_path / name).write_text("old\n")
+        (tmp_path / name).chmod(0o604)
+    render_with_umask(0o022, tmp_path / "buildkitd.toml", "render-buildkitd")
+    render_with_umask(0o022, tmp_path / "registries.yaml", "render-registries")
+    assert stat.S_IMODE((tmp_path / "buildkitd.toml").stat().st_mode) == 0o604
+    assert stat.S_IMODE((tmp_path / "registries.yaml").stat().st_mode) == 0o600
 
 
 def test_render_env_via_clusterip_names_the_clusterip_everywhere(topo) -> None:  # type: ignore[no-untyped-def]
@@ -246,3 +305,109 @@ def test_registries_check_masks_every_secret_and_marks_a_changed_one(tmp_path: P
         assert secret not in result.output
     assert '-      password: "******** (differs)"' in result.stdout
     assert '+      password: "********"' in result.stdout
+
+
+NODE_HEAD = (
+    'mirrors:\n  "docker.io":\n    endpoint:\n      - "http://127.0.0.1:30083"\n'
+    '  "ghcr.io":\n    endpoint:\n      - "http://127.0.0.1:30083"\nconfigs:\n'
+)
+NODE_SECRET = "N0de-S3cret/with spaces"
+NODE_AUTH = base64.b64encode(f"shim-puller:{NODE_SECRET}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      auth: {NODE_AUTH}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      identity_token: "{NODE_SECRET}"\n',
+        f'  "127.0.0.1:30083":\n    auth: {{username: someone, password: "{NODE_SECRET}"}}\n',
+        f'  "127.0.0.1:30083": {{auth: {{username: someone, password: "{NODE_SECRET}"}}}}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: >-\n        {NODE_SECRET}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: |\n        {NODE_SECRET}\n',
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password:\n        {NODE_SECRET}\n',
+        '  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: N0de-S3cret/with\n        spaces\n',
+        f"  '127.0.0.1:30083':\n    'auth':\n      'username': someone\n      'pass''word': x\n      'password': '{NODE_SECRET}'\n",
+        f'  "127.0.0.1:30083":\n    auth:\n      username: someone\n      ? password\n      : "{NODE_SECRET}"\n',
+        '  "127.0.0.1:30083":\n    auth:\n      username: someone\n      password: "N0de-S3cret\\x2fwith spaces"\n',
+    ],
+    ids=[
+        "auth-base64",
+        "identity_token",
+        "flow",
+        "flow-outer",
+        "folded",
+        "literal",
+        "plain-next-line",
+        "plain-multiline",
+        "single-quoted",
+        "explicit-key",
+        "escaped",
+    ],
+)
+def test_registries_check_never_prints_a_node_secret_in_any_form(tmp_path: Path, configs: str) -> None:
+    # --check masks every credential field by structure: whatever YAML form holds the node's secret, it is not shown.
+    node = tmp_path / "registries.yaml"
+    node.write_text(NODE_HEAD + configs)
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(
+        main, ["--topology", str(TOPOLOGY), "topology", "render-registries", "--check", str(node)]
+    )
+    assert result.exit_code == 1, result.output
+    for secret in (NODE_AUTH, "N0de", "S3cret", "spaces", PASSWORD):
+        assert secret not in result.output
+    assert '-      username: "someone"' in result.stdout
+    assert '+      username: "shim-puller"' in result.stdout
+    assert "********" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (
+            f'configs:\n  "127.0.0.1:30083":\n    auth:\n      password: "{NODE_SECRET}\n      x: [\n'.encode(),
+            "not valid YAML",
+        ),
+        (f"configs:\n  a: &s {{password: {NODE_SECRET}}}\n  b: *s\n".encode(), "not valid YAML"),
+        (f"configs:\n  a: {{password: {NODE_SECRET}, password: x}}\n".encode(), "not valid YAML"),
+        (f"configs:\n  a: {{password: {NODE_SECRET}\xff}}\n".encode("latin-1"), "not UTF-8"),
+    ],
+    ids=["broken", "alias", "duplicate-key", "not-utf8"],
+)
+def test_registries_check_of_a_broken_node_file_shows_none_of_it(tmp_path: Path, content: bytes, needle: str) -> None:
+    # A node file that cannot be read as YAML has drifted; its text (which may hold a secret) is not shown.
+    node = tmp_path / "registries.yaml"
+    node.write_bytes(content)
+    result = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD}).invoke(
+        main, ["--topology", str(TOPOLOGY), "topology", "render-registries", "--check", str(node)]
+    )
+    assert result.exit_code == 1
+    assert "N0de" not in result.output and "S3cret" not in result.output and PASSWORD not in result.output
+    assert needle in result.output
+
+
+def test_registries_check_of_a_file_differing_only_in_layout_says_so(tmp_path: Path) -> None:
+    # Comments and layout are not settings: --check says the file differs only there, and shows no text of it.
+    out = tmp_path / "registries.yaml"
+    runner = CliRunner(env={"FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD})
+    args = ["--topology", str(TOPOLOGY), "topology", "render-registries"]
+    assert runner.invoke(main, [*args, "--output", str(out)]).exit_code == 0
+    out.write_text(out.read_text().replace("# Rendered", f"# old password was {NODE_SECRET}\n# Rendered"))
+    result = runner.invoke(main, [*args, "--check", str(out)])
+    assert result.exit_code == 1
+    assert "only comments or layout differ" in result.stdout and "N0de" not in result.output
+
+
+def test_registries_check_of_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    # A FIFO given to --check is one line and exit 2, never a wait for a writer that does not come.
+    fifo = tmp_path / "registries.yaml"
+    os.mkfifo(fifo)
+    exe = Path(sys.executable).with_name("fractalops-release")
+    result = subprocess.run(
+        [str(exe), "--topology", str(TOPOLOGY), "topology", "render-registries", "--check", str(fifo)],
+        env={**os.environ, "FRACTALOPS_NEXUS_PULL_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {fifo}: not a regular file"]
