@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from release.devstack.buildkit import MACHINE_CACHE, ensure_buildkit, find_machine_build, recipe_digest
+from release.devstack.buildkit import (
+    MACHINE_CACHE,
+    BuildkitBinaries,
+    ensure_buildkit,
+    find_machine_build,
+    recipe_digest,
+)
 
 RESULTS = Path(__file__).with_name("results") / "buildkit_build.json"
 
@@ -25,10 +32,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def timed(cache_dir: Path, machine_cache: Path) -> tuple[float, object]:
+def timed(cache_dir: Path, machine_cache: Path) -> tuple[float, BuildkitBinaries]:
     started = time.monotonic()
     binaries = ensure_buildkit(cache_dir, log, machine_cache=machine_cache)
-    return round(time.monotonic() - started, 2), binaries
+    return round(time.monotonic() - started, 3), binaries
 
 
 def main() -> None:
@@ -41,7 +48,7 @@ def main() -> None:
         first_s, binaries = timed(scratch / "stack-a", args.machine_cache)
         machine_s, _ = timed(scratch / "stack-b", args.machine_cache)
         local_s, _ = timed(scratch / "stack-a", args.machine_cache)
-        info = binaries.info()  # type: ignore[attr-defined]
+        info = binaries.info()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result = {
@@ -59,7 +66,7 @@ def main() -> None:
         "download_mb": round(info["download_bytes"] / 1e6, 1),
         "version": info["version"],
         "go": info["go"],
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

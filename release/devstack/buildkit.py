@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from release.devstack.commands import run
 from release.devstack.install import (
@@ -65,9 +66,9 @@ class BuildkitBinaries:
     version: str
     marker: Path
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> dict[str, Any]:
         """Return the marker's content (versions, sizes, build times)."""
-        data: dict[str, object] = json.loads(self.marker.read_text())
+        data: dict[str, Any] = json.loads(self.marker.read_text())
         return data
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from release.adapters import process
-from release.builder import RemoteTLS, create_builder, plan_builder, run_docker
+from release.builder import RemoteTLS, Runner, create_builder, plan_builder, run_docker
 from release.devstack.buildkit import BuildkitBinaries, ensure_buildkit
 from release.devstack.buildkit_daemon import RunningBuildkitd, buildctl_argv, start_buildkitd, stop_buildkitd
 from release.devstack.registries import manifest_digest
@@ -76,7 +78,7 @@ def builder_name(devstack: Devstack) -> Iterator[str]:
     devstack.docker(["buildx", "rm", name])
 
 
-def stack_docker(devstack: Devstack) -> object:
+def stack_docker(devstack: Devstack) -> Runner:
     """A runner for `create_builder` that uses the stack's own docker client."""
     return lambda argv: run_docker([devstack.docker_bin, *argv[1:]])
 
@@ -88,7 +90,7 @@ def test_second_ensure_is_instant(devstack: Devstack, binaries: BuildkitBinaries
     assert time.monotonic() - started < 2.0
     assert again == binaries
     info = binaries.info()
-    assert info["source"]["package"] == "golang-github-docker-docker-dev"  # type: ignore[index]
+    assert info["source"]["package"] == "golang-github-docker-docker-dev"
     version = process.run([str(binaries.buildkitd), "--version"]).stdout
     assert "v0.13" in version, version
 
@@ -101,10 +103,10 @@ def test_remote_builder_with_client_certs_builds_and_pushes(
     client = buildkitd.client
     tls = RemoteTLS(client.ca_cert, client.cert, client.key, SERVER_NAME)
     plan = plan_builder(topology, builder_name, "remote", endpoint=buildkitd.address, tls=tls)
-    create_builder(plan, run=stack_docker(devstack))  # type: ignore[arg-type]
+    create_builder(plan, run=stack_docker(devstack))
     inspect = devstack.docker(["buildx", "inspect", builder_name])
-    assert "Driver:        remote" in inspect.stdout, inspect.stdout + inspect.stderr
-    assert "Status:        running" in inspect.stdout, inspect.stdout
+    assert re.search(r"^Driver:\s+remote$", inspect.stdout, re.M), inspect.stdout + inspect.stderr
+    assert re.search(r"^Status:\s+running$", inspect.stdout, re.M), inspect.stdout
 
     nonce = uuid.uuid4().hex
     (tmp_path / "Dockerfile").write_text(
@@ -144,6 +146,16 @@ def test_client_without_certificate_is_refused(
     )
     assert refused.returncode != 0
     assert "workers" in refused.stderr or "Unavailable" in refused.stderr, refused.stderr
+    # At the TLS layer: the server trusts our CA-verified handshake but ends it for want of a client certificate.
+    host, port = buildkitd.address.removeprefix("tcp://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(client.ca_cert))
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls_socket,
+    ):
+        tls_socket.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+            tls_socket.recv(1)
 
     topology = load_topology(devstack.topology)
     plan = plan_builder(
@@ -154,4 +166,4 @@ def test_client_without_certificate_is_refused(
         tls=RemoteTLS(client.ca_cert, None, None, SERVER_NAME),
     )
     with pytest.raises(EngineError):
-        create_builder(plan, run=stack_docker(devstack))  # type: ignore[arg-type]
+        create_builder(plan, run=stack_docker(devstack))
