@@ -7,6 +7,8 @@ import json
 import os
 import ssl
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -305,3 +307,35 @@ def test_remote_builder_plan_passes_client_tls(tmp_path: Path) -> None:
         plan_builder(topology, "s", "remote", endpoint="unix:///run/b.sock", tls=tls)
     with pytest.raises(UsageError, match="remote driver only"):
         plan_builder(topology, "s", "kubernetes", config_path=tmp_path / "c.toml", tls=tls)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("fractalops-release")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, check=False)
+
+
+def test_cli_builder_create_remote_dry_run_shows_the_tls_driver_opt(tmp_path: Path) -> None:
+    # `builder create --driver remote --tls-*` prints one --driver-opt with the absolute files and the server name.
+    certs = render_certs(tmp_path / "tls", ["buildkit.fractalops.svc"])
+    result = _cli(
+        "builder", "create", "--dry-run", "--name", "shared", "--driver", "remote",
+        "--endpoint", "tcp://127.0.0.1:1234", "--tls-cacert", str(certs.ca_cert),
+        "--tls-cert", str(certs.client.cert), "--tls-key", str(certs.client.key),
+        "--tls-servername", "buildkit.fractalops.svc",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"--driver-opt cacert={certs.ca_cert},cert={certs.client.cert},key={certs.client.key},"
+        "servername=buildkit.fractalops.svc --bootstrap tcp://127.0.0.1:1234"
+    ) in result.stdout
+
+
+def test_cli_half_a_client_pair_is_a_usage_error(tmp_path: Path) -> None:
+    # A client certificate without its key is one line on stderr and exit 2.
+    certs = render_certs(tmp_path / "tls", ["b.svc"])
+    result = _cli(
+        "builder", "create", "--dry-run", "--name", "shared", "--driver", "remote",
+        "--endpoint", "tcp://127.0.0.1:1234", "--tls-cert", str(certs.client.cert),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --tls-cert and --tls-key go together (the client certificate and its key)"
