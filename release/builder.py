@@ -26,6 +26,38 @@ Runner = Callable[[Sequence[str]], Any]
 
 
 @dataclass(frozen=True)
+class RemoteTLS:
+    """Client TLS for a remote buildkitd (`--driver-opt cacert=…,cert=…,key=…,servername=…`)."""
+
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    servername: str | None = None
+
+    def driver_opt(self) -> str:
+        """The remote driver's TLS options, absolute paths (buildx reads the files at every connection)."""
+        files = (("cacert", self.cacert), ("cert", self.cert), ("key", self.key))
+        opts = [f"{name}={Path(path).absolute()}" for name, path in files if path is not None]
+        if self.servername:
+            opts.append(f"servername={self.servername}")
+        return ",".join(opts)
+
+    def check(self) -> None:
+        """Refuse a half pair (cert without key), a missing file, or a value buildx's option list cannot carry."""
+        if (self.cert is None) != (self.key is None):
+            raise UsageError("--tls-cert and --tls-key go together (the client certificate and its key)")
+        for flag, path in (("--tls-cacert", self.cacert), ("--tls-cert", self.cert), ("--tls-key", self.key)):
+            if path is None:
+                continue
+            if not Path(path).is_file():
+                raise UsageError(f"{flag}: {path} is not a file")
+            if "," in str(Path(path).absolute()):
+                raise UsageError(f"{flag}: {path} contains ',', which buildx's --driver-opt list cannot carry")
+        if self.servername is not None and not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", self.servername):
+            raise UsageError(f"--tls-servername: {self.servername!r} is not a host name")
+
+
+@dataclass(frozen=True)
 class BuilderPlan:
     """What `create_builder` will do: the exact command and the buildkitd.toml it writes first."""
 
@@ -60,8 +92,9 @@ def plan_builder(
     via: str | None = None,
     use: bool = False,
     bootstrap: bool = True,
+    tls: RemoteTLS | None = None,
 ) -> BuilderPlan:
-    """Plan a builder: `kubernetes` (replicas, namespace), `docker-container`, or `remote` (endpoint)."""
+    """Plan a builder: `kubernetes` (replicas, namespace), `docker-container`, or `remote` (endpoint, tls)."""
     if driver not in DRIVERS:
         raise UsageError(f"--driver: {driver!r} is not one of {', '.join(DRIVERS)}")
     if not _NAME.match(name):
@@ -82,7 +115,15 @@ def plan_builder(
             "remote buildkitd is configured where it runs: install the output of "
             "`fractalops-release topology render-buildkitd` as its /etc/buildkit/buildkitd.toml"
         )
+        if tls is not None:
+            if not endpoint.startswith("tcp://"):
+                raise UsageError(f"--tls-*: TLS applies to a tcp:// endpoint, not {endpoint!r}")
+            tls.check()
+            argv += ["--driver-opt", tls.driver_opt()]
+            notes.append("buildx reads the TLS files at every connection: keep them where they are")
     else:
+        if tls is not None:
+            raise UsageError(f"--tls-* options are for the remote driver only, not {driver}")
         if endpoint is not None:
             raise UsageError(f"--endpoint is for the remote driver only, not {driver}")
         if config_path is None:

@@ -487,6 +487,10 @@ def builder() -> None:
     help="Where to write the rendered buildkitd.toml (default: the state folder, per builder).",
 )
 @click.option("--use", is_flag=True, help="Make it the current builder.")
+@click.option("--tls-cacert", type=click.Path(path_type=Path), help="remote driver: CA that signed buildkitd's cert.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="remote driver: client certificate (mutual TLS).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="remote driver: client certificate's key.")
+@click.option("--tls-servername", help="remote driver: the name buildkitd's certificate is checked against.")
 @click.option("--dry-run", is_flag=True, help="Print the docker buildx create command and the config; run nothing.")
 @pass_app
 @handled
@@ -500,10 +504,17 @@ def builder_create(
     via: str | None,
     config_path: Path | None,
     use: bool,
+    tls_cacert: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_servername: str | None,
     dry_run: bool,
 ) -> None:
     """Create a buildx builder (kubernetes, remote or docker-container) with the rendered buildkitd.toml."""
     from release import builder as builder_module
+
+    tls_given = (tls_cacert, tls_cert, tls_key, tls_servername) != (None, None, None, None)
+    tls = builder_module.RemoteTLS(tls_cacert, tls_cert, tls_key, tls_servername) if tls_given else None
 
     if driver != "remote" and config_path is None:
         config_path = builder_module.default_config_path(name)
@@ -517,6 +528,7 @@ def builder_create(
         config_path=config_path,
         via=None if driver == "remote" else via,  # a remote buildkitd is configured where it runs
         use=use,
+        tls=tls,
     )
     if dry_run:
         click.echo(plan.render().rstrip("\n"))
