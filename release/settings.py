@@ -178,6 +178,16 @@ class Context:
         """True under a CI system (CI or GITHUB_ACTIONS set to a true value)."""
         return self.ci or self.github_actions
 
+    @property
+    def state_home(self) -> Path:
+        """The user's state folder: $XDG_STATE_HOME, else ~/.local/state."""
+        return self.xdg_state_home or (self.home or Path.home()) / ".local" / "state"
+
+    @property
+    def docker_config_dir(self) -> Path:
+        """The docker CLI's config folder: $DOCKER_CONFIG, else ~/.docker."""
+        return self.docker_config or (self.home or Path.home()) / ".docker"
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Context:
         """Read the CI and machine variables (empty means unset)."""
@@ -253,6 +263,22 @@ class Loaded:
     settings: Settings
     sources: dict[str, Source]
     context: Context
+
+    @property
+    def events_file(self) -> Path:
+        """Where Build Plane Events go: FRACTALOPS_BUILD_EVENTS_FILE, else the user's state folder."""
+        return self.settings.build_events_file or self.context.state_home / "fractalops-release" / "build-events.jsonl"
+
+    @property
+    def record_file(self) -> Path:
+        """Where release records go: FRACTALOPS_EVENTS_DIR/releases.jsonl, else beside the build events."""
+        folder = self.settings.events_dir or self.events_file.parent
+        return folder / "releases.jsonl"
+
+    @property
+    def builders_dir(self) -> Path:
+        """Where `builder create` keeps each builder's rendered buildkitd.toml."""
+        return self.context.state_home / "fractalops-release" / "builders"
 
 
 def load(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Loaded:

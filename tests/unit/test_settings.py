@@ -77,3 +77,16 @@ def test_the_ci_context_is_read_beside_the_settings(tmp_path: Path) -> None:
     assert loaded.context.in_ci
     assert loaded.context.github_output == tmp_path / "out"
     assert not settings.load({"CI": "0"}).context.in_ci
+
+
+def test_default_locations_follow_the_state_folder_and_the_events_file(tmp_path: Path) -> None:
+    # Events in XDG_STATE_HOME unless named; the release record beside them unless FRACTALOPS_EVENTS_DIR says.
+    base = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(tmp_path / "home")}
+    loaded = settings.load(base)
+    assert loaded.events_file == tmp_path / "state" / "fractalops-release" / "build-events.jsonl"
+    assert loaded.record_file == tmp_path / "state" / "fractalops-release" / "releases.jsonl"
+    assert loaded.context.docker_config_dir == tmp_path / "home" / ".docker"
+    named = settings.load({**base, "FRACTALOPS_BUILD_EVENTS_FILE": str(tmp_path / "ci" / "ev.jsonl")})
+    assert named.record_file == tmp_path / "ci" / "releases.jsonl"
+    moved = settings.load({**base, "FRACTALOPS_EVENTS_DIR": str(tmp_path / "records")})
+    assert moved.record_file == tmp_path / "records" / "releases.jsonl"
