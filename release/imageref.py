@@ -11,12 +11,12 @@ from release.errors import ConfigError
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REF = re.compile(
-    rf"^(?:(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?/)?"
+    rf"(?:(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?/)?"
     rf"(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
 )
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # use with fullmatch
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ImageRef:
 
 def parse_image_ref(text: str, *, what: str = "image reference") -> ImageRef:
     """Parse `text`, which must name an explicit registry host; raise ConfigError naming it otherwise."""
-    match = _REF.match(text)
+    match = _REF.fullmatch(text)
     if not match or not match.group("host"):
         raise ConfigError(f"{what} {text!r} is not a valid image reference (want host[:port]/repo[:tag][@sha256:…])")
     port = match.group("port")

@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 from release.errors import GuardRefusal
 
 Verdict = Literal["pass", "noop", "refuse", "forced"]
-_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+_SHA = re.compile(r"[0-9a-f]{7,40}")
 
 
 class SourceHistory(Protocol):
@@ -67,7 +67,7 @@ def no_op(
 
 def _known(history: SourceHistory, revision: str | None) -> str | None:
     """The full sha of `revision` in the source history, None if missing, malformed or unknown."""
-    if revision is None or not _SHA.match(revision):
+    if revision is None or not _SHA.fullmatch(revision):
         return None
     return history.resolve(revision)
 
@@ -76,9 +76,9 @@ def monotonic(target: str, pinned: str | None, candidate: str | None, history: S
     """Pass if the candidate's source commit equals or descends from the pinned one; refuse otherwise."""
     if history is None:
         return Decision(target, "monotonic", "refuse", "no source repository to compare source commits in")
-    if candidate is None or not _SHA.match(candidate):
+    if candidate is None or not _SHA.fullmatch(candidate):
         return Decision(target, "monotonic", "refuse", f"the candidate's source commit is unknown ({candidate!r})")
-    if pinned is None or not _SHA.match(pinned):
+    if pinned is None or not _SHA.fullmatch(pinned):
         return Decision(target, "monotonic", "refuse", f"the pinned image's source commit is unknown ({pinned!r})")
     new, old = _known(history, candidate), _known(history, pinned)
     if new is None:
