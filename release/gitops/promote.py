@@ -18,7 +18,7 @@ from release.gitops.writer import ensure_clean, recover, write_and_commit
 from release.imageref import ImageRef, parse_pinned_ref
 from release.plan import DIRTY_LABEL, REVISION_LABEL
 from release.targets import RELATIVE_PATH as TARGETS_PATH
-from release.targets import Target, load_targets
+from release.targets import Target, load_targets, read_values_file
 
 if TYPE_CHECKING:
     from release.topology.model import Topology
@@ -146,15 +146,7 @@ def _candidates(
 
 
 def _read_texts(root: Path, files: set[str]) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    for file in sorted(files):
-        try:
-            texts[file] = (root / file).read_bytes().decode("utf-8")
-        except OSError as err:
-            raise ConfigError(f"{root / file}: cannot read the values file: {err.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{root / file}: the values file is not UTF-8") from None
-    return texts
+    return {file: read_values_file(root, file) for file in sorted(files)}
 
 
 def plan_promotion(

@@ -63,10 +63,14 @@ def ensure_clean(repo: GitRepo, paths: list[str]) -> None:
 
 def write_and_commit(repo: GitRepo, files: dict[str, bytes], message: str, author: Author) -> str:
     """Write every file and commit them together; on any failure every file holds its old bytes again."""
+    from release.targets import in_repository
+
     recover(repo)
     head = repo.head()
     if head is None:
         raise GitError(f"{repo.root}: the repository has no commit to build on")
+    for relative in files:  # never write through a symlink: the commit would not hold the edit
+        in_repository(repo.root, relative, "values file", symlinks=False)
     originals = {relative: (repo.root / relative).read_bytes() for relative in files}
     write_atomic(
         journal_path(repo),
