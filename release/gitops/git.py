@@ -14,7 +14,7 @@ from release.errors import ConfigError, GitError
 
 AUTHOR_ENV = "FRACTALOPS_GITOPS_AUTHOR"
 DEFAULT_AUTHOR = "fractalops-release <release@fractalops.invalid>"
-_AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*[^<>\s])\s*<(?P<email>[^<>\s]+)>\s*$")
+_AUTHOR = re.compile(r" *(?P<name>[^<>]*[^<>\s]) *<(?P<email>[^<>\s]+)> *")
 # Porcelain push outcomes that mean "the remote moved under us": fetch, rebase, try again.
 _RETRYABLE = (
     "fetch first",
@@ -41,7 +41,11 @@ class Author:
 def parse_author(text: str | None = None) -> Author:
     """`text`, else `$FRACTALOPS_GITOPS_AUTHOR`, else the default, parsed from `Name <email>`."""
     raw = text or os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR
-    match = _AUTHOR.match(raw)
+    if not raw.isprintable():  # a newline would forge commit headers; other control characters garble logs
+        raise ConfigError(
+            f"{AUTHOR_ENV}: {raw!r}: holds a control character (newline, tab, escape…); want 'Name <email>'"
+        )
+    match = _AUTHOR.fullmatch(raw)
     if not match:
         raise ConfigError(f"{AUTHOR_ENV}: {raw!r}: want 'Name <email>'")
     return Author(match.group("name"), match.group("email"))
@@ -88,6 +92,23 @@ def head_commit(path: Path | str) -> str | None:
         raise GitError(f"git rev-parse HEAD failed: {err}") from err
     sha = proc.stdout.strip()
     return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
+def remote_url(path: Path | str, name: str = "origin") -> str | None:
+    """The URL of remote `name` of the repository holding `path`; None without one (or outside a repository).
+
+    A single `git remote get-url` (no GitPython): the release driver asks it on every run, for the image labels.
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(path), "remote", "get-url", name], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    url = proc.stdout.strip()
+    return url if proc.returncode == 0 and url else None
 
 
 def dirty_paths(root: Path | str, paths: list[str]) -> list[str]:
