@@ -194,6 +194,15 @@ class GitRepo:
             raise GitError(f"git merge-base --is-ancestor {older} {newer} failed: {err.stderr.strip()}") from err
         return True
 
+    def message(self, rev: str) -> str:
+        """The full message of commit `rev`."""
+        return self._run("log", "log", "-1", "--format=%B", rev, "--")
+
+    def on_a_remote(self, sha: str) -> bool:
+        """Whether any remote-tracking branch of this clone contains commit `sha` (i.e. it was pushed or fetched)."""
+        refs = self._run("for-each-ref", "for-each-ref", "--contains", sha, "--format=%(refname)", "refs/remotes")
+        return bool(refs.strip())
+
     def show(self, rev: str, path: str) -> bytes | None:
         """The bytes of `path` at `rev`, None if it does not exist there."""
         from git.exc import GitCommandError

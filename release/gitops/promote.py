@@ -14,7 +14,7 @@ from release.errors import ConfigError, GitError, GuardRefusal, RegistryError, R
 from release.gitops.git import Author, GitRepo, parse_author
 from release.gitops.guards import Decision
 from release.gitops.plan import Candidate, PinnedLookup, PromotionPlan, TargetChange, evaluate
-from release.gitops.writer import ensure_clean, recover, write_and_commit
+from release.gitops.writer import ensure_clean, finish, recover, write_and_commit
 from release.imageref import ImageRef, parse_pinned_ref
 from release.plan import DIRTY_LABEL, REVISION_LABEL
 from release.targets import RELATIVE_PATH as TARGETS_PATH
@@ -245,11 +245,13 @@ def check_promotion_settings(
     """Everything a promotion needs that a build cannot fix: asked before a release builds, and by dry runs.
 
     The author and push budget parse, the values files have no uncommitted changes, the remote and branch exist.
+    Like the promotion itself, it first recovers a promotion killed earlier (from its journal).
     """
     _budget(attempts, backoff)
     if not isinstance(author, Author):
         parse_author(author)
     repo = GitRepo(repo_root)
+    recover(repo)  # a promotion killed earlier is undone first, as the promotion itself would
     ensure_clean(repo, files)
     if push:
         tip = repo.check_remote_branch(remote, branch)
@@ -317,7 +319,8 @@ def apply_promotion(
             )
         base_head = repo.head()
         data = {file: text.encode("utf-8") for file, text in result.texts.items()}
-        sha = write_and_commit(repo, data, _commit_message(result.changes, candidates), who)
+        # Until the push is done or undone the journal stays: a run killed meanwhile is recovered by the next one.
+        sha = write_and_commit(repo, data, _commit_message(result.changes, candidates), who, until_pushed=push)
         if not push:
             return PromotionResult(plan, result.changes, result.decisions, sha, False, attempt, 0, diff=result.diff())
         try:
@@ -325,9 +328,11 @@ def apply_promotion(
         except ReleaseError:
             if base_head is not None:
                 repo.reset_keep(base_head)
+                finish(repo)
             raise
         pushes.append(f"{outcome.status}: {outcome.detail}")
         if outcome.status == "accepted":
+            finish(repo)
             return PromotionResult(
                 plan,
                 result.changes,
@@ -343,6 +348,7 @@ def apply_promotion(
             )
         assert base_head is not None
         repo.reset_keep(base_head)
+        finish(repo)
         if outcome.status == "failed":
             raise GitError(f"push to {remote}/{branch} failed: {outcome.detail}")
         if attempt < count:
