@@ -215,6 +215,27 @@ class GitRepo:
             return None
         return bytes(data)
 
+    def is_shallow(self) -> bool:
+        """Whether this is a shallow clone (`git clone --depth`, CI's default checkout)."""
+        return self._run("rev-parse", "rev-parse", "--is-shallow-repository").strip() == "true"
+
+    def unshallow(self) -> str | None:
+        """Fetch the whole history from `origin` (or the only remote); None when done, else why it could not."""
+        from release.checks import mask_credentials
+
+        names = [r.name for r in self._repo.remotes]
+        remote = "origin" if "origin" in names else (names[0] if len(names) == 1 else None)
+        if remote is None:
+            return "no remote to fetch it from"
+        try:
+            # No prompt for credentials: in CI (persist-credentials: false) an answer can only be a failure.
+            self._run(
+                "fetch --unshallow", "fetch", "-q", "--no-tags", "--unshallow", remote, env={"GIT_TERMINAL_PROMPT": "0"}
+            )
+        except GitError as err:
+            return mask_credentials(str(err))
+        return None
+
     def dirty(self, paths: list[str]) -> list[str]:
         """The paths among `paths` with staged or unstaged changes (or untracked)."""
         out = self._run("status", "status", "--porcelain", "--untracked-files=all", "--", *paths)
