@@ -100,12 +100,14 @@ def read_yaml(path: Path, what: str) -> Any:
         return yaml.load(text)
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
+        where = f" line {mark.line + 1}:" if mark else ""
         problem = str(getattr(err, "problem", None) or err).splitlines()[0]
         if "maximum depth" in problem:
             problem = f"nested deeper than {MAX_DEPTH} levels"
         elif "anchors and aliases" not in problem:
             problem = f"not valid YAML: {problem}"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
+        raise ConfigError(f"{path}:{where} {problem}") from None
+    except AssertionError as err:  # ruamel.yaml asserts on some directives (`%YAML 1.3`)
+        raise ConfigError(f"{path}: not valid YAML: {one_line(str(err))}") from None
     except RecursionError:  # a nesting the depth limit did not catch (it should): still one line
         raise ConfigError(f"{path}: nested too deeply to read") from None

@@ -56,18 +56,24 @@ def parse_path(path: str) -> tuple[str, ...]:
     raise ConfigError(f"key path {path!r} is malformed (ends with a dot)")
 
 
-def _events(text: str) -> Iterator[Any]:
-    """The parse events of `text` (C parser when available; the pure one otherwise)."""
-    from ruamel.yaml import YAML
+def _events(text: str, pure: bool) -> tuple[Iterator[Any], int]:
+    """The events of `text` (libyaml's C parser if installed, unless `pure`) and the offset their indexes need.
 
-    return iter(YAML(typ="safe").parse(text))
+    libyaml does not count a byte-order mark: its mark indexes are one short of indexes into `text` then.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.parser import Parser
+
+    yaml = YAML(typ="safe", pure=pure)
+    offset = 1 if text.startswith("\ufeff") and yaml.Parser is not Parser else 0
+    return iter(yaml.parse(text)), offset
 
 
 def _syntax_error(err: Any, source: str) -> ConfigError:
     mark = getattr(err, "problem_mark", None)
-    where = f" line {mark.line + 1}" if mark else ""
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return ConfigError(f"{source}:{where}: not valid YAML: {problem}")
+    where = f" line {mark.line + 1}:" if mark else ""
+    problem = getattr(err, "problem", None) or (str(err).splitlines() or [type(err).__name__])[0]
+    return ConfigError(f"{source}:{where} not valid YAML: {problem}")
 
 
 @functools.cache
@@ -109,6 +115,7 @@ class _Scan:
     hits: dict[tuple[str, ...], list[Located]]
     problems: dict[tuple[str, ...], str]
     signatures: list[tuple[Any, ...]]
+    pure: bool  # read by the pure-Python parser (libyaml refused the text): the verification parses alike
 
 
 def _dotted(parts: tuple[str, ...]) -> str:
@@ -119,6 +126,19 @@ def _dotted(parts: tuple[str, ...]) -> str:
 def _scan(text: str, wanted: tuple[tuple[str, ...], ...], source: str) -> _Scan:
     """Walk the events of `text` once; ConfigError for YAML that does not parse, nests too deep or repeats a key."""
     from ruamel.yaml.error import YAMLError
+
+    try:
+        return _walk(text, wanted, source, pure=False)
+    except (YAMLError, AssertionError):
+        pass  # libyaml refused it: ask the pure-Python parser, which read values files before (and names the line)
+    try:
+        return _walk(text, wanted, source, pure=True)
+    except (YAMLError, AssertionError) as err:  # ruamel.yaml asserts on some directives (`%YAML 1.3`)
+        raise _syntax_error(err, source) from None
+
+
+def _walk(text: str, wanted: tuple[tuple[str, ...], ...], source: str, *, pure: bool) -> _Scan:
+    """One pass over the events of `text` (by the C parser unless `pure`); a YAMLError if it does not parse."""
     from ruamel.yaml.events import (
         CollectionEndEvent,
         DocumentStartEvent,
@@ -142,64 +162,62 @@ def _scan(text: str, wanted: tuple[tuple[str, ...], ...], source: str) -> _Scan:
             if path[: len(below)] == below:
                 problems.setdefault(path, message)
 
-    try:
-        for index, event in enumerate(_events(text)):
-            signatures.append(signature(event))
-            if isinstance(event, CollectionEndEvent):
-                done = stack.pop()
-                if done.merge and done.path is not None:
-                    for missing in _missing_below(done.path, done.keys, wanted):
-                        problems.setdefault(
-                            missing,
-                            f"{_dotted(missing[: len(done.path) + 1])} is reached through a merge key (<<); "
-                            "edit it at its anchor",
-                        )
-                continue
-            if isinstance(event, DocumentStartEvent):
-                document += 1
-                continue
-            if not isinstance(event, NodeEvent):
-                continue
-            parent = stack[-1] if stack else None
-            if parent is not None and parent.mapping and parent.expect_key:
-                parent.expect_key = False
-                parent.key = None
-                if isinstance(event, ScalarEvent):
-                    if event.value in parent.keys:  # `1` and `"1"` too: they are one key once Helm has read them
-                        raise ConfigError(
-                            f"{source}: line {event.start_mark.line + 1}: not valid YAML: "
-                            f"found duplicate key {_short(event.value)}"
-                        )
-                    parent.keys.add(event.value)
-                    parent.key, parent.key_end = event.value, event.end_mark.index
-                    parent.merge = parent.merge or (not event.style and event.value == "<<")
-                elif isinstance(event, MappingStartEvent | SequenceStartEvent):  # a complex key: walked, never a path
-                    stack.append(_Frame(isinstance(event, MappingStartEvent), None, True))
-                    _check_depth(stack, event, source)
-                continue
-            at: tuple[str, ...] | None = None
-            if parent is None:
-                at = ()
-            elif parent.mapping:
-                parent.expect_key = True
-                if parent.path is not None and parent.key is not None:
-                    at = (*parent.path, parent.key)
-            if at is not None and at not in prefixes and at not in exact:
-                at = None
-            if at is not None:
-                message = _problem(text, event, at, at in exact)
-                if message is not None:
-                    problem(at, message)
-                elif at in exact and parent is not None:
-                    hits[at].append(_located(text, event, at, parent, document, index, source))
-            if isinstance(event, MappingStartEvent | SequenceStartEvent):
-                mapping = isinstance(event, MappingStartEvent)
-                flow = bool(event.flow_style) or bool(parent and parent.flow)
-                stack.append(_Frame(mapping, at if mapping else None, flow))
+    events, offset = _events(text, pure)
+    for index, event in enumerate(events):
+        signatures.append(signature(event))
+        if isinstance(event, CollectionEndEvent):
+            done = stack.pop()
+            if done.merge and done.path is not None:
+                for missing in _missing_below(done.path, done.keys, wanted):
+                    problems.setdefault(
+                        missing,
+                        f"{_dotted(missing[: len(done.path) + 1])} is reached through a merge key (<<); "
+                        "edit it at its anchor",
+                    )
+            continue
+        if isinstance(event, DocumentStartEvent):
+            document += 1
+            continue
+        if not isinstance(event, NodeEvent):
+            continue
+        parent = stack[-1] if stack else None
+        if parent is not None and parent.mapping and parent.expect_key:
+            parent.expect_key = False
+            parent.key = None
+            if isinstance(event, ScalarEvent):
+                if event.value in parent.keys:  # `1` and `"1"` too: they are one key once Helm has read them
+                    raise ConfigError(
+                        f"{source}: line {event.start_mark.line + 1}: not valid YAML: "
+                        f"found duplicate key {_short(event.value)}"
+                    )
+                parent.keys.add(event.value)
+                parent.key, parent.key_end = event.value, event.end_mark.index + offset
+                parent.merge = parent.merge or (not event.style and event.value == "<<")
+            elif isinstance(event, MappingStartEvent | SequenceStartEvent):  # a complex key: walked, never a path
+                stack.append(_Frame(isinstance(event, MappingStartEvent), None, True))
                 _check_depth(stack, event, source)
-    except YAMLError as err:
-        raise _syntax_error(err, source) from None
-    return _Scan(hits, problems, signatures)
+            continue
+        at: tuple[str, ...] | None = None
+        if parent is None:
+            at = ()
+        elif parent.mapping:
+            parent.expect_key = True
+            if parent.path is not None and parent.key is not None:
+                at = (*parent.path, parent.key)
+        if at is not None and at not in prefixes and at not in exact:
+            at = None
+        if at is not None:
+            message = _problem(text, event, offset, at, at in exact)
+            if message is not None:
+                problem(at, message)
+            elif at in exact and parent is not None:
+                hits[at].append(_located(text, event, offset, at, parent, document, index, source))
+        if isinstance(event, MappingStartEvent | SequenceStartEvent):
+            mapping = isinstance(event, MappingStartEvent)
+            flow = bool(event.flow_style) or bool(parent and parent.flow)
+            stack.append(_Frame(mapping, at if mapping else None, flow))
+            _check_depth(stack, event, source)
+    return _Scan(hits, problems, signatures, pure)
 
 
 def _check_depth(stack: list[_Frame], event: Any, source: str) -> None:
@@ -219,7 +237,7 @@ def _short(value: str, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
-def _problem(text: str, event: Any, path: tuple[str, ...], exact: bool) -> str | None:
+def _problem(text: str, event: Any, offset: int, path: tuple[str, ...], exact: bool) -> str | None:
     """Why the node of `event`, found at `path`, cannot be edited (or lead to a wanted key); None if it can."""
     from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent
 
@@ -241,18 +259,18 @@ def _problem(text: str, event: Any, path: tuple[str, ...], exact: bool) -> str |
         return f"the value is a block scalar ({event.style}), not a one-line scalar"
     if event.tag is not None:
         return f"the value carries an explicit tag ({event.tag})"
-    span = text[event.start_mark.index : event.end_mark.index]
+    span = text[event.start_mark.index + offset : event.end_mark.index + offset]
     if "\n" in span or "\r" in span:
         return "the value spans several lines"
     return None
 
 
 def _located(
-    text: str, event: Any, path: tuple[str, ...], parent: _Frame, document: int, index: int, source: str
+    text: str, event: Any, offset: int, path: tuple[str, ...], parent: _Frame, document: int, index: int, source: str
 ) -> Located:
     """The hit of an editable scalar event."""
     dotted = ".".join(f'"{part}"' if "." in part else part for part in path)
-    start, end = event.start_mark.index, event.end_mark.index
+    start, end = event.start_mark.index + offset, event.end_mark.index + offset
     if start == end:
         start = end = _after_colon(text, parent.key_end, dotted, source)
     style = event.style or None
@@ -361,12 +379,13 @@ def _verify(before: str, after: str, found: dict[str, Located], edits: Edits, so
     from ruamel.yaml.events import ScalarEvent
 
     wanted = tuple(sorted({parse_path(path) for path in found}))
-    signatures = _scan(before, wanted, source).signatures
+    scan = _scan(before, wanted, source)
+    signatures = scan.signatures
     edited = {hit.event: (edits[path][1], hit.flow) for path, hit in found.items()}
     signature = _signer()
     count = 0
     try:
-        for index, event in enumerate(_events(after)):
+        for index, event in enumerate(_events(after, scan.pure)[0]):
             count += 1
             if index in edited:
                 new, flow = edited[index]
@@ -381,7 +400,8 @@ def _verify(before: str, after: str, found: dict[str, Located], edits: Edits, so
                 same = index < len(signatures) and signature(event) == signatures[index]
             if not same:
                 raise ConfigError(f"{source}: the edit did not read back as expected; nothing written")
-    except YAMLError as err:
-        raise ConfigError(f"{source}: the edit would make the file unparseable: {_syntax_error(err, source)}") from None
+    except (YAMLError, AssertionError) as err:
+        problem = str(_syntax_error(err, source)).removeprefix(f"{source}:").strip()
+        raise ConfigError(f"{source}: the edit would make the file unparseable ({problem}); nothing written") from None
     if count != len(signatures):
         raise ConfigError(f"{source}: the edit did not read back as expected; nothing written")

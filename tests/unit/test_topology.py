@@ -235,3 +235,10 @@ def test_topology_value_with_a_trailing_newline_is_refused(field: str, value: st
     _set(data, field, value)
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         parse_topology(data, "t")
+
+
+def test_unsupported_yaml_version_in_topology_is_one_line(tmp_path: Path) -> None:
+    # A `%YAML 1.3` directive (ruamel.yaml asserts on it) is one line, exit 2, naming the file.
+    bad = tmp_path / "topology.yaml"
+    bad.write_text("%YAML 1.3\n---\n" + TOPOLOGY.read_text())
+    assert "not valid YAML" in _one_line_exit_2(_cli("--topology", str(bad), "topology", "render-env"), str(bad))
