@@ -70,7 +70,7 @@ def source_commit(env: Mapping[str, str]) -> tuple[str, str] | None:
         value = env.get(name)
         if value:
             if not _SHA.fullmatch(value):
-                raise UsageError(f"{name}={value!r}: want a full commit sha (40 lowercase hex digits)")
+                raise UsageError(f"{name}={value[:80]!r}: want a full commit sha (40 lowercase hex digits)")
             return name, value
     return None
 
@@ -111,19 +111,21 @@ def build_files(targets: Iterable[Any], root: Path, source: str) -> None:
                 raise ConfigError(f"{where}.{field}: {value}: resolves outside the repository (to {real})")
         context = root / target.context
         if not context.is_dir():
-            raise ConfigError(f"{where}.context: {target.context!r}: no such folder under {root}")
+            raise ConfigError(f"{where}.context: {shown(target.context)}: no such folder under {root}")
         dockerfile = context / target.dockerfile
         try:
             text = read_text(dockerfile, "Dockerfile", errors="replace")
         except ConfigError as err:
             reason = str(err).removeprefix(f"{dockerfile}: ").removeprefix("cannot read the Dockerfile: ")
             raise ConfigError(
-                f"{where}.dockerfile: {target.dockerfile!r}: cannot read {dockerfile}: {reason}"
+                f"{where}.dockerfile: {shown(target.dockerfile)}: cannot read {dockerfile}: {reason}"
             ) from None
         stages = [name.lower() for name in _STAGE.findall(text)]
         if target.target.lower() not in stages and not any("$" in name for name in stages):
             known = ", ".join(stages) or "none"
-            raise ConfigError(f"{where}.target: {target.target!r}: no such stage in {dockerfile} (stages: {known})")
+            raise ConfigError(
+                f"{where}.target: {shown(target.target)}: no such stage in {dockerfile} (stages: {known})"
+            )
 
 
 def output_file(variable: str, env: Mapping[str, str]) -> None:

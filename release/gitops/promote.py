@@ -109,16 +109,20 @@ def _candidates(
     force: bool = False,
 ) -> tuple[Candidate, ...]:
     """Parse, match and confirm every image in its registry; read its source commit."""
+    from release.yamlfile import shown
+
     if not images:
         raise ConfigError("nothing to promote: give at least one target=image_ref")
     result: list[Candidate] = []
     for name, text in images.items():
         if name not in targets:
-            raise ConfigError(f"unknown target {name!r} (known: {', '.join(sorted(targets))})")
+            raise ConfigError(f"unknown target {shown(name)} (known: {', '.join(sorted(targets))})")
         ref = parse_pinned_ref(text, what=f"{name} image_ref")
         wanted = targets[name].repository(topology)
         if ref.repository != wanted:
-            raise ConfigError(f"{name} image_ref {text!r}: repository {ref.repository} is not the target's {wanted}")
+            raise ConfigError(
+                f"{name} image_ref {shown(text)}: repository {ref.repository} is not the target's {wanted}"
+            )
         client = factory(ref.registry)
         found = client.manifest_digest(ref)
         if found is None:
