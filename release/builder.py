@@ -15,8 +15,8 @@ from release.topology.model import Topology
 
 DRIVERS = ("kubernetes", "docker-container", "remote")
 REMOTE_SCHEMES = ("tcp://", "unix://", "docker-container://", "kube-pod://")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 # How BuildKit reaches Nexus when the builder runs under each driver: pods of the kubernetes driver
 # resolve cluster DNS; a docker-container builder on a node does not, but reaches the ClusterIP.
@@ -97,7 +97,7 @@ def plan_builder(
     """Plan a builder: `kubernetes` (replicas, namespace), `docker-container`, or `remote` (endpoint, tls)."""
     if driver not in DRIVERS:
         raise UsageError(f"--driver: {driver!r} is not one of {', '.join(DRIVERS)}")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsageError(f"--name: {name!r} is not a builder name (letters, digits, '.', '_', '-'; at most 63)")
     argv = ["docker", "buildx", "create", "--name", name, "--driver", driver]
     notes: list[str] = []
@@ -131,7 +131,7 @@ def plan_builder(
         if driver == "kubernetes":
             if replicas < 1:
                 raise UsageError(f"--replicas must be at least 1, got {replicas}")
-            if not _DNS_LABEL.match(namespace):
+            if not _DNS_LABEL.fullmatch(namespace):
                 raise UsageError(f"--namespace: {namespace!r} is not a Kubernetes namespace name")
             argv += ["--driver-opt", f"replicas={replicas},namespace={namespace}"]
             notes.append(f"the kubernetes driver needs a kubeconfig allowed to manage Deployments in {namespace}")

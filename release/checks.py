@@ -11,7 +11,7 @@ from typing import Any
 
 from release.errors import ConfigError, UsageError
 
-_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 # GOOS / GOARCH values buildx and BuildKit know; anything else is a typo that buildx would push as is.
 _OS = frozenset(
     [
@@ -81,8 +81,8 @@ def source_commit(env: Mapping[str, str]) -> tuple[str, str] | None:
     for name in ("FRACTALOPS_SOURCE_COMMIT", "GITHUB_SHA"):
         value = env.get(name)
         if value:
-            if not _SHA.match(value):
-                raise UsageError(f"{name}={value!r}: want a full commit sha (40 lowercase hex digits)")
+            if not _SHA.fullmatch(value):
+                raise UsageError(f"{name}={value[:80]!r}: want a full commit sha (40 lowercase hex digits)")
             return name, value
     return None
 
@@ -110,23 +110,34 @@ def platforms(values: Iterable[str], source: str) -> tuple[str, ...]:
 
 
 def build_files(targets: Iterable[Any], root: Path, source: str) -> None:
-    """Each target's context folder, Dockerfile and stage exist; else a ConfigError naming the targets file field."""
+    """Each target's context, Dockerfile and stage exist inside the repository; else a ConfigError naming the field."""
+    from release.yamlfile import read_text, shown
+
+    real_root = root.resolve()
     for target in targets:
         where = f"{source}: targets.{target.name}"
+        for field, relative in (("context", target.context), ("dockerfile", f"{target.context}/{target.dockerfile}")):
+            real = (root / relative).resolve()  # a symlink is judged by where it points
+            if not real.is_relative_to(real_root):
+                value = shown(getattr(target, field))
+                raise ConfigError(f"{where}.{field}: {value}: resolves outside the repository (to {real})")
         context = root / target.context
         if not context.is_dir():
-            raise ConfigError(f"{where}.context: {target.context!r}: no such folder under {root}")
+            raise ConfigError(f"{where}.context: {shown(target.context)}: no such folder under {root}")
         dockerfile = context / target.dockerfile
         try:
-            text = dockerfile.read_text(encoding="utf-8", errors="replace")
-        except OSError as err:
+            text = read_text(dockerfile, "Dockerfile", errors="replace")
+        except ConfigError as err:
+            reason = str(err).removeprefix(f"{dockerfile}: ").removeprefix("cannot read the Dockerfile: ")
             raise ConfigError(
-                f"{where}.dockerfile: {target.dockerfile!r}: cannot read {dockerfile}: {err.strerror}"
+                f"{where}.dockerfile: {shown(target.dockerfile)}: cannot read {dockerfile}: {reason}"
             ) from None
         stages = [name.lower() for name in _STAGE.findall(text)]
         if target.target.lower() not in stages and not any("$" in name for name in stages):
             known = ", ".join(stages) or "none"
-            raise ConfigError(f"{where}.target: {target.target!r}: no such stage in {dockerfile} (stages: {known})")
+            raise ConfigError(
+                f"{where}.target: {shown(target.target)}: no such stage in {dockerfile} (stages: {known})"
+            )
 
 
 def output_file(variable: str, env: Mapping[str, str]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from release import checks
-from release.errors import ConfigError, GuardRefusal, OperationError, ReleaseError, UsageError
+from release.errors import GuardRefusal, OperationError, ReleaseError, UsageError
 
 PORTAL_MESSAGE = (
     "the portal image is released from yamonco/fractalops-frontend, not from this repository; run: "
@@ -97,15 +97,12 @@ def _values_now(plan: Any, root: Path) -> dict[str, dict[str, str | None]]:
     Asked before any build, in dry runs and real ones alike: a promotion that cannot happen is found before a push.
     """
     from release.gitops.yamledit import read_values
+    from release.targets import read_values_file
 
     values = {}
     for target in plan.targets:
-        path = root / target.values_file
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read the values file of target {target.name}: {err.strerror}") from None
-        values[target.name] = read_values(text, list(target.values_edits), source=str(path))
+        text = read_values_file(root, target.values_file)
+        values[target.name] = read_values(text, list(target.values_edits), source=str(root / target.values_file))
     return values
 
 
@@ -198,21 +195,21 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         "--platform" if options.platforms else "FRACTALOPS_PLATFORM",
     )
     sink = checks.events_url(EVENTS_URL, env[EVENTS_URL]) if env.get(EVENTS_URL) else None
-    if not options.dry_run:
-        for variable in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
-            checks.output_file(variable, env)
+    for variable in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):  # a dry run asks the same questions
+        checks.output_file(variable, env)
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="startup") as startup:
         # The engine questions are subprocess waits: ask them while this thread reads the configuration.
         preflight = None if options.dry_run else startup.submit(engine.preflight, builder)
         startup.submit(_warm_imports, "python_on_whales")
         # Imported after the engine questions are on their way: these modules cost start-up time.
-        from release.plan import make_plan
+        from release.plan import image_source, make_plan
         from release.targets import default_targets_path, load_targets
         from release.topology import load_topology
         from release.topology.load import repo_root
 
         root = repo_root() or Path.cwd()
         source_commit = startup.submit(_source_commit, given_commit, root)
+        source_url = startup.submit(image_source, env, root)
         topology = load_topology(options.topology_path)
         targets_path = options.targets_path or default_targets_path()
         available = load_targets(targets_path)
@@ -258,6 +255,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
                 run_stamp=datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
                 via=via,
                 dirty=bool(uncommitted),
+                source_url=source_url.result(),
             )
             plan.target_config = available  # the same targets file for the promotion (or its preview)
             values = _values_now(plan, root)

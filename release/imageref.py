@@ -11,12 +11,12 @@ from release.errors import ConfigError
 _HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REF = re.compile(
-    rf"^(?:(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?/)?"
+    rf"(?:(?P<host>{_HOST})(?::(?P<port>[0-9]{{1,5}}))?/)?"
     rf"(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
 )
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # use with fullmatch
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,27 @@ class ImageRef:
 
 def parse_image_ref(text: str, *, what: str = "image reference") -> ImageRef:
     """Parse `text`, which must name an explicit registry host; raise ConfigError naming it otherwise."""
-    match = _REF.match(text)
+    from release.yamlfile import shown
+
+    match = _REF.fullmatch(text)
     if not match or not match.group("host"):
-        raise ConfigError(f"{what} {text!r} is not a valid image reference (want host[:port]/repo[:tag][@sha256:…])")
+        raise ConfigError(
+            f"{what} {shown(text)} is not a valid image reference (want host[:port]/repo[:tag][@sha256:…])"
+        )
     port = match.group("port")
     if port is not None and not 0 < int(port) < 65536:
-        raise ConfigError(f"{what} {text!r} has port {port} out of range 1-65535")
+        raise ConfigError(f"{what} {shown(text)} has port {port} out of range 1-65535")
     host = match.group("host") + (f":{port}" if port else "")
     if "." not in host and ":" not in host and host != "localhost":
-        raise ConfigError(f"{what} {text!r} does not start with a registry host (e.g. ghcr.io/…)")
+        raise ConfigError(f"{what} {shown(text)} does not start with a registry host (e.g. ghcr.io/…)")
     return ImageRef(host, match.group("path"), match.group("tag"), match.group("digest"))
 
 
 def parse_pinned_ref(text: str, *, what: str = "image_ref") -> ImageRef:
     """Parse an image reference that must be pinned by a sha256 digest."""
+    from release.yamlfile import shown
+
     ref = parse_image_ref(text, what=what)
     if ref.digest is None:
-        raise ConfigError(f"{what} {text!r} is not pinned by digest (want <repository>@sha256:<64 hex>)")
+        raise ConfigError(f"{what} {shown(text)} is not pinned by digest (want <repository>@sha256:<64 hex>)")
     return ref

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,48 @@ REVISION_LABEL = "org.opencontainers.image.revision"
 SOURCE_LABEL = "org.opencontainers.image.source"
 DIRTY_LABEL = "io.fractalops.source.dirty"
 CACHE_ATTRS = "mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
+
+
+def web_url(remote: str) -> str | None:
+    """The web (https) address of a repository from its git remote URL, credentials and `.git` dropped.
+
+    `git@host:owner/repo.git` and `ssh://git@host:22/owner/repo.git` become `https://host/owner/repo`; an http(s)
+    URL keeps its scheme and port. A local path, `file://` or anything else unknown is None.
+    """
+    from urllib.parse import urlsplit
+
+    text = remote.strip()
+    scp = re.fullmatch(r"(?:[^@/\s]+@)?(?P<host>[A-Za-z0-9.-]+):(?!//)(?P<path>[^\s]+)", text)
+    if scp is not None and "://" not in text:
+        scheme, netloc, path = "https", scp["host"], scp["path"]
+    else:
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError:
+            return None
+        if parts.scheme not in ("http", "https", "ssh", "git", "git+ssh", "ssh+git") or not parts.hostname:
+            return None
+        web = parts.scheme in ("http", "https")
+        scheme = parts.scheme if web else "https"
+        netloc = parts.hostname + (f":{port}" if web and port else "")
+        path = parts.path
+    path = path.strip("/").removesuffix(".git").strip("/")
+    url = f"{scheme}://{netloc}/{path}"
+    return url if path and re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?/[\w.~%+/-]+", url) else None
+
+
+def image_source(env: Mapping[str, str], root: Path) -> str | None:
+    """The image's source label: $GITHUB_SERVER_URL/$GITHUB_REPOSITORY, else origin's web address, else None."""
+    server, repository = env.get("GITHUB_SERVER_URL", ""), env.get("GITHUB_REPOSITORY", "")
+    if server and re.fullmatch(r"[\w.-]+/[\w.-]+", repository):
+        base = web_url(server.rstrip("/") + "/" + repository)
+        if base is not None:
+            return base
+    from release.gitops.git import remote_url
+
+    remote = remote_url(root)
+    return web_url(remote) if remote else None
 
 
 def cache_scope(branch: str) -> str:
@@ -124,6 +167,7 @@ def make_plan(
     run_stamp: str,
     via: str = "service",
     dirty: bool = False,
+    source_url: str | None = None,
 ) -> ReleasePlan:
     """Compute the plan; nothing runs."""
     from release.imageref import parse_image_ref
@@ -142,7 +186,7 @@ def make_plan(
         repository = target.repository(topology)
         tag = image_tag(target, source_commit, run_stamp)
         cache_from, cache_to = cache_refs(topology, target.name, branch, via)
-        labels = {SOURCE_LABEL: "https://github.com/yamonco/fractalops"}
+        labels = {SOURCE_LABEL: source_url} if source_url else {}
         build_args = {}
         if source_commit:
             labels[REVISION_LABEL] = source_commit

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from release.topology.model import Topology
 
 RELATIVE_PATH = Path("ops/containers/fractalops/targets.yaml")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _relative(value: str) -> str:
@@ -95,7 +96,7 @@ class Target(_Strict):
     @field_validator("name", "image", "target")
     @classmethod
     def _dns(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("must be lowercase letters, digits and '-'")
         return value
 
@@ -110,6 +111,36 @@ class _File(_Strict):
     targets: dict[str, dict[str, Any]]
 
 
+def in_repository(root: Path, relative: str, what: str, *, symlinks: bool = True) -> Path:
+    """`root / relative` once it is known to resolve inside the repository; else a ConfigError naming the file.
+
+    With `symlinks=False` (the values files) neither the file nor a folder on its way may be a symlink: git commits
+    a link, not the file it points to, so an edit through it would land outside the commit.
+    """
+    path = root / relative
+    if not symlinks:
+        here = root
+        for part in PurePosixPath(relative).parts:
+            here = here / part
+            if here.is_symlink():
+                link = "the " + what if here == path else f"{here.relative_to(root)}, on the way to the {what},"
+                raise ConfigError(
+                    f"{path}: {link} is a symlink (to {os.readlink(here)}); git commits the link, not the file "
+                    "it points to: commit the file itself"
+                )
+    real_root, real = root.resolve(), path.resolve()
+    if not real.is_relative_to(real_root):
+        raise ConfigError(f"{path}: the {what} resolves outside the repository (to {real})")
+    return path
+
+
+def read_values_file(root: Path, file: str) -> str:
+    """The text of a values file: a regular UTF-8 file inside the repository, reached through no symlink."""
+    from release.yamlfile import read_text
+
+    return read_text(in_repository(root, file, "values file", symlinks=False), "values file")
+
+
 def default_targets_path() -> Path:
     """`<repository root>/ops/containers/fractalops/targets.yaml`."""
     from release.topology.load import repo_root
@@ -121,13 +152,15 @@ def default_targets_path() -> Path:
 
 
 def _fail(source: str, err: Any, prefix: tuple[Any, ...] = ()) -> ConfigError:
+    from release.yamlfile import field_path, one_line, shown
+
     first = err.errors()[0]
-    loc = ".".join(str(part) for part in (*prefix, *first["loc"])) or "(top level)"
+    loc = field_path((*prefix, *first["loc"]))
     message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     if first["type"] in ("model_type", "dict_type", "model_attributes_type"):
         message = "want a mapping"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return ConfigError(f"{source}: {loc}: {first.get('input')!r}: {message}{more}")
+    return ConfigError(f"{source}: {loc}: {shown(first.get('input'))}: {one_line(message)}{more}")
 
 
 def parse_targets(data: Any, source: str) -> dict[str, Target]:
@@ -145,7 +178,11 @@ def parse_targets(data: Any, source: str) -> dict[str, Target]:
     result: dict[str, Target] = {}
     for name, body in raw.targets.items():
         if "name" in body:
-            raise ConfigError(f"{source}: targets.{name}.name: {body['name']!r}: the name is the key; remove it")
+            from release.yamlfile import field_path, shown
+
+            raise ConfigError(
+                f"{source}: {field_path(('targets', name, 'name'))}: {shown(body['name'])}: the name is the key; remove it"
+            )
         try:
             result[name] = Target.model_validate({"name": name, **body})
         except ValidationError as err:

@@ -14,14 +14,21 @@ from release.gitops.record import append_record, build_record
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:
     """`["api=<ref>", "worker=<ref>"]` → `{"api": "<ref>", ...}`; a bad or repeated pair is a ConfigError."""
+    from release.yamlfile import shown
+
     images: dict[str, str] = {}
     for pair in pairs:
-        name, sep, ref = pair.partition("=")
-        if not sep or not name.strip() or not ref.strip():
-            raise ConfigError(f"{pair!r}: want target=image_ref (e.g. api=ghcr.io/yamonco/fractalops-api@sha256:…)")
+        raw, sep, ref = pair.partition("=")
+        name = raw.strip()  # " api" is api: whitespace around a name never makes another target
+        if not sep or not name or not ref.strip():
+            raise ConfigError(
+                f"{shown(pair)}: want target=image_ref (e.g. api=ghcr.io/yamonco/fractalops-api@sha256:…)"
+            )
+        if not name.isprintable() or any(c.isspace() for c in name):
+            raise ConfigError(f"{shown(pair)}: the target name {shown(name)} holds whitespace or a control character")
         if name in images:
-            raise ConfigError(f"{pair!r}: target {name!r} given twice")
-        images[name.strip()] = ref.strip()
+            raise ConfigError(f"{shown(pair)}: target {name!r} given twice")
+        images[name] = ref.strip()
     if not images:
         raise ConfigError("nothing to promote: give at least one target=image_ref")
     return images

@@ -14,7 +14,7 @@ from release.errors import ConfigError, GitError
 
 AUTHOR_ENV = "FRACTALOPS_GITOPS_AUTHOR"
 DEFAULT_AUTHOR = "fractalops-release <release@fractalops.invalid>"
-_AUTHOR = re.compile(r"^\s*(?P<name>[^<>]*[^<>\s])\s*<(?P<email>[^<>\s]+)>\s*$")
+_AUTHOR = re.compile(r" *(?P<name>[^<>]*[^<>\s]) *<(?P<email>[^<>\s]+)> *")
 # Porcelain push outcomes that mean "the remote moved under us": fetch, rebase, try again.
 _RETRYABLE = (
     "fetch first",
@@ -41,7 +41,11 @@ class Author:
 def parse_author(text: str | None = None) -> Author:
     """`text`, else `$FRACTALOPS_GITOPS_AUTHOR`, else the default, parsed from `Name <email>`."""
     raw = text or os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR
-    match = _AUTHOR.match(raw)
+    if not raw.isprintable():  # a newline would forge commit headers; other control characters garble logs
+        raise ConfigError(
+            f"{AUTHOR_ENV}: {raw!r}: holds a control character (newline, tab, escape…); want 'Name <email>'"
+        )
+    match = _AUTHOR.fullmatch(raw)
     if not match:
         raise ConfigError(f"{AUTHOR_ENV}: {raw!r}: want 'Name <email>'")
     return Author(match.group("name"), match.group("email"))
@@ -88,6 +92,23 @@ def head_commit(path: Path | str) -> str | None:
         raise GitError(f"git rev-parse HEAD failed: {err}") from err
     sha = proc.stdout.strip()
     return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+
+def remote_url(path: Path | str, name: str = "origin") -> str | None:
+    """The URL of remote `name` of the repository holding `path`; None without one (or outside a repository).
+
+    A single `git remote get-url` (no GitPython): the release driver asks it on every run, for the image labels.
+    """
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(path), "remote", "get-url", name], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    url = proc.stdout.strip()
+    return url if proc.returncode == 0 and url else None
 
 
 def dirty_paths(root: Path | str, paths: list[str]) -> list[str]:
@@ -173,6 +194,15 @@ class GitRepo:
             raise GitError(f"git merge-base --is-ancestor {older} {newer} failed: {err.stderr.strip()}") from err
         return True
 
+    def message(self, rev: str) -> str:
+        """The full message of commit `rev`."""
+        return self._run("log", "log", "-1", "--format=%B", rev, "--")
+
+    def on_a_remote(self, sha: str) -> bool:
+        """Whether any remote-tracking branch of this clone contains commit `sha` (i.e. it was pushed or fetched)."""
+        refs = self._run("for-each-ref", "for-each-ref", "--contains", sha, "--format=%(refname)", "refs/remotes")
+        return bool(refs.strip())
+
     def show(self, rev: str, path: str) -> bytes | None:
         """The bytes of `path` at `rev`, None if it does not exist there."""
         from git.exc import GitCommandError
@@ -184,6 +214,27 @@ class GitRepo:
         except GitCommandError:
             return None
         return bytes(data)
+
+    def is_shallow(self) -> bool:
+        """Whether this is a shallow clone (`git clone --depth`, CI's default checkout)."""
+        return self._run("rev-parse", "rev-parse", "--is-shallow-repository").strip() == "true"
+
+    def unshallow(self) -> str | None:
+        """Fetch the whole history from `origin` (or the only remote); None when done, else why it could not."""
+        from release.checks import mask_credentials
+
+        names = [r.name for r in self._repo.remotes]
+        remote = "origin" if "origin" in names else (names[0] if len(names) == 1 else None)
+        if remote is None:
+            return "no remote to fetch it from"
+        try:
+            # No prompt for credentials: in CI (persist-credentials: false) an answer can only be a failure.
+            self._run(
+                "fetch --unshallow", "fetch", "-q", "--no-tags", "--unshallow", remote, env={"GIT_TERMINAL_PROMPT": "0"}
+            )
+        except GitError as err:
+            return mask_credentials(str(err))
+        return None
 
     def dirty(self, paths: list[str]) -> list[str]:
         """The paths among `paths` with staged or unstaged changes (or untracked)."""

@@ -178,7 +178,7 @@ def evaluate(
         pinned = old.get("revision")
         if pinned is None and old.get("repository") and old.get("digest"):
             pinned = pinned_lookup(str(old["repository"]), str(old["digest"]))
-        decisions.append(enforce(monotonic(candidate.target, pinned, candidate.revision, history), force))
+        decisions.append(enforce(monotonic(candidate.target, pinned, candidate.revision, history, force=force), force))
         changes.append(TargetChange(candidate.target, file, paths, old, new, False))
         file_edits = edits.setdefault(file, {})
         for role, value in new.items():

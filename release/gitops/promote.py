@@ -14,11 +14,11 @@ from release.errors import ConfigError, GitError, GuardRefusal, RegistryError, R
 from release.gitops.git import Author, GitRepo, parse_author
 from release.gitops.guards import Decision
 from release.gitops.plan import Candidate, PinnedLookup, PromotionPlan, TargetChange, evaluate
-from release.gitops.writer import ensure_clean, recover, write_and_commit
+from release.gitops.writer import ensure_clean, finish, recover, write_and_commit
 from release.imageref import ImageRef, parse_pinned_ref
 from release.plan import DIRTY_LABEL, REVISION_LABEL
 from release.targets import RELATIVE_PATH as TARGETS_PATH
-from release.targets import Target, load_targets
+from release.targets import Target, load_targets, read_values_file
 
 if TYPE_CHECKING:
     from release.topology.model import Topology
@@ -110,16 +110,20 @@ def _candidates(
     force: bool = False,
 ) -> tuple[Candidate, ...]:
     """Parse, match and confirm every image in its registry; read its source commit."""
+    from release.yamlfile import shown
+
     if not images:
         raise ConfigError("nothing to promote: give at least one target=image_ref")
     result: list[Candidate] = []
     for name, text in images.items():
         if name not in targets:
-            raise ConfigError(f"unknown target {name!r} (known: {', '.join(sorted(targets))})")
+            raise ConfigError(f"unknown target {shown(name)} (known: {', '.join(sorted(targets))})")
         ref = parse_pinned_ref(text, what=f"{name} image_ref")
         wanted = targets[name].repository(topology)
         if ref.repository != wanted:
-            raise ConfigError(f"{name} image_ref {text!r}: repository {ref.repository} is not the target's {wanted}")
+            raise ConfigError(
+                f"{name} image_ref {shown(text)}: repository {ref.repository} is not the target's {wanted}"
+            )
         client = factory(ref.registry)
         found = client.manifest_digest(ref)
         if found is None:
@@ -147,15 +151,7 @@ def _candidates(
 
 
 def _read_texts(root: Path, files: set[str]) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    for file in sorted(files):
-        try:
-            texts[file] = (root / file).read_bytes().decode("utf-8")
-        except OSError as err:
-            raise ConfigError(f"{root / file}: cannot read the values file: {err.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{root / file}: the values file is not UTF-8") from None
-    return texts
+    return {file: read_values_file(root, file) for file in sorted(files)}
 
 
 def plan_promotion(
@@ -254,11 +250,13 @@ def check_promotion_settings(
     """Everything a promotion needs that a build cannot fix: asked before a release builds, and by dry runs.
 
     The author and push budget parse, the values files have no uncommitted changes, the remote and branch exist.
+    Like the promotion itself, it first recovers a promotion killed earlier (from its journal).
     """
     _budget(attempts, backoff)
     if not isinstance(author, Author):
         parse_author(author)
     repo = GitRepo(repo_root)
+    recover(repo)  # a promotion killed earlier is undone first, as the promotion itself would
     ensure_clean(repo, files)
     if push:
         tip = repo.check_remote_branch(remote, branch)
@@ -326,7 +324,8 @@ def apply_promotion(
             )
         base_head = repo.head()
         data = {file: text.encode("utf-8") for file, text in result.texts.items()}
-        sha = write_and_commit(repo, data, _commit_message(result.changes, candidates), who)
+        # Until the push is done or undone the journal stays: a run killed meanwhile is recovered by the next one.
+        sha = write_and_commit(repo, data, _commit_message(result.changes, candidates), who, until_pushed=push)
         if not push:
             return PromotionResult(plan, result.changes, result.decisions, sha, False, attempt, 0, diff=result.diff())
         try:
@@ -334,9 +333,11 @@ def apply_promotion(
         except ReleaseError:
             if base_head is not None:
                 repo.reset_keep(base_head)
+                finish(repo)
             raise
         pushes.append(f"{outcome.status}: {outcome.detail}")
         if outcome.status == "accepted":
+            finish(repo)
             return PromotionResult(
                 plan,
                 result.changes,
@@ -352,6 +353,7 @@ def apply_promotion(
             )
         assert base_head is not None
         repo.reset_keep(base_head)
+        finish(repo)
         if outcome.status == "failed":
             raise GitError(f"push to {remote}/{branch} failed: {outcome.detail}")
         if attempt < count:

@@ -1,4 +1,9 @@
-"""All-or-nothing write of several files plus one commit, with a journal that a crash leaves for recovery."""
+"""All-or-nothing write of several files plus one commit, with a journal that a crash leaves for recovery.
+
+The journal lives from before the first write until the commit is pushed (or given up): a run killed at any point
+leaves it, and the next run restores the files, or drops the unpushed commit it made (its parent, and a trailer
+naming the journal's id, prove it is the toolkit's own) so that the clone follows its remote again.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 from pathlib import Path
 
@@ -14,7 +20,9 @@ from release.fsutil import write_atomic
 from release.gitops.git import Author, GitRepo
 
 JOURNAL_NAME = "fractalops-gitops.journal"
-# Test hook: the writer kills its own process with SIGKILL at the named point (between-writes, before-commit).
+TRAILER = "Fractalops-Promotion-Id"
+# Test hook: the writer kills its own process with SIGKILL at the named point (between-writes, before-commit,
+# after-commit).
 TEST_CRASH_ENV = "FRACTALOPS_TEST_CRASH_AT"
 
 
@@ -30,7 +38,7 @@ def _test_crash_hook(point: str) -> None:
 
 
 def recover(repo: GitRepo) -> list[str]:
-    """Finish or undo an interrupted write: restore journaled files if their commit never happened."""
+    """Finish or undo an interrupted write: restore journaled files, or drop the unpushed commit it made."""
     journal = journal_path(repo)
     try:
         entry = json.loads(journal.read_text(encoding="utf-8"))
@@ -39,7 +47,8 @@ def recover(repo: GitRepo) -> list[str]:
     except (OSError, ValueError) as err:
         raise GitError(f"{journal}: unreadable journal ({err}); inspect the working tree, then delete it") from None
     restored: list[str] = []
-    if repo.head() == entry["head"]:
+    head = repo.head()
+    if head == entry["head"]:
         for relative, encoded in entry["files"].items():
             original = base64.b64decode(encoded)
             path = repo.root / relative
@@ -48,8 +57,27 @@ def recover(repo: GitRepo) -> list[str]:
                 write_atomic(path, original)
                 restored.append(relative)
         repo.unstage(list(entry["files"]))
+    elif head is not None and _own_unpushed_commit(repo, head, entry):
+        repo.reset_keep(entry["head"])  # refuses (GitError, journal kept) rather than lose edits made since
+        restored = sorted(entry["files"])
     journal.unlink()
     return restored
+
+
+def _own_unpushed_commit(repo: GitRepo, head: str, entry: dict[str, object]) -> bool:
+    """Whether `head` is the commit this journal's write made (child of its head, with its id) and is on no remote."""
+    mark = f"{TRAILER}: {entry.get('id')}"
+    return (
+        bool(entry.get("id"))
+        and repo.resolve(f"{head}^") == entry["head"]
+        and mark in repo.message(head).splitlines()
+        and not repo.on_a_remote(head)
+    )
+
+
+def finish(repo: GitRepo) -> None:
+    """The write is over (pushed, or undone): drop its journal."""
+    journal_path(repo).unlink(missing_ok=True)
 
 
 def ensure_clean(repo: GitRepo, paths: list[str]) -> None:
@@ -61,27 +89,38 @@ def ensure_clean(repo: GitRepo, paths: list[str]) -> None:
         )
 
 
-def write_and_commit(repo: GitRepo, files: dict[str, bytes], message: str, author: Author) -> str:
-    """Write every file and commit them together; on any failure every file holds its old bytes again."""
+def write_and_commit(
+    repo: GitRepo, files: dict[str, bytes], message: str, author: Author, *, until_pushed: bool = False
+) -> str:
+    """Write every file and commit them together; on any failure every file holds its old bytes again.
+
+    With `until_pushed` the journal outlives the commit: the caller ends it with `finish` once the push is done
+    or undone, and a crash before that is recovered by the next run.
+    """
+    from release.targets import in_repository
+
     recover(repo)
     head = repo.head()
     if head is None:
         raise GitError(f"{repo.root}: the repository has no commit to build on")
+    for relative in files:  # never write through a symlink: the commit would not hold the edit
+        in_repository(repo.root, relative, "values file", symlinks=False)
     originals = {relative: (repo.root / relative).read_bytes() for relative in files}
-    write_atomic(
-        journal_path(repo),
-        json.dumps({"head": head, "files": {k: base64.b64encode(v).decode() for k, v in originals.items()}}).encode(),
-    )
+    write_id = secrets.token_hex(8)
+    entry = {"head": head, "id": write_id, "files": {k: base64.b64encode(v).decode() for k, v in originals.items()}}
+    write_atomic(journal_path(repo), json.dumps(entry).encode())
     try:
         for index, (relative, data) in enumerate(files.items()):
             if index:
                 _test_crash_hook("between-writes")
             write_atomic(repo.root / relative, data)
         _test_crash_hook("before-commit")
-        sha = repo.commit(list(files), message, author)
+        sha = repo.commit(list(files), f"{message.rstrip()}\n\n{TRAILER}: {write_id}\n", author)
     except (ReleaseError, OSError, KeyboardInterrupt):
         with contextlib.suppress(ReleaseError, OSError):
             recover(repo)
         raise
-    journal_path(repo).unlink()
+    _test_crash_hook("after-commit")
+    if not until_pushed:
+        finish(repo)
     return sha

@@ -10,6 +10,7 @@ from typing import Any
 from release.errors import ConfigError
 from release.topology.model import Topology, _FieldError
 from release.topology.retired import retired
+from release.yamlfile import field_path, one_line, shown
 
 ENV_VAR = "FRACTALOPS_TOPOLOGY"
 RELATIVE_PATH = Path("ops/topology/fractalops.yaml")
@@ -43,20 +44,16 @@ def default_topology_path() -> Path:
     return root / RELATIVE_PATH
 
 
-def _walk(data: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
-    """Yield (path, key, value) for every mapping entry and list item below `data`."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            yield (*path, str(key)), key, value
-            yield from _walk(value, (*path, str(key)))
-    elif isinstance(data, list):
-        for index, value in enumerate(data):
-            yield (*path, str(index)), index, value
-            yield from _walk(value, (*path, str(index)))
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+def _walk(data: Any) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+    """Yield (path, key, value) for every mapping entry and list item below `data` (iteratively: no recursion)."""
+    pending: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while pending:
+        path, node = pending.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            where = (*path, str(key))
+            yield where, key, value
+            pending.append((where, value))
 
 
 def _refuse_retired(source: str, data: Any) -> None:
@@ -65,16 +62,16 @@ def _refuse_retired(source: str, data: Any) -> None:
     for loc, key, value in _walk(data):
         if isinstance(key, str) and key.lower() in facts.keys:
             raise ConfigError(
-                f"{source}: {_dotted(loc)}: a standalone cache VM/LXC key ({key!r}): {facts.folded_message}"
+                f"{source}: {field_path(loc)}: a standalone cache VM/LXC key ({shown(key)}): {facts.folded_message}"
             )
         if isinstance(key, str) and "password" in key.lower():
             raise ConfigError(
-                f"{source}: {_dotted(loc)}: the pull password never lives in the topology; "
+                f"{source}: {field_path(loc)}: the pull password never lives in the topology; "
                 "it is read from FRACTALOPS_NEXUS_PULL_PASSWORD at render time"
             )
         if isinstance(value, str) and any(a in value for a in (*facts.addresses, *facts.names)):
             raise ConfigError(
-                f"{source}: {_dotted(loc)}: {value!r} is the retired standalone cache: {facts.folded_message}"
+                f"{source}: {field_path(loc)}: {shown(value)} is the retired standalone cache: {facts.folded_message}"
             )
 
 
@@ -99,7 +96,7 @@ def parse_topology(data: Any, source: str) -> Topology:
             message = "want a mapping"  # pydantic names its model class here; the file's reader needs the shape
         message = message.removeprefix("Value error, ")
         more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise ConfigError(f"{source}: {_dotted(loc)}: {value!r}: {message}{more}") from None
+        raise ConfigError(f"{source}: {field_path(loc)}: {shown(value)}: {one_line(message)}{more}") from None
 
 
 def load_topology(path: Path | str | None = None) -> Topology:

@@ -13,8 +13,8 @@ from release.imageref import parse_image_ref
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Scheme = Literal["http", "https"]
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_CLUSTER_DNS = re.compile(r"(\.svc|\.svc\.cluster\.local|\.cluster\.local)\.?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_CLUSTER_DNS = re.compile(r"(\.svc|\.svc\.cluster\.local|\.cluster\.local)\.?\Z")
 
 
 class _Strict(BaseModel):
@@ -48,14 +48,14 @@ class Nexus(_Strict):
     @field_validator("service", "namespace")
     @classmethod
     def _dns_label(cls, value: str) -> str:
-        if not _DNS_LABEL.match(value):
+        if not _DNS_LABEL.fullmatch(value):
             raise ValueError("must be a DNS label (lowercase letters, digits, '-')")
         return value
 
     @field_validator("public_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 

@@ -1,4 +1,4 @@
-"""A promotion killed (SIGKILL) between its file writes leaves a journal; the next writer run restores the tree."""
+"""A promotion killed (SIGKILL) mid-write or before its push leaves a journal; the next writer run recovers."""
 
 from __future__ import annotations
 
@@ -22,9 +22,15 @@ API = "platform/k8s/apps/fractalops-api/values.yaml"
 WORKER = "platform/k8s/apps/fractalops-worker/values.yaml"
 CHILD = (
     "import sys\n"
+    "from release.errors import ReleaseError\n"
     "from release.gitops.commands import run_promote\n"
-    "sys.exit(run_promote(sys.argv[4:], repo_root=sys.argv[1], source_repo=sys.argv[2], topology_path=sys.argv[3],"
-    " record_path=sys.argv[1] + '/../records.jsonl'))\n"
+    "try:\n"
+    "    code = run_promote(sys.argv[4:], repo_root=sys.argv[1], source_repo=sys.argv[2], topology_path=sys.argv[3],"
+    " record_path=sys.argv[1] + '/../records.jsonl')\n"
+    "except ReleaseError as err:\n"
+    "    print(f'error: {err}', file=sys.stderr)\n"
+    "    code = err.exit_code\n"
+    "sys.exit(code)\n"
 )
 
 
@@ -83,3 +89,49 @@ def test_next_promotion_recovers_first_then_lands(world: GitOpsWorld, topology: 
     assert git(world.clone, "rev-parse", "HEAD") == git(world.remote, "rev-parse", "main")
     assert world.commits[4] in world.remote_file(API)
     assert world.commits[4] in world.remote_file(WORKER)
+
+
+def test_kill_after_the_local_commit_is_recovered_by_the_next_run(world: GitOpsWorld, topology: Any) -> None:
+    # SIGKILL after the promotion's local commit, before its push: the next run drops that unpushed commit of its
+    # own (it is recorded in the journal) and lands its promotion instead of refusing the clone.
+    remote_before = git(world.remote, "rev-parse", "main")
+    killed = promote_in_child(world, topology, 3, "after-commit")
+    assert killed.returncode == -signal.SIGKILL
+    assert git(world.clone, "rev-parse", "HEAD") != remote_before
+    assert git(world.remote, "rev-parse", "main") == remote_before
+    done = promote_in_child(world, topology, 4, None)
+    assert done.returncode == 0, done.stderr
+    assert tree_equals_head(world.clone)
+    assert not journal_path(GitRepo(world.clone)).exists()
+    assert git(world.clone, "rev-parse", "HEAD") == git(world.remote, "rev-parse", "main")
+    assert git(world.remote, "rev-parse", "main^") == remote_before  # the dropped commit never reached the remote
+    assert world.commits[4] in world.remote_file(API)
+    assert world.commits[4] in world.remote_file(WORKER)
+
+
+def test_a_users_commit_on_top_of_a_crashed_promotion_is_never_dropped(world: GitOpsWorld, topology: Any) -> None:
+    # After a crash after the local commit, a commit the user made on top is kept: the next run refuses, touching
+    # neither commit.
+    assert promote_in_child(world, topology, 3, "after-commit").returncode == -signal.SIGKILL
+    (world.clone / "NOTES.md").write_text("mine\n")
+    git(world.clone, "add", "NOTES.md")
+    git(world.clone, "commit", "-q", "-m", "a user's own commit")
+    mine = git(world.clone, "rev-parse", "HEAD")
+    refused = promote_in_child(world, topology, 4, None)
+    assert refused.returncode == 1
+    assert "HEAD has commits that are not on origin/main" in refused.stderr
+    assert git(world.clone, "rev-parse", "HEAD") == mine
+    assert git(world.clone, "log", "-1", "--format=%s", "HEAD") == "a user's own commit\n"
+
+
+def test_a_users_unpushed_commit_is_never_dropped(world: GitOpsWorld, topology: Any) -> None:
+    # Without a journal of the toolkit's own, an unpushed commit (even one touching the values files) is the user's:
+    # the run refuses and keeps it.
+    path = world.clone / API
+    path.write_text(path.read_text() + "# a note\n")
+    git(world.clone, "commit", "-q", "-am", "promote: api by hand")
+    mine = git(world.clone, "rev-parse", "HEAD")
+    refused = promote_in_child(world, topology, 4, None)
+    assert refused.returncode == 1
+    assert "HEAD has commits that are not on origin/main" in refused.stderr
+    assert git(world.clone, "rev-parse", "HEAD") == mine

@@ -278,6 +278,23 @@ def test_parse_pairs_rejects_a_target_given_twice() -> None:
         parse_pairs(["api=a", "api=b"])
 
 
+@pytest.mark.parametrize("second", [" api=b", "api =b", "\tapi=b", "api\n=b"])
+def test_parse_pairs_catches_a_target_given_twice_with_whitespace_around_it(second: str) -> None:
+    # Whitespace around a target name does not make it another target: it is still given twice.
+    with pytest.raises(ConfigError, match="given twice") as caught:
+        parse_pairs(["api=a", second])
+    assert "\n" not in str(caught.value)
+    assert parse_pairs([second]) == {"api": "b"}
+
+
+@pytest.mark.parametrize("pair", ["a pi=x", "api\x1b[2J=x", "ap\ni=x"])
+def test_parse_pairs_refuses_whitespace_or_control_characters_inside_a_name(pair: str) -> None:
+    # A target name never holds whitespace or control characters; the error stays on one line.
+    with pytest.raises(ConfigError, match="target name") as caught:
+        parse_pairs([pair])
+    assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)
+
+
 def test_head_commit_reads_head_and_is_none_outside_a_repository(tmp_path: Path) -> None:
     # The driver's source commit: HEAD of the repository, None where there is no repository or no commit.
     from release.gitops.git import head_commit

@@ -212,3 +212,27 @@ def test_duplicate_key_is_a_one_line_config_error() -> None:
     text = "image:\n  repository: r\n  digest: sha256:" + "a" * 64 + "\nreplicaCount: 2\nreplicaCount: 3\n"
     with pytest.raises(ConfigError, match=r"values\.yaml: line 5: not valid YAML: found duplicate key"):
         replace_values(text, {"image.digest": (None, "sha256:" + "b" * 64)}, source="values.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufeffimage:\n  tag: x\n  digest: ~\n",  # a byte-order mark (libyaml does not count it in its marks)
+        "# caf\u00e9 \U0001f600\nimage:\n  tag: x  # \u4e2d\n  digest: ~\n",  # characters beyond the BMP before the keys
+        "other: &a.b 1\nmore: *a.b\nimage:\n  tag: x\n  digest: ~\n",  # an anchor name libyaml refuses
+        "other: [b:c]\nimage:\n  tag: x\n  digest: ~\n",  # a plain scalar libyaml refuses in a flow sequence
+    ],
+    ids=["bom", "astral", "anchor-name", "flow-colon"],
+)
+def test_edit_lands_on_the_scalar_whatever_the_parser_and_the_characters(text: str) -> None:
+    # The splice hits exactly the scalars, with a BOM or non-BMP characters before them, and for YAML only the
+    # pure-Python parser reads (it is asked when libyaml refuses the text).
+    after = replace_values(text, {"image.tag": ("x", "sha-abcdef1"), "image.digest": (None, DIGEST)})
+    assert after == text.replace("tag: x", "tag: sha-abcdef1").replace("digest: ~", f"digest: {DIGEST}")
+
+
+def test_unsupported_yaml_version_is_a_one_line_config_error() -> None:
+    # `%YAML 1.3` makes ruamel.yaml assert; it is still one line naming the file.
+    with pytest.raises(ConfigError, match=r"values\.yaml: not valid YAML") as caught:
+        read_values("%YAML 1.3\n---\nimage:\n  tag: x\n", ["image.tag"], source="values.yaml")
+    assert "\n" not in str(caught.value)

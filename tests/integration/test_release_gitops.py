@@ -43,6 +43,7 @@ def clone(tmp_path: Path) -> tuple[Path, Path]:
     """A bare remote holding this repository's HEAD (with the working tree's ops/ and platform/ files) and a clone of it."""
     work = tmp_path / "seed"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    git(work, "checkout", "-q", "-B", "main")  # the remote's branch is main whatever branch the suite runs on
     for folder in ("ops", "platform"):
         subprocess.run(["cp", "-a", f"{ROOT / folder}/.", str(work / folder)], check=True)
     git(work, "add", "-A")

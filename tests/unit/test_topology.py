@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +133,112 @@ def test_check_with_the_local_stacks_topology_scans_against_the_committed_one(tm
     result = CliRunner().invoke(main, ["--topology", str(local), "topology", "check", "--root", str(root)])
     assert result.exit_code == 0, result.output
     assert "is a loopback stand-in; scanning with ops/topology/fractalops.yaml" in result.stderr
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The installed command in a child process (a hang fails the test at `timeout` instead of blocking the suite)."""
+    exe = Path(sys.executable).with_name("fractalops-release")
+    env = {k: v for k, v in os.environ.items() if k != "FRACTALOPS_TOPOLOGY"}
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def _one_line_exit_2(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+    return lines[0]
+
+
+# Nine levels of nine aliases each: under 600 bytes, 9**9 leaves once expanded.
+ALIAS_BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+    f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def test_alias_bomb_topology_is_refused_at_once(tmp_path: Path) -> None:
+    # A few hundred bytes of nested aliases are refused (anchors and aliases are not allowed) within seconds.
+    bomb = tmp_path / "topology.yaml"
+    bomb.write_text("nexus:\n  service: nexus\n" + ALIAS_BOMB)
+    assert len(bomb.read_bytes()) < 700
+    line = _one_line_exit_2(_cli("--topology", str(bomb), "topology", "render-env", timeout=30), str(bomb))
+    assert "anchor" in line or "alias" in line
+    assert "line 3" in line
+
+
+def test_anchor_in_topology_is_refused_naming_the_line(tmp_path: Path) -> None:
+    # Even a harmless anchor and alias are refused: a configuration file spells every value out.
+    text = TOPOLOGY.read_text().replace("  service: nexus\n", "  service: &svc nexus\n", 1)
+    text = text.replace("  namespace: nexus\n", "  namespace: *svc\n", 1)
+    bad = tmp_path / "topology.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=r"topology\.yaml: line \d+: .*anchor") as caught:
+        load_topology(bad)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("nexus.service", "X" * 2_000_000),
+        ("nexus", [{f"key{i}": "v" * 200 for i in range(50)} for _ in range(200)]),
+        ("node_mirror.mode", {"k" * 100_000: 1}),
+    ],
+    ids=["long-string", "whole-section", "long-key"],
+)
+def test_huge_value_in_an_error_is_shown_cut_short(tmp_path: Path, field: str, value: Any) -> None:
+    # An error names the field and shows at most a short prefix of a huge value, on one short line.
+    data = _data()
+    _set(data, field, value)
+    bad = tmp_path / "topology.yaml"
+    YAML(typ="safe", pure=True).dump(data, bad)
+    assert bad.stat().st_size > 100_000
+    line = _one_line_exit_2(_cli("--topology", str(bad), "topology", "render-env"), str(bad), field)
+    assert len(line) < 400
+
+
+def test_deeply_nested_topology_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    # Thousands of nested brackets end in a one-line configuration error, not a RecursionError traceback.
+    bad = tmp_path / "topology.yaml"
+    bad.write_text("nexus: " + "[" * 5000 + "]" * 5000 + "\n")
+    line = _one_line_exit_2(_cli("--topology", str(bad), "topology", "render-env"), str(bad))
+    assert "nest" in line
+
+
+def test_non_utf8_topology_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    # Bytes that are not UTF-8 end in a one-line configuration error naming the file, not a UnicodeDecodeError.
+    bad = tmp_path / "topology.yaml"
+    bad.write_bytes(TOPOLOGY.read_bytes().replace(b"service: nexus", b"service: nex\xffus", 1))
+    line = _one_line_exit_2(_cli("--topology", str(bad), "topology", "render-env"), str(bad))
+    assert "UTF-8" in line
+
+
+def test_fifo_as_topology_is_refused_without_waiting(tmp_path: Path) -> None:
+    # A named pipe given as the topology is refused at once (no writer would ever come), like any non-regular file.
+    fifo = tmp_path / "topology.yaml"
+    os.mkfifo(fifo)
+    line = _one_line_exit_2(_cli("--topology", str(fifo), "topology", "render-env", timeout=20), str(fifo))
+    assert "not a regular file" in line
+    folder = _one_line_exit_2(_cli("--topology", str(tmp_path), "topology", "render-env", timeout=20), str(tmp_path))
+    assert "not a regular file" in folder or "is a directory" in folder  # click's own check of --topology
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("nexus.service", "nexus\n"), ("nexus.public_url", "https://nexus.yamon.io\n")],
+)
+def test_topology_value_with_a_trailing_newline_is_refused(field: str, value: str) -> None:
+    # Validators match the whole value: a trailing newline is not a valid DNS label or URL.
+    data = _data()
+    _set(data, field, value)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_topology(data, "t")
+
+
+def test_unsupported_yaml_version_in_topology_is_one_line(tmp_path: Path) -> None:
+    # A `%YAML 1.3` directive (ruamel.yaml asserts on it) is one line, exit 2, naming the file.
+    bad = tmp_path / "topology.yaml"
+    bad.write_text("%YAML 1.3\n---\n" + TOPOLOGY.read_text())
+    assert "not valid YAML" in _one_line_exit_2(_cli("--topology", str(bad), "topology", "render-env"), str(bad))

@@ -170,3 +170,12 @@ def test_registry_logins_use_secrets_and_rendered_hosts(release: Any) -> None:
         assert registries == {"${{ env.FRACTALOPS_IMAGE_REGISTRY }}", "${{ steps.cache.outputs.registry }}"}
         for login in logins:
             assert login["with"]["password"].startswith(("${{ secrets.", "${{ github.token"))
+
+
+@pytest.mark.parametrize("job", ["smoke", "promote"])
+def test_release_checkouts_fetch_the_history_the_monotonic_guard_reads(release: Any, job: str) -> None:
+    # The promotion (or its preview in a smoke build) compares source commits by ancestry: a depth-1 checkout
+    # lacks the pinned commit, so both release jobs fetch the whole history.
+    checkout = step_named(release, job, "Check out")
+    assert str(checkout["uses"]).startswith("actions/checkout@")
+    assert checkout["with"].get("fetch-depth") == 0
