@@ -17,7 +17,7 @@ from release.errors import OperationError
 
 TAIL_LINES = 15
 # Values that must never reach a message: `--password x`, `password=x`, `user:secret@host`.
-_SECRET_ARG = re.compile(r"(?i)^--?(password|token|secret)(=.*)?$")
+_SECRET_ARG = re.compile(r"(?i)--?(password|token|secret)(=.*)?", re.DOTALL)
 _SECRET_ASSIGNMENT = re.compile(r"(?i)\b(password|passwd|token|secret|auth)=([^\s,]+)")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
 
@@ -36,7 +36,7 @@ def masked(argv: Sequence[str]) -> list[str]:
             shown.append("***")
             hide_next = False
             continue
-        match = _SECRET_ARG.match(arg)
+        match = _SECRET_ARG.fullmatch(arg)
         if match:
             shown.append(f"--{match.group(1)}=***" if match.group(2) else arg)
             hide_next = match.group(2) is None

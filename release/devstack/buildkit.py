@@ -38,8 +38,8 @@ BUILDKIT_SERIES = "v0.13"
 COMMANDS = ("buildkitd", "buildctl")
 # The toolchain comes from golang-go's closure (golang-1.NN-go and golang-1.NN-src), unpacked like the sources.
 TOOLCHAIN_ROOT = "golang-go"
-_TOOLCHAIN = re.compile(r"^golang-(\d+)\.(\d+)-(go|src)$")
-_GO_DEV = re.compile(r"^golang-.+-dev$")
+_TOOLCHAIN = re.compile(r"golang-(\d+)\.(\d+)-(go|src)")
+_GO_DEV = re.compile(r"golang-.+-dev")
 # The old protobuf API package ships the same import path as golang-github-golang-protobuf-1-5-dev: they clash.
 EXCLUDED_PACKAGES = frozenset({"golang-github-golang-protobuf-1-3-dev"})
 # Remote cache backends whose SDKs Debian does not package (go-actions-cache, the Azure storage SDK).
@@ -90,14 +90,14 @@ def closure_names(depends_output: str) -> set[str]:
 
 def go_dev_packages(names: Iterable[str]) -> set[str]:
     """Return the Go source packages (golang-*-dev) of a closure, without the ones known to clash."""
-    return {name for name in names if _GO_DEV.match(name) and name not in EXCLUDED_PACKAGES}
+    return {name for name in names if _GO_DEV.fullmatch(name) and name not in EXCLUDED_PACKAGES}
 
 
 def toolchain_packages(names: Iterable[str]) -> tuple[str, str]:
     """Return the newest golang-1.NN-go and its golang-1.NN-src of a closure."""
     found: dict[tuple[int, int], set[str]] = {}
     for name in names:
-        match = _TOOLCHAIN.match(name)
+        match = _TOOLCHAIN.fullmatch(name)
         if match:
             found.setdefault((int(match[1]), int(match[2])), set()).add(match[3])
     complete = [version for version, parts in found.items() if parts == {"go", "src"}]
@@ -132,7 +132,7 @@ def homepage_index(dumpavail: str) -> dict[str, list[str]]:
     for stanza in dumpavail.split("\n\n"):
         fields = _fields(stanza)
         name, homepage = fields.get("Package", ""), fields.get("Homepage", "")
-        if _GO_DEV.match(name) and homepage and name not in EXCLUDED_PACKAGES:
+        if _GO_DEV.fullmatch(name) and homepage and name not in EXCLUDED_PACKAGES:
             index.setdefault(_repository_root(homepage), []).append(name)
     return index
 
