@@ -430,29 +430,14 @@ def promote(
     """
     import os
 
-    from release.checks import output_file
-    from release.gitops.commands import parse_pairs, run_promote
+    from release.gitops.commands import PromoteRequest, run_promote
+    from release.settings import load
 
-    if not dry_run:
-        output_file("GITHUB_OUTPUT", os.environ)  # found before the push, not after it
-    code = run_promote(
-        list(pairs),
-        dry_run=dry_run,
-        force=force,
-        json_output=json_output,
-        remote=remote,
-        branch=branch,
-        source_repo=source_repo,
-        topology_path=app.topology_path,
-        targets_path=targets_file,
-        policy=policy,  # type: ignore[arg-type]
+    flags = {"topology": app.topology_path, "targets": targets_file, "gitops_remote": remote, "gitops_branch": branch}
+    request = PromoteRequest(
+        pairs, dry_run, force, json_output, "monotonic" if policy == "monotonic" else "strict", source_repo
     )
-    github_output = os.environ.get("GITHUB_OUTPUT")
-    if code == 0 and github_output and not dry_run:
-        from release.outputs import write_github_image_refs
-
-        write_github_image_refs(Path(github_output), parse_pairs(list(pairs)))
-    sys.exit(code)
+    sys.exit(run_promote(request, load(os.environ, flags)))
 
 
 # --- builder -----------------------------------------------------------------------------------
@@ -560,10 +545,12 @@ def events_summary(file: Path | None, json_output: bool) -> None:
     else ~/.local/state/fractalops-release/build-events.jsonl.
     """
     import json
+    import os
 
-    from release.events import default_events_file, read_events, render_summary, summarize, torn_note
+    from release.events import read_events, render_summary, summarize, torn_note
+    from release.settings import load
 
-    path = file or default_events_file()
+    path = file or load(os.environ).events_file
     log = read_events(path)
     if log.torn:
         say(torn_note(path, log.torn))

@@ -165,6 +165,13 @@ def _warm_imports(*modules: str) -> None:
         importlib.import_module(module)
 
 
+def _loaded(env: Mapping[str, str]) -> Any:
+    """The run's settings (a bridge until the build pipeline receives them from the command line)."""
+    from release.settings import load
+
+    return load(env)
+
+
 def select_targets(available: Mapping[str, Any], wanted: tuple[str, ...]) -> list[Any]:
     """The targets asked for (all when none named); portal and unknown names are usage errors."""
     if "portal" in wanted:
@@ -207,7 +214,7 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         from release.topology import load_topology
         from release.topology.load import repo_root
 
-        root = repo_root() or Path.cwd()
+        root = repo_root(explicit=_loaded(env).settings.repo_root) or Path.cwd()
         source_commit = startup.submit(_source_commit, given_commit, root)
         source_url = startup.submit(image_source, env, root)
         topology = load_topology(options.topology_path)
@@ -221,7 +228,11 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
         branch, via = _branch(env), env.get("FRACTALOPS_NEXUS_VIA") or "service"
         # The cache probe needs only the topology: it runs while the plan is made and the engine answers.
         probe = (
-            None if options.dry_run else startup.submit(_probe_cache, topology, targets, branch, via, options.use_cache)
+            None
+            if options.dry_run
+            else startup.submit(
+                _probe_cache, topology, targets, branch, via, options.use_cache, _loaded(env).context.docker_config_dir
+            )
         )
         if guards.update_gitops and {t.name for t in targets} != set(available):
             streams.say("note: promoting a subset of targets; the others stay pinned as they are")
@@ -295,25 +306,29 @@ def _check_promotion(root: Path, targets: list[Any], env: Mapping[str, str]) -> 
     """What the promotion after the builds needs, checked before them (author, push budget, clean files, remote)."""
     from release.gitops.promote import check_promotion_settings
 
+    settings = _loaded(env).settings
     check_promotion_settings(
         root,
         sorted({t.values.file for t in targets}),
-        remote=env.get("FRACTALOPS_GITOPS_REMOTE") or "origin",
-        branch=env.get("FRACTALOPS_GITOPS_BRANCH") or "main",
+        remote=settings.gitops_remote,
+        branch=settings.gitops_branch,
+        author=settings.gitops_author,
+        push_attempts=settings.gitops_push_attempts,
+        push_backoff=settings.gitops_push_backoff,
     )
 
 
 def _probe_cache(
-    topology: Any, targets: list[Any], branch: str, via: str, use_cache: bool
+    topology: Any, targets: list[Any], branch: str, via: str, use_cache: bool, docker_config: Path | None = None
 ) -> tuple[str | None, str | None]:
     """(None when the cache can be used, else the cache_import outcome (unavailable/disabled); a warning or None)."""
+    from release.adapters.registry import RegistryClient
     from release.plan import cache_probe_target
-    from release.registry import RegistryClient
 
     if not use_cache:
         return "disabled", None
     registry, scheme, manifest = cache_probe_target(topology, targets, branch, via)
-    probe = RegistryClient(registry, scheme=scheme).ping(PROBE_BUDGET_S, manifest=manifest)
+    probe = RegistryClient(registry, scheme=scheme, docker_config=docker_config).ping(PROBE_BUDGET_S, manifest=manifest)
     if probe.reachable:
         return None, None
     return "unavailable", (
@@ -357,17 +372,18 @@ def _build_one(
     deadline: float,
     under_way: threading.Event | None = None,
     stopping: threading.Event | None = None,
+    docker_config: Path | None = None,
 ) -> tuple[Any, Any]:
     """Build, push and verify one target; return (TargetResult, BuildEvent-ready dict).
 
     `under_way` is set once buildx answers (its first progress line), or when the build ends without one.
     """
     from release import engine
+    from release.adapters.registry import RegistryClient
     from release.imageref import parse_image_ref
     from release.outputs import TargetResult
     from release.plan import without_cache
     from release.progress import ProgressTracker
-    from release.registry import RegistryClient
     from release.traffic import CacheTraffic
 
     request = target_plan.request if cache_state is None else without_cache(target_plan.request)
@@ -413,7 +429,9 @@ def _build_one(
         if not isinstance(digest, str):
             raise OperationError(f"{target_plan.name}: buildx metadata has no containerimage.digest")
         ref = parse_image_ref(target_plan.repository).with_digest(digest)
-        confirmed = RegistryClient(ref.registry, scheme=target_plan.registry_scheme).manifest_digest(ref)
+        confirmed = RegistryClient(
+            ref.registry, scheme=target_plan.registry_scheme, docker_config=docker_config
+        ).manifest_digest(ref)
         if confirmed != digest:
             raise OperationError(f"{target_plan.name}: {ref} is not in the registry after the push")
         image_ref = str(ref)
@@ -492,6 +510,7 @@ def _execute(
                         options.cache_deadline_s,
                         under_way[t.name],
                         stopping,
+                        _loaded(env).context.docker_config_dir,
                     )
                 )
             # Side work waits until every build is under way: start-up time is the one thing the builds wait on.
@@ -500,7 +519,11 @@ def _execute(
                     pass
             _after_start_up()
             # The promotion preview (smoke builds) or the GitOps modules (promotion) get ready while the builds run.
-            preview = _start_preview(plan, topology, root) if not plan.update_gitops else None
+            preview = (
+                _start_preview(plan, topology, root, _loaded(env).context.docker_config_dir)
+                if not plan.update_gitops
+                else None
+            )
             if plan.update_gitops:
                 threading.Thread(target=_warm_imports, args=("release.gitops.promote",), daemon=True).start()
             outcomes = [future.result() for future in futures]
@@ -518,13 +541,13 @@ def _execute(
                     result.error = f"interrupted (the build stopped: {result.error})"
             streams.board = None
             if outcomes:
-                _record_events(_events(plan, outcomes, env), options, sink, streams)
+                _record_events(_events(plan, outcomes, env), options, env, sink, streams)
             raise
     streams.board = None  # the final status lines stay on screen; from here on, plain lines
     from release.outputs import image_ref_lines, json_document, step_summary, write_github_outputs, write_step_summary
 
     results = [result for result, _ in outcomes]
-    _record_events(_events(plan, outcomes, env), options, sink, streams)
+    _record_events(_events(plan, outcomes, env), options, env, sink, streams)
     failed = [r for r in results if r.result != "ok"]
     for r in failed:
         streams.say(f"error: {r.target}: {r.error}")
@@ -568,11 +591,13 @@ def _events(plan: Any, outcomes: list[tuple[Any, Any]], env: Mapping[str, str]) 
     ]
 
 
-def _record_events(events: list[Any], options: ReleaseOptions, sink: Any, streams: Streams) -> None:
+def _record_events(
+    events: list[Any], options: ReleaseOptions, env: Mapping[str, str], sink: Any, streams: Streams
+) -> None:
     """Append the events to the JSONL file and POST them when a sink is set; never fail the release."""
-    from release.events import append_events, default_events_file, post_events
+    from release.events import append_events, post_events
 
-    path = options.events_file or default_events_file()
+    path = options.events_file or _loaded(env).events_file
     try:
         append_events(events, path)
     except OSError as err:
@@ -595,11 +620,11 @@ def _placeholder(target: str) -> str:
 class _PreviewRegistry:
     """The registry as the preview sees it: the placeholder digests exist; anything else is asked of the registry."""
 
-    def __init__(self, registry: str, placeholders: set[str], topology: Any) -> None:
+    def __init__(self, registry: str, placeholders: set[str], topology: Any, docker_config: Path | None) -> None:
         """Wrap the real client of `registry` (its scheme from the topology)."""
-        from release.registry import RegistryClient
+        from release.adapters.registry import RegistryClient
 
-        self.real = RegistryClient.for_topology(topology, registry)
+        self.real = RegistryClient.for_topology(topology, registry, docker_config=docker_config)
         self.placeholders = placeholders
 
     def manifest_digest(self, ref: Any) -> str | None:
@@ -622,7 +647,7 @@ def _promotion_args(plan: Any, topology: Any, root: Path, targets: Any) -> dict[
     }
 
 
-def _start_preview(plan: Any, topology: Any, root: Path) -> Any:
+def _start_preview(plan: Any, topology: Any, root: Path, docker_config: Path | None) -> Any:
     """Compute the promotion preview while the builds run; the real digests replace the placeholders afterwards.
 
     Everything, imports included, happens on a side thread: the builds start without waiting for it.
@@ -636,7 +661,7 @@ def _start_preview(plan: Any, topology: Any, root: Path) -> Any:
         return plan_promotion(
             images,
             **_promotion_args(plan, topology, root, images),
-            registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders, topology),
+            registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders, topology, docker_config),
         )
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
@@ -657,7 +682,13 @@ def _gitops(
 ) -> dict[str, Any] | None:
     """Promote the built images when GitOps updates are on; otherwise print the diff a promotion would make."""
     from release.gitops.promote import promote
-    from release.gitops.record import append_record, build_record, default_record_path
+    from release.gitops.record import append_record, build_record
+
+    loaded = _loaded(env)
+    if options.events_file:  # --events-file: the record goes beside this run's build events
+        from release.settings import load
+
+        loaded = load(env, {"build_events_file": options.events_file})
 
     images = {r.target: r.image_ref for r in results if r.image_ref}
     shared = _promotion_args(plan, topology, root, images)
@@ -671,7 +702,7 @@ def _gitops(
             if already or preview is None:  # a pinned digest came back: plan with the real refs (a no-op diff)
                 from release.gitops.promote import plan_promotion
 
-                planned = plan_promotion(images, **shared)
+                planned = plan_promotion(images, **shared, docker_config=loaded.context.docker_config_dir)
             else:
                 planned = preview.result()
         except ReleaseError as err:
@@ -688,14 +719,18 @@ def _gitops(
             images,
             **shared,
             force=options.force,
-            remote=env.get("FRACTALOPS_GITOPS_REMOTE") or "origin",
-            branch=env.get("FRACTALOPS_GITOPS_BRANCH") or "main",
+            remote=loaded.settings.gitops_remote,
+            branch=loaded.settings.gitops_branch,
+            author=loaded.settings.gitops_author,
+            push_attempts=loaded.settings.gitops_push_attempts,
+            push_backoff=loaded.settings.gitops_push_backoff,
+            docker_config=loaded.context.docker_config_dir,
         )
     except ReleaseError as err:
         streams.say(f"error: GitOps update failed: {err}")
         return {"failed": True, "error": str(err), "exit_code": err.exit_code}
     record = build_record(result)
-    where = append_record(record, default_record_path(options.events_file))  # beside this run's build events
+    where = append_record(record, loaded.record_file)  # beside this run's build events
     if result.noop:
         streams.say("gitops: the values files already pin these images; nothing committed")
     else:

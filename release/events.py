@@ -23,8 +23,6 @@ from release.checks import SinkURL
 from release.errors import ConfigError
 from release.fsutil import read_regular
 
-EVENTS_FILE_ENV = "FRACTALOPS_BUILD_EVENTS_FILE"
-EVENTS_URL_ENV = "FRACTALOPS_BUILD_EVENTS_URL"
 SCHEMA = "fractalops.build-plane-event/v1"
 
 
@@ -50,15 +48,6 @@ class BuildEvent:
     def to_json(self) -> str:
         """One JSON line."""
         return json.dumps(asdict(self), sort_keys=True)
-
-
-def default_events_file() -> Path:
-    """`$FRACTALOPS_BUILD_EVENTS_FILE`, else the user's state folder."""
-    explicit = os.environ.get(EVENTS_FILE_ENV)
-    if explicit:
-        return Path(explicit)
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "fractalops-release" / "build-events.jsonl"
 
 
 def append_events(events: Iterable[BuildEvent], path: Path) -> None:

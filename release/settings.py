@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from release.errors import UsageError
+from release.errors import ConfigError, UsageError
 
 Source = Literal["flag", "environment", "default"]
 PREFIX = "FRACTALOPS_"
@@ -115,6 +115,12 @@ class Settings(BaseModel):
     devstack_port_base: int | None = _setting(
         None, "First of a new local build stack's loopback ports (default 35080).", commands=("devstack",)
     )
+    test_crash_at: Literal["between-writes", "before-commit", "after-commit"] | None = _setting(
+        None,
+        "Test hook (crash tests only): the GitOps writer kills itself with SIGKILL at this point "
+        "(between-writes, before-commit, after-commit).",
+        commands=PROMOTE,
+    )
 
     @field_validator("cache_deadline")
     @classmethod
@@ -140,8 +146,11 @@ class Settings(BaseModel):
     @field_validator("gitops_author")
     @classmethod
     def _author(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[^<>\x00-\x1f\x7f]+ <[^<>\s\x00-\x1f\x7f]+>", value):
-            raise ValueError("want 'Name <email>' on one line")
+        from release.gitops.git import author_problem
+
+        problem = author_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("builder", "cache_branch", "gitops_remote", "gitops_branch")
@@ -280,6 +289,32 @@ class Loaded:
         """Where `builder create` keeps each builder's rendered buildkitd.toml."""
         return self.context.state_home / "fractalops-release" / "builders"
 
+    @property
+    def repo_root(self) -> Path | None:
+        """FRACTALOPS_REPO_ROOT (checked), else the checkout around the working directory; None outside one."""
+        from release.topology.load import repo_root
+
+        return repo_root(explicit=self.settings.repo_root)
+
+    @property
+    def topology_file(self) -> Path:
+        """FRACTALOPS_TOPOLOGY / --topology, else the repository's ops/topology/fractalops.yaml."""
+        from release.topology.load import default_topology_path
+
+        return self.settings.topology or default_topology_path(self.repo_root)
+
+    @property
+    def targets_file(self) -> Path:
+        """FRACTALOPS_TARGETS / --targets-file, else the repository's ops/containers/fractalops/targets.yaml."""
+        from release.targets import RELATIVE_PATH
+
+        if self.settings.targets is not None:
+            return self.settings.targets
+        root = self.repo_root
+        if root is None:
+            raise ConfigError(f"no repository root found (looked for the topology file); cannot find {RELATIVE_PATH}")
+        return root / RELATIVE_PATH
+
 
 def load(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Loaded:
     """Build the settings: a flag that was given, else the environment variable when set and non-empty, else the default."""
@@ -300,9 +335,13 @@ def load(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> 
         name = str(problem["loc"][0]) if problem["loc"] else "?"
         shown = "***" if is_secret(name) else repr(_shorten(str(values.get(name, ""))))
         where = f"--{name.replace('_', '-')}" if sources.get(name) == "flag" else variable(name)
-        reason = str(problem["msg"]).removeprefix("Value error, ")
+        reason = _REASONS.get(problem["type"]) or str(problem["msg"]).removeprefix("Value error, ")
         raise UsageError(f"{where}={shown}: {reason}") from None
     return Loaded(settings, sources, Context.from_environ(environ))
+
+
+# pydantic's words for a value that does not parse, in the project's words.
+_REASONS = {"int_parsing": "want a whole number", "float_parsing": "want a number"}
 
 
 def _shorten(text: str, limit: int = 80) -> str:

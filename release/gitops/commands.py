@@ -1,15 +1,32 @@
-"""The `promote` command, click-free: parse `target=image_ref` pairs, promote, print, record."""
+"""The `promote` command, click-free: parse `target=image_ref` pairs, promote, print, record, write $GITHUB_OUTPUT."""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from release.errors import ConfigError
 from release.gitops.promote import Policy, RegistryFactory, promote
 from release.gitops.record import append_record, build_record
+
+if TYPE_CHECKING:
+    from release.settings import Loaded
+
+
+@dataclass(frozen=True)
+class PromoteRequest:
+    """What only the command line says: the pairs and the switches of this one promotion."""
+
+    pairs: tuple[str, ...]
+    dry_run: bool = False
+    force: bool = False
+    json_output: bool = False
+    policy: Policy = "strict"
+    source_repo: Path | None = None
+    push: bool = True
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:
@@ -34,67 +51,74 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
     return images
 
 
-def _default_root() -> Path:
-    from release.gitops.git import GitRepo
-    from release.topology.load import repo_root
+def _check_github_output(loaded: Loaded) -> Path | None:
+    """$GITHUB_OUTPUT, checked before anything is pushed (a file that cannot be appended to would lose the refs)."""
+    from release.checks import output_file
 
-    return repo_root() or GitRepo(Path.cwd()).root
+    path = loaded.context.github_output
+    if path is not None:
+        output_file("GITHUB_OUTPUT", {"GITHUB_OUTPUT": str(path)})
+    return path
 
 
 def run_promote(
-    pairs: list[str],
+    request: PromoteRequest,
+    loaded: Loaded,
     *,
-    dry_run: bool = False,
-    force: bool = False,
-    json_output: bool = False,
-    remote: str = "origin",
-    branch: str = "main",
-    source_repo: Path | str | None = None,
-    repo_root: Path | str | None = None,
-    topology_path: Path | str | None = None,
-    targets_path: Path | str | None = None,
-    record_path: Path | str | None = None,
-    policy: Policy = "strict",
-    push: bool = True,
+    repo_root: Path | None = None,
     registry_client_factory: RegistryFactory | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Promote `target=image_ref` pairs; 0 on success (a ReleaseError carries the exit code otherwise)."""
+    """Promote the request's pairs with the loaded settings; 0 on success (a ReleaseError carries the exit code).
+
+    `repo_root` overrides the settings' repository (FRACTALOPS_REPO_ROOT, else the checkout around the working
+    directory). A promotion that lands appends its record to the settings' record file and, in GitHub Actions,
+    `image_ref_<target>=…` lines to $GITHUB_OUTPUT.
+    """
+    from release.gitops.git import GitRepo
     from release.targets import load_targets
     from release.topology import load_topology
 
-    images = parse_pairs(pairs)
-    root = Path(repo_root) if repo_root else _default_root()
-    topology = load_topology(topology_path)
-    targets = load_targets(targets_path) if targets_path else None
+    images = parse_pairs(list(request.pairs))
+    github_output = None if request.dry_run else _check_github_output(loaded)
+    settings = loaded.settings
+    root = repo_root or loaded.repo_root or GitRepo(Path.cwd()).root
     result = promote(
         images,
         repo_root=root,
-        dry_run=dry_run,
-        force=force,
-        policy=policy,
-        remote=remote,
-        branch=branch,
-        push=push,
-        topology=topology,
-        targets=targets,
-        source_repo=source_repo,
+        topology=load_topology(loaded.topology_file),
+        targets=load_targets(settings.targets) if settings.targets else None,
+        remote=settings.gitops_remote,
+        branch=settings.gitops_branch,
+        author=settings.gitops_author,
+        push_attempts=settings.gitops_push_attempts,
+        push_backoff=settings.gitops_push_backoff,
+        policy=request.policy,
+        force=request.force,
+        dry_run=request.dry_run,
+        push=request.push,
+        source_repo=request.source_repo,
         registry_client_factory=registry_client_factory,
+        docker_config=loaded.context.docker_config_dir,
     )
     record = build_record(result)
-    if dry_run:
-        if json_output:
+    if request.dry_run:
+        if request.json_output:
             out.write(json.dumps({**record, "plan": result.plan.as_dict()}, indent=2) + "\n")
         else:
             out.write(result.plan.render())
         return 0
-    written = append_record(record, record_path)
+    written = append_record(record, loaded.record_file)
     if result.noop:
         err.write("promote: every target already pins its image; nothing committed\n")
     else:
-        where = f"pushed to {remote}/{branch}" if result.pushed else "committed locally (not pushed)"
+        where = f"pushed to {result.remote}/{result.branch}" if result.pushed else "committed locally (not pushed)"
         err.write(f"promote: {result.commit} {where} after {result.retries} retries; record in {written}\n")
-    if json_output:
+    if request.json_output:
         out.write(json.dumps(record, indent=2) + "\n")
+    if github_output is not None:
+        from release.outputs import write_github_image_refs
+
+        write_github_image_refs(github_output, images)
     return 0

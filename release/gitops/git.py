@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,16 +37,21 @@ class Author:
         return f"{self.name} <{self.email}>"
 
 
+def author_problem(text: str) -> str | None:
+    """What is wrong with a commit identity `Name <email>` (None: nothing)."""
+    if not text.isprintable():  # a newline would forge commit headers; other control characters garble logs
+        return "holds a control character (newline, tab, escape…); want 'Name <email>'"
+    return None if _AUTHOR.fullmatch(text) else "want 'Name <email>'"
+
+
 def parse_author(text: str | None = None) -> Author:
-    """`text`, else `$FRACTALOPS_GITOPS_AUTHOR`, else the default, parsed from `Name <email>`."""
-    raw = text or os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR
-    if not raw.isprintable():  # a newline would forge commit headers; other control characters garble logs
-        raise ConfigError(
-            f"{AUTHOR_ENV}: {raw!r}: holds a control character (newline, tab, escape…); want 'Name <email>'"
-        )
+    """`text` (the FRACTALOPS_GITOPS_AUTHOR setting), else the default, parsed from `Name <email>`."""
+    raw = text or DEFAULT_AUTHOR
+    problem = author_problem(raw)
+    if problem:
+        raise ConfigError(f"{AUTHOR_ENV}: {raw!r}: {problem}")
     match = _AUTHOR.fullmatch(raw)
-    if not match:
-        raise ConfigError(f"{AUTHOR_ENV}: {raw!r}: want 'Name <email>'")
+    assert match is not None  # author_problem found none
     return Author(match.group("name"), match.group("email"))
 
 

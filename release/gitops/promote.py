@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -23,16 +22,15 @@ from release.targets import Target, load_targets, read_values_file
 if TYPE_CHECKING:
     from release.topology.model import Topology
 
+# Named in messages: the settings a refused push budget comes from.
 ATTEMPTS_ENV = "FRACTALOPS_GITOPS_PUSH_ATTEMPTS"
 BACKOFF_ENV = "FRACTALOPS_GITOPS_PUSH_BACKOFF"
-DEFAULT_ATTEMPTS = 8
-DEFAULT_BACKOFF = 0.2
 BACKOFF_CAP = 3.0
 Policy = Literal["strict", "monotonic"]
 
 
 class Registry(Protocol):
-    """What a promotion needs from a registry client (see release.registry.RegistryClient)."""
+    """What a promotion needs from a registry client (see release.adapters.registry.RegistryClient)."""
 
     def manifest_digest(self, ref: ImageRef) -> str | None:
         """The digest the registry holds for `ref`, None if unknown."""
@@ -44,11 +42,11 @@ class Registry(Protocol):
 RegistryFactory = Callable[[str], Registry]
 
 
-def _default_factory(topology: Topology) -> RegistryFactory:
-    """Clients that speak to each registry in the scheme the topology gives it."""
-    from release.registry import RegistryClient
+def _default_factory(topology: Topology, docker_config: Path | None) -> RegistryFactory:
+    """Clients that speak to each registry in the scheme the topology gives it, with docker's credentials."""
+    from release.adapters.registry import RegistryClient
 
-    return lambda registry: RegistryClient.for_topology(topology, registry)
+    return lambda registry: RegistryClient.for_topology(topology, registry, docker_config=docker_config)
 
 
 @dataclass(frozen=True)
@@ -158,28 +156,27 @@ def plan_promotion(
     images: Mapping[str, str],
     *,
     repo_root: Path | str,
-    force: bool = False,
-    policy: Policy = "strict",
-    topology: Topology | None = None,
+    topology: Topology,
     targets: Mapping[str, Target] | None = None,
-    source_repo: Path | str | None = None,
     source_commits: Mapping[str, str] | None = None,
+    policy: Policy = "strict",
+    force: bool = False,
+    source_repo: Path | str | None = None,
     registry_client_factory: RegistryFactory | None = None,
+    docker_config: Path | None = None,
 ) -> PromotionPlan:
     """Check every image and guard against the files on disk and compute the diff.
 
     Writes nothing, except that an interrupted earlier write (a journal left by a crash) is rolled back first.
     `policy` says what happens when the remote moved since this plan: `strict` keeps compare-and-swap against
     the plan's values (or already ours); `monotonic` re-checks only the monotonic guard on the new tip.
+    Registries are asked with the credentials of the docker config folder `docker_config` (None: anonymously).
     """
-    from release.topology import load_topology
-
     repo = GitRepo(repo_root)
     recover(repo)
     root = repo.root
     targets = targets if targets is not None else load_targets(root / TARGETS_PATH)
-    topology = topology if topology is not None else load_topology()
-    factory = registry_client_factory or _default_factory(topology)
+    factory = registry_client_factory or _default_factory(topology, docker_config)
     history = GitRepo(source_repo) if source_repo is not None else GitRepo(root)
     candidates = _candidates(images, targets, topology, factory, history, source_commits or {}, force)
     lookup = _labels_lookup(factory)
@@ -198,16 +195,10 @@ def plan_promotion(
     )
 
 
-def _budget(attempts: int | None, backoff: float | None) -> tuple[int, float]:
-    """Attempts and base backoff from the arguments, else the environment, else the defaults."""
-    try:
-        count = attempts if attempts is not None else int(os.environ.get(ATTEMPTS_ENV) or DEFAULT_ATTEMPTS)
-        base = backoff if backoff is not None else float(os.environ.get(BACKOFF_ENV) or DEFAULT_BACKOFF)
-    except ValueError:
-        raise ConfigError(f"{ATTEMPTS_ENV} must be an integer and {BACKOFF_ENV} a number of seconds") from None
-    if count < 1 or not 0 <= base < float("inf"):
+def _check_budget(attempts: int, backoff: float) -> None:
+    """Refuse a push budget no promotion can run with (no attempt, a negative or endless backoff)."""
+    if attempts < 1 or not 0 <= backoff < float("inf"):
         raise ConfigError(f"{ATTEMPTS_ENV} must be at least 1 and {BACKOFF_ENV} not negative")
-    return count, base
 
 
 def backoff_delay(retry: int, base: float) -> float:
@@ -240,19 +231,19 @@ def check_promotion_settings(
     repo_root: Path | str,
     files: list[str],
     *,
-    remote: str = "origin",
-    branch: str = "main",
+    remote: str,
+    branch: str,
+    author: Author | str | None,
+    push_attempts: int,
+    push_backoff: float,
     push: bool = True,
-    author: Author | str | None = None,
-    attempts: int | None = None,
-    backoff: float | None = None,
 ) -> None:
     """Everything a promotion needs that a build cannot fix: asked before a release builds, and by dry runs.
 
-    The author and push budget parse, the values files have no uncommitted changes, the remote and branch exist.
-    Like the promotion itself, it first recovers a promotion killed earlier (from its journal).
+    The author parses (None: the default author), the push budget is usable, the values files have no uncommitted
+    changes, the remote and branch exist. Like the promotion itself, it first recovers a promotion killed earlier.
     """
-    _budget(attempts, backoff)
+    _check_budget(push_attempts, push_backoff)
     if not isinstance(author, Author):
         parse_author(author)
     repo = GitRepo(repo_root)
@@ -272,19 +263,20 @@ def check_promotion_settings(
 def apply_promotion(
     plan: PromotionPlan,
     *,
-    remote: str = "origin",
-    branch: str = "main",
+    remote: str,
+    branch: str,
+    author: Author | str | None,
+    push_attempts: int,
+    push_backoff: float,
     push: bool = True,
-    author: Author | str | None = None,
-    attempts: int | None = None,
-    backoff: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> PromotionResult:
     """Write the plan's edits in one commit and push it; on a moved remote re-check, rebase and retry."""
     context: _Context = plan.context
     if context is None:
         raise ConfigError("this plan was not made by plan_promotion; it cannot be applied")
-    count, base = _budget(attempts, backoff)
+    _check_budget(push_attempts, push_backoff)
+    count, base = push_attempts, push_backoff
     who = author if isinstance(author, Author) else parse_author(author)
     repo = GitRepo(plan.repo_root)
     recover(repo)
@@ -369,32 +361,37 @@ def promote(
     images: Mapping[str, str],
     *,
     repo_root: Path | str,
-    dry_run: bool = False,
-    force: bool = False,
-    policy: Policy = "strict",
-    remote: str = "origin",
-    branch: str = "main",
-    push: bool = True,
-    topology: Topology | None = None,
+    topology: Topology,
+    remote: str,
+    branch: str,
+    author: Author | str | None,
+    push_attempts: int,
+    push_backoff: float,
     targets: Mapping[str, Target] | None = None,
-    source_repo: Path | str | None = None,
     source_commits: Mapping[str, str] | None = None,
+    policy: Policy = "strict",
+    force: bool = False,
+    dry_run: bool = False,
+    push: bool = True,
+    source_repo: Path | str | None = None,
     registry_client_factory: RegistryFactory | None = None,
-    author: Author | str | None = None,
-    attempts: int | None = None,
-    backoff: float | None = None,
+    docker_config: Path | None = None,
 ) -> PromotionResult:
-    """Plan, then (unless `dry_run`) apply: pin each target's image_ref in its values file and push."""
+    """Plan, then (unless `dry_run`) apply: pin each target's image_ref in its values file and push.
+
+    Remote, branch, author (None: the default) and push budget are the caller's settings; nothing is read here.
+    """
     plan = plan_promotion(
         images,
         repo_root=repo_root,
-        force=force,
-        policy=policy,
         topology=topology,
         targets=targets,
-        source_repo=source_repo,
         source_commits=source_commits,
+        policy=policy,
+        force=force,
+        source_repo=source_repo,
         registry_client_factory=registry_client_factory,
+        docker_config=docker_config,
     )
     if dry_run:
         # What the real run would refuse, its preview refuses too.
@@ -403,14 +400,20 @@ def promote(
             sorted({change.file for change in plan.changes}),
             remote=remote,
             branch=branch,
-            push=push,
             author=author,
-            attempts=attempts,
-            backoff=backoff,
+            push_attempts=push_attempts,
+            push_backoff=push_backoff,
+            push=push,
         )
         return PromotionResult(plan, plan.changes, plan.decisions, None, False, 0, 0, dry_run=True, diff=plan.diff)
     return apply_promotion(
-        plan, remote=remote, branch=branch, push=push, author=author, attempts=attempts, backoff=backoff
+        plan,
+        remote=remote,
+        branch=branch,
+        author=author,
+        push_attempts=push_attempts,
+        push_backoff=push_backoff,
+        push=push,
     )
 
 

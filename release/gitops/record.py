@@ -12,18 +12,6 @@ from typing import Any
 from release.errors import OperationError
 from release.gitops.promote import PromotionResult, as_data
 
-EVENTS_DIR_ENV = "FRACTALOPS_EVENTS_DIR"
-FILE_NAME = "releases.jsonl"
-
-
-def default_record_path(events_file: Path | None = None) -> Path:
-    """`$FRACTALOPS_EVENTS_DIR/releases.jsonl`, else beside `events_file` (default: the build events file)."""
-    if os.environ.get(EVENTS_DIR_ENV):
-        return Path(os.environ[EVENTS_DIR_ENV]) / FILE_NAME
-    from release.events import default_events_file
-
-    return (events_file or default_events_file()).with_name(FILE_NAME)
-
 
 def build_record(result: PromotionResult, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """The record of one promotion as plain data."""
@@ -48,9 +36,9 @@ def build_record(result: PromotionResult, *, now: dt.datetime | None = None) -> 
     }
 
 
-def append_record(record: dict[str, Any], path: Path | str | None = None) -> Path:
-    """Append `record` as one JSON line (under an exclusive lock); the file written."""
-    target = Path(path) if path else default_record_path()
+def append_record(record: dict[str, Any], path: Path) -> Path:
+    """Append `record` as one JSON line to `path` (the settings' record file) under an exclusive lock; `path`."""
+    target = Path(path)
     line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,9 @@ from release.gitops.git import Author, GitRepo
 
 JOURNAL_NAME = "fractalops-gitops.journal"
 TRAILER = "Fractalops-Promotion-Id"
-# Test hook: the writer kills its own process with SIGKILL at the named point (between-writes, before-commit,
-# after-commit).
-TEST_CRASH_ENV = "FRACTALOPS_TEST_CRASH_AT"
+# Test hook (the FRACTALOPS_TEST_CRASH_AT setting, installed by the command line): the writer kills its own process
+# with SIGKILL at the named point (between-writes, before-commit, after-commit). None in every real run.
+_crash_at: str | None = None
 
 
 def journal_path(repo: GitRepo) -> Path:
@@ -31,9 +31,15 @@ def journal_path(repo: GitRepo) -> Path:
     return repo.git_dir / JOURNAL_NAME
 
 
+def set_crash_point(point: str | None) -> None:
+    """Test hook only: make this process die by SIGKILL when a write reaches `point` (None: never)."""
+    global _crash_at
+    _crash_at = point
+
+
 def _test_crash_hook(point: str) -> None:
-    """Test hook only: die at `point` when `$FRACTALOPS_TEST_CRASH_AT` names it."""
-    if os.environ.get(TEST_CRASH_ENV) == point:
+    """Test hook only: die at `point` when the crash point names it."""
+    if _crash_at == point:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,20 +11,17 @@ from release.topology.model import Topology, _FieldError
 from release.topology.retired import retired
 from release.yamlfile import field_path, one_line, shown
 
-ENV_VAR = "FRACTALOPS_TOPOLOGY"
 RELATIVE_PATH = Path("ops/topology/fractalops.yaml")
 
 
-ROOT_ENV = "FRACTALOPS_REPO_ROOT"
-
-
-def repo_root(start: Path | None = None) -> Path | None:
-    """$FRACTALOPS_REPO_ROOT, else the nearest folder at or above `start` (cwd) holding the topology, else ours."""
-    explicit = os.environ.get(ROOT_ENV)
-    if explicit and start is None:
-        if not (Path(explicit) / RELATIVE_PATH).is_file():
-            raise ConfigError(f"{ROOT_ENV}={explicit!r}: not a repository root (no {RELATIVE_PATH} there)")
-        return Path(explicit).resolve()
+def repo_root(start: Path | None = None, *, explicit: Path | None = None) -> Path | None:
+    """`explicit` (FRACTALOPS_REPO_ROOT), else the nearest folder at or above `start` (cwd) holding the topology, else ours."""
+    if explicit is not None:
+        if not (explicit / RELATIVE_PATH).is_file():
+            raise ConfigError(
+                f"FRACTALOPS_REPO_ROOT={str(explicit)!r}: not a repository root (no {RELATIVE_PATH} there)"
+            )
+        return explicit.resolve()
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / RELATIVE_PATH).is_file():
@@ -34,13 +30,11 @@ def repo_root(start: Path | None = None) -> Path | None:
     return package_root if (package_root / RELATIVE_PATH).is_file() else None
 
 
-def default_topology_path() -> Path:
-    """`$FRACTALOPS_TOPOLOGY`, else the repository's committed topology file."""
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
-    root = repo_root()
+def default_topology_path(root: Path | None = None) -> Path:
+    """The committed topology file of the repository at `root` (default: found from the working directory)."""
+    root = root or repo_root()
     if root is None:
-        raise ConfigError(f"no topology file: set {ENV_VAR} or pass --topology")
+        raise ConfigError("no topology file: set FRACTALOPS_TOPOLOGY or pass --topology")
     return root / RELATIVE_PATH
 
 
@@ -100,7 +94,7 @@ def parse_topology(data: Any, source: str) -> Topology:
 
 
 def load_topology(path: Path | str | None = None) -> Topology:
-    """Read and validate the topology at `path` (default: see `default_topology_path`)."""
+    """Read and validate the topology at `path` (default: the committed one, see `default_topology_path`)."""
     from release.yamlfile import read_yaml
 
     topology_path = Path(path) if path else default_topology_path()

@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from release import settings
 from release.gitops.yamledit import read_values, replace_values
 from release.targets import load_targets
 from release.topology.load import parse_topology
+from release.topology.model import Topology
 
 PROJECT = Path(__file__).resolve().parents[2]
 GIT_ENV = {
@@ -31,6 +33,26 @@ GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
 }
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# A promotion in a child process, run as the command line runs it: settings from the environment (the crash test
+# hook included). Arguments: clone, source repository, topology file, dry|real, then the target=image_ref pairs.
+PROMOTE_CHILD = (
+    "import os, sys\n"
+    "from pathlib import Path\n"
+    "from release import settings\n"
+    "from release.errors import ReleaseError\n"
+    "from release.gitops import writer\n"
+    "from release.gitops.commands import PromoteRequest, run_promote\n"
+    "clone, source, topology, mode, *pairs = sys.argv[1:]\n"
+    "try:\n"
+    "    loaded = settings.load(os.environ, {'topology': Path(topology), 'events_dir': Path(clone).parent / 'records'})\n"
+    "    writer.set_crash_point(loaded.settings.test_crash_at)\n"
+    "    request = PromoteRequest(tuple(pairs), dry_run=mode == 'dry', source_repo=Path(source))\n"
+    "    code = run_promote(request, loaded, repo_root=Path(clone))\n"
+    "except ReleaseError as err:\n"
+    "    print(f'error: {err}', file=sys.stderr)\n"
+    "    code = err.exit_code\n"
+    "sys.exit(code)\n"
+)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -213,3 +235,34 @@ def make_world(tmp_path: Path, registry: StandInRegistry, commits: int = 12) -> 
 def world(tmp_path: Path, registry: StandInRegistry) -> GitOpsWorld:
     """A fresh GitOps world (source repo, bare remote, clone)."""
     return make_world(tmp_path, registry)
+
+
+def push_options(**overrides: Any) -> dict[str, Any]:
+    """The push settings a command hands to `promote`: the Settings defaults, with `overrides`."""
+    defaults = settings.load({}).settings
+    options: dict[str, Any] = {
+        "remote": defaults.gitops_remote,
+        "branch": defaults.gitops_branch,
+        "author": defaults.gitops_author,
+        "push_attempts": defaults.gitops_push_attempts,
+        "push_backoff": defaults.gitops_push_backoff,
+    }
+    return {**options, **overrides}
+
+
+def write_topology(world: GitOpsWorld, topology: Topology) -> Path:
+    """The test topology as a file, for the commands that read it."""
+    path = world.root / "topology.yaml"
+    with path.open("w") as handle:
+        YAML(typ="safe").dump(json.loads(topology.model_dump_json()), handle)
+    return path
+
+
+def loaded_for(world: GitOpsWorld, topology: Topology, **environ: str) -> settings.Loaded:
+    """Settings as the command line loads them: the test topology, records beside the world, no docker login."""
+    base = {
+        "FRACTALOPS_TOPOLOGY": str(write_topology(world, topology)),
+        "FRACTALOPS_EVENTS_DIR": str(world.root / "records"),
+        "HOME": str(world.root),
+    }
+    return settings.load({**base, **environ})

@@ -12,7 +12,7 @@ from release.errors import ReleaseError
 from release.gitops.promote import Policy, promote
 from release.gitops.yamledit import read_values
 
-from .conftest import GitOpsWorld, git
+from .conftest import GitOpsWorld, git, push_options
 
 API = "platform/k8s/apps/fractalops-api/values.yaml"
 WORKER = "platform/k8s/apps/fractalops-worker/values.yaml"
@@ -39,8 +39,7 @@ def _race(world: GitOpsWorld, topology: Any, policy: Policy) -> tuple[list[dict[
                 topology=topology,
                 source_repo=world.source,
                 policy=policy,
-                attempts=30,
-                backoff=0.05,
+                **push_options(push_attempts=30, push_backoff=0.05),
             )
         except ReleaseError as err:
             job["error"] = err

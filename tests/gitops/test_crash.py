@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,47 +10,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
 from release.gitops.git import GitRepo
-from release.gitops.writer import TEST_CRASH_ENV, journal_path, recover
+from release.gitops.writer import journal_path, recover
 
-from .conftest import GitOpsWorld, git
+from .conftest import PROMOTE_CHILD, GitOpsWorld, git, write_topology
+
+TEST_CRASH_ENV = "FRACTALOPS_TEST_CRASH_AT"
 
 API = "platform/k8s/apps/fractalops-api/values.yaml"
 WORKER = "platform/k8s/apps/fractalops-worker/values.yaml"
-CHILD = (
-    "import sys\n"
-    "from release.errors import ReleaseError\n"
-    "from release.gitops.commands import run_promote\n"
-    "try:\n"
-    "    code = run_promote(sys.argv[4:], repo_root=sys.argv[1], source_repo=sys.argv[2], topology_path=sys.argv[3],"
-    " record_path=sys.argv[1] + '/../records.jsonl')\n"
-    "except ReleaseError as err:\n"
-    "    print(f'error: {err}', file=sys.stderr)\n"
-    "    code = err.exit_code\n"
-    "sys.exit(code)\n"
-)
 
 
 def promote_in_child(
     world: GitOpsWorld, topology: Any, index: int, crash_at: str | None
 ) -> subprocess.CompletedProcess[str]:
     """Run a promotion of api and worker in a separate python process, optionally with the crash test hook set."""
-    path = world.root / "topology.yaml"
-    with path.open("w") as handle:
-        YAML(typ="safe").dump(json.loads(topology.model_dump_json()), handle)
     env = {k: v for k, v in os.environ.items() if k != TEST_CRASH_ENV}
     if crash_at:
         env[TEST_CRASH_ENV] = crash_at
     args = [
         str(world.clone),
         str(world.source),
-        str(path),
+        str(write_topology(world, topology)),
+        "real",
         f"api={world.image('api', index)}",
         f"worker={world.image('worker', index)}",
     ]
-    return subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", PROMOTE_CHILD, *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def tree_equals_head(clone: Path) -> bool:

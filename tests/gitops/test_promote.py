@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from release.errors import ConfigError, GitError, GuardRefusal, RegistryError
-from release.gitops.commands import parse_pairs, run_promote
+from release.gitops.commands import PromoteRequest, parse_pairs, run_promote
 from release.gitops.git import GitRepo
 from release.gitops.promote import apply_promotion, plan_promotion, promote
 from release.gitops.writer import journal_path
 
-from .conftest import GitOpsWorld, git
+from .conftest import GitOpsWorld, git, loaded_for, push_options
 
 API = "platform/k8s/apps/fractalops-api/values.yaml"
 WORKER = "platform/k8s/apps/fractalops-worker/values.yaml"
@@ -34,7 +34,22 @@ def snapshot(world: GitOpsWorld) -> tuple[str, str, str, str]:
 
 
 def run(world: GitOpsWorld, topology: Any, images: dict[str, str], **kwargs: Any) -> Any:
-    return promote(images, repo_root=world.clone, topology=topology, source_repo=world.source, **kwargs)
+    """Promote `images` from the world's clone with the default push settings, overridden by `kwargs`."""
+    options = push_options(**{k: v for k, v in kwargs.items() if k in push_options()})
+    rest = {k: v for k, v in kwargs.items() if k not in options}
+    return promote(images, repo_root=world.clone, topology=topology, source_repo=world.source, **options, **rest)
+
+
+def command(world: GitOpsWorld, topology: Any, pairs: list[str], **request: Any) -> Any:
+    """Run the click-free `promote` command on the world's clone; its exit code (stdout and stderr thrown away)."""
+    out, err = request.pop("out", io.StringIO()), request.pop("err", io.StringIO())
+    return run_promote(
+        PromoteRequest(tuple(pairs), source_repo=world.source, **request),
+        loaded_for(world, topology),
+        repo_root=world.clone,
+        out=out,
+        err=err,
+    )
 
 
 def test_promotion_lands_api_and_worker_in_one_pushed_commit(world: GitOpsWorld, topology: Any) -> None:
@@ -69,32 +84,13 @@ def test_dry_run_prints_the_diff_and_touches_nothing(world: GitOpsWorld, topolog
     # A dry run returns the unified diff it would commit and changes no file, commit or remote.
     before = snapshot(world)
     api = world.image("api", 4)
-    out, err = io.StringIO(), io.StringIO()
-    code = run_promote(
-        [f"api={api}"],
-        dry_run=True,
-        repo_root=world.clone,
-        source_repo=world.source,
-        out=out,
-        err=err,
-        registry_client_factory=None,
-        **_topology_kwargs(world, topology),
-    )
+    out = io.StringIO()
+    code = command(world, topology, [f"api={api}"], dry_run=True, out=out)
     assert code == 0
     text = out.getvalue()
     assert f"+++ b/{API}" in text
     assert f"+  digest: {api.split('@')[1]}" in text
     assert snapshot(world) == before
-
-
-def _topology_kwargs(world: GitOpsWorld, topology: Any) -> dict[str, Any]:
-    """Write the test topology to a file for the click-free command."""
-    from ruamel.yaml import YAML
-
-    path = world.root / "topology.yaml"
-    with path.open("w") as handle:
-        YAML(typ="safe").dump(json.loads(topology.model_dump_json()), handle)
-    return {"topology_path": path}
 
 
 def test_already_pinned_digest_is_a_noop_without_commit(world: GitOpsWorld, topology: Any) -> None:
@@ -141,9 +137,11 @@ def test_compare_and_swap_refuses_when_the_file_changed_after_the_plan(world: Gi
         {"api": world.image("api", 8)}, repo_root=world.clone, topology=topology, source_repo=world.source
     )
     other = world.new_clone("other")
-    promote({"api": world.image("api", 7)}, repo_root=other, topology=topology, source_repo=world.source)
+    promote(
+        {"api": world.image("api", 7)}, repo_root=other, topology=topology, source_repo=world.source, **push_options()
+    )
     with pytest.raises(GuardRefusal, match="compare-and-swap"):
-        apply_promotion(plan)
+        apply_promotion(plan, **push_options())
     assert git(world.clone, "status", "--porcelain") == ""
     assert git(world.clone, "rev-parse", "HEAD") == git(world.remote, "rev-parse", "main")
 
@@ -174,10 +172,10 @@ def test_bad_image_argument_is_a_one_line_config_error(
     # Malformed pairs and refs, unknown targets and foreign repositories exit 2 in one line, touching nothing.
     before = snapshot(world)
     with pytest.raises(error) as caught:
-        run_promote(pairs, repo_root=world.clone, source_repo=world.source, **_topology_kwargs(world, topology))
+        command(world, topology, pairs)
     assert problem in str(caught.value)
     assert "\n" not in str(caught.value)
-    assert caught.value.exit_code == 2  # type: ignore[attr-defined]
+    assert isinstance(caught.value, ConfigError) and caught.value.exit_code == 2
     assert snapshot(world) == before
 
 
@@ -194,19 +192,10 @@ def test_digest_absent_from_the_registry_is_a_registry_error(world: GitOpsWorld,
 
 def test_json_record_is_printed_and_appended(world: GitOpsWorld, topology: Any, tmp_path: Path) -> None:
     # --json prints the release record, which is also appended as one line to the records file.
-    records = tmp_path / "events" / "releases.jsonl"
+    records = world.root / "records" / "releases.jsonl"
     out, err = io.StringIO(), io.StringIO()
     api = world.image("api", 9)
-    run_promote(
-        [f"api={api}"],
-        json_output=True,
-        repo_root=world.clone,
-        source_repo=world.source,
-        record_path=records,
-        out=out,
-        err=err,
-        **_topology_kwargs(world, topology),
-    )
+    command(world, topology, [f"api={api}"], json_output=True, out=out, err=err)
     printed = json.loads(out.getvalue())
     stored = [json.loads(line) for line in records.read_text().splitlines()]
     assert stored == [printed]
@@ -238,7 +227,7 @@ def test_push_rejected_by_a_moved_remote_rebases_and_lands(
         return outcome
 
     monkeypatch.setattr(GitRepo, "push", push_after_a_concurrent_change)
-    result = run(world, topology, {"api": world.image("api", 5)}, backoff=0)
+    result = run(world, topology, {"api": world.image("api", 5)}, push_backoff=0)
     assert calls == ["moved", "accepted"]
     assert result.pushed
     assert result.retries == 1
@@ -265,7 +254,7 @@ def test_exhausted_retry_budget_fails_clearly_and_leaves_the_clone_clean(
 
     monkeypatch.setattr(GitRepo, "push", moving_push)
     with pytest.raises(GitError, match="rejected 3 times"):
-        run(world, topology, {"api": world.image("api", 4)}, attempts=3, backoff=0)
+        run(world, topology, {"api": world.image("api", 4)}, push_attempts=3, push_backoff=0)
     assert len(moves) == 3
     assert git(world.clone, "status", "--porcelain") == ""
     assert "noise" in git(world.remote, "log", "-1", "--format=%s", "main")
@@ -322,15 +311,7 @@ def test_dry_run_refuses_uncommitted_values_changes_like_the_real_run(world: Git
     values.write_text(values.read_text() + "# local edit\n")
     before = values.read_text()
     with pytest.raises(GuardRefusal, match="uncommitted changes"):
-        run_promote(
-            [f"api={world.image('api', 4)}"],
-            dry_run=True,
-            repo_root=world.clone,
-            source_repo=world.source,
-            out=io.StringIO(),
-            err=io.StringIO(),
-            **_topology_kwargs(world, topology),
-        )
+        command(world, topology, [f"api={world.image('api', 4)}"], dry_run=True)
     assert values.read_text() == before
 
 
@@ -347,21 +328,20 @@ def test_promotion_to_a_branch_or_remote_that_does_not_exist_is_refused(world: G
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "needle"),
+    ("setting", "value", "needle"),
     [
-        ("FRACTALOPS_GITOPS_AUTHOR", "bogus", "FRACTALOPS_GITOPS_AUTHOR: 'bogus'"),
-        ("FRACTALOPS_GITOPS_PUSH_ATTEMPTS", "abc", "FRACTALOPS_GITOPS_PUSH_ATTEMPTS must be an integer"),
+        ("author", "bogus", "FRACTALOPS_GITOPS_AUTHOR: 'bogus'"),
+        ("push_attempts", 0, "FRACTALOPS_GITOPS_PUSH_ATTEMPTS must be at least 1"),
     ],
 )
 def test_dry_run_refuses_bad_gitops_settings_like_the_real_run(
-    world: GitOpsWorld, topology: Any, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, needle: str
+    world: GitOpsWorld, topology: Any, setting: str, value: Any, needle: str
 ) -> None:
     # A bad author or push budget is found by the dry run too, not only when the real run commits.
-    monkeypatch.setenv(variable, value)
     api = world.image("api", 3)
     for dry_run in (True, False):
         with pytest.raises(ConfigError, match=needle):
-            run(world, topology, {"api": api}, dry_run=dry_run)
+            run(world, topology, {"api": api}, dry_run=dry_run, **{setting: value})
     assert git(world.clone, "status", "--porcelain") == ""
 
 
@@ -381,7 +361,7 @@ def test_push_retries_that_run_out_name_the_last_rejection(world: GitOpsWorld, t
     lock.write_text("stale\n")
     try:
         with pytest.raises(GitError, match=r"rejected 2 times \(last: .*cannot lock ref"):
-            run(world, topology, {"api": world.image("api", 3)}, attempts=2, backoff=0.0)
+            run(world, topology, {"api": world.image("api", 3)}, push_attempts=2, push_backoff=0.0)
     finally:
         lock.unlink()
 

@@ -11,7 +11,7 @@ import pytest
 from release.errors import GitError, GuardRefusal
 from release.gitops.promote import promote
 
-from .conftest import GitOpsWorld, git
+from .conftest import GitOpsWorld, git, push_options
 
 API = "platform/k8s/apps/fractalops-api/values.yaml"
 
@@ -31,7 +31,13 @@ def test_shallow_source_clone_is_deepened_to_check_the_pinned_commit(world: GitO
     # The pinned commit is not in a depth-1 clone: the guard fetches the history it needs and the promotion lands.
     _, shallow = shallow_source(world)
     latest = len(world.commits) - 1
-    result = promote({"api": world.image("api", latest)}, repo_root=world.clone, topology=topology, source_repo=shallow)
+    result = promote(
+        {"api": world.image("api", latest)},
+        repo_root=world.clone,
+        topology=topology,
+        source_repo=shallow,
+        **push_options(),
+    )
     assert result.pushed
     monotonic = next(d for d in result.decisions if d.guard == "monotonic")
     assert monotonic.verdict == "pass"
@@ -48,12 +54,14 @@ def test_shallow_clone_that_cannot_be_deepened_gets_a_clear_message(world: GitOp
     before = git(world.remote, "rev-parse", "main")
     image = world.image("api", len(world.commits) - 1)
     with pytest.raises(GitError) as caught:
-        promote({"api": image}, repo_root=world.clone, topology=topology, source_repo=shallow)
+        promote({"api": image}, repo_root=world.clone, topology=topology, source_repo=shallow, **push_options())
     message = str(caught.value)
     assert not isinstance(caught.value, GuardRefusal)
     assert "shallow" in message and "fetch-depth: 0" in message and world.commits[0][:12] in message
     assert "\n" not in message
     assert git(world.remote, "rev-parse", "main") == before
-    forced = promote({"api": image}, repo_root=world.clone, topology=topology, source_repo=shallow, force=True)
+    forced = promote(
+        {"api": image}, repo_root=world.clone, topology=topology, source_repo=shallow, force=True, **push_options()
+    )
     assert forced.pushed
     assert any(d.guard == "monotonic" and d.verdict == "forced" for d in forced.decisions)

@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
 
 from release.errors import ConfigError
-from release.gitops.commands import run_promote
+from release.gitops.commands import PromoteRequest, run_promote
 from release.gitops.promote import plan_promotion
 
-from .conftest import GitOpsWorld, git
+from .conftest import PROMOTE_CHILD, GitOpsWorld, git, loaded_for, write_topology
 
 API = "platform/k8s/apps/fractalops-api/values.yaml"
 WORKER = "platform/k8s/apps/fractalops-worker/values.yaml"
-CHILD = (
-    "import sys\n"
-    "from release.errors import ReleaseError\n"
-    "from release.gitops.commands import run_promote\n"
-    "try:\n"
-    "    code = run_promote(sys.argv[5:], dry_run=sys.argv[4] == 'dry', repo_root=sys.argv[1], source_repo=sys.argv[2],"
-    " topology_path=sys.argv[3], record_path=sys.argv[1] + '/../records.jsonl')\n"
-    "except ReleaseError as err:\n"
-    "    print(f'error: {err}', file=sys.stderr)\n"
-    "    code = err.exit_code\n"
-    "sys.exit(code)\n"
-)
 
 
 def state(world: GitOpsWorld) -> tuple[str, str, str]:
@@ -51,13 +36,6 @@ def commit_and_push(world: GitOpsWorld, message: str) -> None:
     git(world.clone, "push", "-q", "origin", "HEAD:main")
 
 
-def topology_file(world: GitOpsWorld, topology: Any) -> Path:
-    path = world.root / "topology.yaml"
-    with path.open("w") as handle:
-        YAML(typ="safe").dump(json.loads(topology.model_dump_json()), handle)
-    return path
-
-
 def promote_in_child(
     world: GitOpsWorld, topology: Any, index: int, *, dry_run: bool, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -65,13 +43,13 @@ def promote_in_child(
     args = [
         str(world.clone),
         str(world.source),
-        str(topology_file(world, topology)),
+        str(write_topology(world, topology)),
         "dry" if dry_run else "real",
         f"api={world.image('api', index)}",
         f"worker={world.image('worker', index)}",
     ]
     return subprocess.run(
-        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-c", PROMOTE_CHILD, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -107,11 +85,9 @@ def test_values_file_under_a_symlinked_folder_is_refused(world: GitOpsWorld, top
     pointed = (outside / "fractalops-api/values.yaml").read_bytes()
     with pytest.raises(ConfigError, match=r"outside the repository|symlink") as caught:
         run_promote(
-            [f"api={world.image('api', 3)}"],
+            PromoteRequest((f"api={world.image('api', 3)}",), source_repo=world.source),
+            loaded_for(world, topology),
             repo_root=world.clone,
-            source_repo=world.source,
-            topology_path=topology_file(world, topology),
-            record_path=world.root / "records.jsonl",
         )
     assert API in str(caught.value)
     assert (outside / "fractalops-api/values.yaml").read_bytes() == pointed

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from ruamel.yaml import YAML
 
+from release.adapters.registry import RegistryClient
 from release.devstack import processes
 from release.devstack.configs import render_daemon_config
 from release.devstack.install import read_marker
 from release.driver import _probe_cache
 from release.imageref import ImageRef, parse_pinned_ref
 from release.plan import cache_scope
-from release.registry import RegistryClient
 from release.targets import load_targets
 from release.topology.load import load_topology
 

@@ -18,9 +18,9 @@ import pytest
 from ruamel.yaml import YAML
 from standins import HangingRegistry
 
+from release.adapters.registry import RegistryClient
 from release.imageref import parse_pinned_ref
 from release.plan import cache_scope
-from release.registry import RegistryClient
 from release.topology import load_topology
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def image_refs(stdout: str) -> list[str]:
 
 def stack_client(registry: str) -> RegistryClient:
     """A client of a registry in the scheme the stack's topology (FRACTALOPS_TOPOLOGY, set by the fixture) gives it."""
-    return RegistryClient.for_topology(load_topology(), registry)
+    return RegistryClient.for_topology(load_topology(os.environ["FRACTALOPS_TOPOLOGY"]), registry)
 
 
 def assert_in_registry(ref_text: str) -> None:

@@ -118,17 +118,6 @@ def test_events_summary_on_a_broken_line_is_exit_2(tmp_path: Path) -> None:
     assert "events.jsonl:2" in result.stderr
 
 
-def test_release_records_live_beside_the_build_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Promotion records default to the folder of the build events file, so one place holds both.
-    from release.gitops.record import default_record_path
-
-    monkeypatch.delenv("FRACTALOPS_EVENTS_DIR", raising=False)
-    monkeypatch.setenv("FRACTALOPS_BUILD_EVENTS_FILE", str(tmp_path / "ci" / "build-events.jsonl"))
-    assert default_record_path() == tmp_path / "ci" / "releases.jsonl"
-    monkeypatch.setenv("FRACTALOPS_EVENTS_DIR", str(tmp_path / "elsewhere"))
-    assert default_record_path() == tmp_path / "elsewhere" / "releases.jsonl"
-
-
 def test_sink_credentials_in_the_url_become_basic_auth_and_are_never_shown(sink: Sink) -> None:
     # user:password@ in the sink URL is sent as an Authorization header, not as part of the host name.
     url = sink.url.replace("http://", "http://collector:s3cret%40pw@")

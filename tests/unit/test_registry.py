@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from release.adapters.registry import RegistryClient, Retry
 from release.devstack.configs import daemon_config, stack_topology
 from release.devstack.paths import StackPaths
 from release.devstack.ports import PortLayout
 from release.errors import ConfigError, RegistryError
 from release.imageref import parse_image_ref
 from release.plan import cache_probe_target
-from release.registry import RegistryClient, Retry
 from release.targets import load_targets
 from release.topology.buildkitd import daemon_registries, render_buildkitd
 from release.topology.load import load_topology, parse_topology
@@ -243,12 +243,11 @@ def test_an_https_client_of_a_plain_http_loopback_registry_is_not_switched_to_ht
 
 @pytest.fixture
 def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty DOCKER_CONFIG folder and a folder of credential helpers first on PATH."""
+    """An empty docker config folder (the client is handed it) and a folder of credential helpers first on PATH."""
     folder = tmp_path / "docker"
     folder.mkdir()
     helpers = tmp_path / "helpers"
     helpers.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
     monkeypatch.setenv("PATH", f"{helpers}:{os.environ['PATH']}")
     return folder
 
@@ -271,7 +270,7 @@ def test_auths_username_and_password_answer_a_basic_challenge(v2: V2Server, dock
     digest = _image(v2, {})
     _config(docker_config, {"auths": {f"http://{v2.host}": {"username": "ci", "password": SECRET}}})
     ref = parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}")
-    assert _client(v2).manifest_digest(ref) == digest
+    assert _client(v2, docker_config=docker_config).manifest_digest(ref) == digest
 
 
 def test_auths_identity_token_is_exchanged_for_a_bearer_token(v2: V2Server, docker_config: Path) -> None:
@@ -280,7 +279,7 @@ def test_auths_identity_token_is_exchanged_for_a_bearer_token(v2: V2Server, dock
     digest = _image(v2, {"a": "b"})
     _config(docker_config, {"auths": {v2.host: {"identitytoken": REFRESH}}})
     ref = parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}")
-    assert _client(v2).image_labels(ref) == {"a": "b"}
+    assert _client(v2, docker_config=docker_config).image_labels(ref) == {"a": "b"}
     assert any(r["method"] == "POST" and r["path"].startswith("/token") for r in v2.requests)
 
 
@@ -292,7 +291,7 @@ def test_cred_helpers_win_for_their_registry_and_get_the_server_url(v2: V2Server
     _helper(docker_config, "broken", "exit 1")
     _config(docker_config, {"credsStore": "broken", "credHelpers": {v2.host: "ci"}, "auths": {v2.host: {}}})
     ref = parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}")
-    assert _client(v2).manifest_digest(ref) == digest
+    assert _client(v2, docker_config=docker_config).manifest_digest(ref) == digest
     assert Path(f"{helper}.stdin").read_text() == v2.host
 
 
@@ -302,7 +301,10 @@ def test_creds_store_token_username_means_an_identity_token(v2: V2Server, docker
     digest = _image(v2, {})
     _helper(docker_config, "store", f'echo \'{{"Username":"<token>","Secret":"{REFRESH}"}}\'')
     _config(docker_config, {"credsStore": "store"})
-    assert _client(v2).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}")) == digest
+    assert (
+        _client(v2, docker_config=docker_config).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}"))
+        == digest
+    )
 
 
 def test_a_helper_without_credentials_for_the_registry_means_anonymous(v2: V2Server, docker_config: Path) -> None:
@@ -311,7 +313,10 @@ def test_a_helper_without_credentials_for_the_registry_means_anonymous(v2: V2Ser
     digest = _image(v2, {})
     _helper(docker_config, "store", "echo 'credentials not found in native keychain'; exit 1")
     _config(docker_config, {"credsStore": "store"})
-    assert _client(v2).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}")) == digest
+    assert (
+        _client(v2, docker_config=docker_config).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}"))
+        == digest
+    )
     (token,) = [r for r in v2.requests if r["path"].startswith("/token")]
     assert token["auth"] is None
 
@@ -332,7 +337,7 @@ def test_a_failing_helper_is_one_line_naming_it_without_the_secret(
     _helper(docker_config, "ci", script)
     _config(docker_config, {"credHelpers": {v2.host: "ci"}})
     with pytest.raises(RegistryError) as caught:
-        _client(v2).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}:api-main"))
+        _client(v2, docker_config=docker_config).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}:api-main"))
     message = str(caught.value)
     assert "\n" not in message and SECRET not in message
     assert f"{v2.host}: credential helper docker-credential-ci" in message
@@ -344,7 +349,21 @@ def test_a_missing_helper_is_one_line_naming_it(v2: V2Server, docker_config: Pat
     v2.auth = "basic"
     _config(docker_config, {"credsStore": "nowhere"})
     with pytest.raises(RegistryError, match=r"docker-credential-nowhere .*: not found on PATH$"):
-        _client(v2).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}:api-main"))
+        _client(v2, docker_config=docker_config).manifest_digest(parse_image_ref(f"{v2.host}/{REPOSITORY}:api-main"))
+
+
+def test_credentials_come_only_from_the_folder_the_caller_names(
+    v2: V2Server, docker_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client reads no environment: $DOCKER_CONFIG is the command line's to resolve; None means anonymous.
+    v2.auth = "basic"
+    digest = _image(v2, {})
+    _config(docker_config, {"auths": {v2.host: {"username": "ci", "password": SECRET}}})
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
+    ref = parse_image_ref(f"{v2.host}/{REPOSITORY}@{digest}")
+    with pytest.raises(RegistryError, match="HTTP 401"):
+        _client(v2).manifest_digest(ref)
+    assert _client(v2, docker_config=docker_config).manifest_digest(ref) == digest
 
 
 # --- retries of 429 and 5xx, bounded --------------------------------------------------------------------------------

@@ -160,8 +160,8 @@ def test_relative_paths_are_taken_from_the_callers_folder(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("variable", "value", "needle"),
     [
-        ("FRACTALOPS_GITOPS_AUTHOR", "bogus", "FRACTALOPS_GITOPS_AUTHOR: 'bogus'"),
-        ("FRACTALOPS_GITOPS_PUSH_ATTEMPTS", "abc", "FRACTALOPS_GITOPS_PUSH_ATTEMPTS must be an integer"),
+        ("FRACTALOPS_GITOPS_AUTHOR", "bogus", "FRACTALOPS_GITOPS_AUTHOR='bogus'"),
+        ("FRACTALOPS_GITOPS_PUSH_ATTEMPTS", "abc", "FRACTALOPS_GITOPS_PUSH_ATTEMPTS='abc': want a whole number"),
     ],
 )
 @pytest.mark.parametrize("dry_run", [False, True], ids=["release", "dry-run"])

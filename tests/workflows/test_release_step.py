@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from workflow_tools import RELEASE_SH, RELEASE_WORKFLOW, REPO, load_yaml
 
+from release.adapters.registry import RegistryClient
 from release.imageref import parse_pinned_ref
-from release.registry import RegistryClient
 from release.topology.load import load_topology
 
 if TYPE_CHECKING:

@@ -1,7 +1,8 @@
-"""A minimal OCI distribution (V2) client: ping, manifest HEAD, config labels. Stdlib only.
+"""The OCI registry boundary: a minimal distribution (V2) client (ping, manifest HEAD, config labels), stdlib HTTP.
 
 The scheme is the caller's (from `Topology.registry_scheme`, never guessed from the address); credentials are
-read the way docker reads them; 429 and 5xx answers are retried with a bounded backoff inside each call's budget.
+read the way docker reads them, from the docker config folder the caller names (credential helpers run through
+the process adapter); 429 and 5xx answers are retried with a bounded backoff inside each call's budget.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import base64
 import email.utils
 import http.client
 import json
-import os
 import re
 import shutil
 import subprocess
 import time
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from release.adapters import process
 from release.errors import RegistryError
 from release.imageref import ImageRef
 
@@ -114,25 +116,20 @@ def _hostname(key: str) -> str:
     return key.split("://", 1)[-1].split("/", 1)[0]
 
 
-def docker_config_path() -> str:
-    """The docker CLI config file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`."""
-    return os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
-
-
-def _from_helper(helper: str, registry: str, timeout: float) -> Credentials:
+def _from_helper(helper: str, registry: str, config_file: Path, timeout: float) -> Credentials:
     """Ask `docker-credential-<helper> get` for the registry's login; a failure is one line without the secret."""
     program = f"docker-credential-{helper}"
     server = DOCKER_HUB_SERVER if registry in DOCKER_HUB else registry
-    where = f"{registry}: credential helper {program} (from {docker_config_path()})"
+    where = f"{registry}: credential helper {program} (from {config_file})"
     executable = shutil.which(program)
     if executable is None:
         raise RegistryError(f"{where}: not found on PATH")
     try:
-        done = subprocess.run(
-            [executable, "get"], input=server, capture_output=True, text=True, timeout=max(timeout, 0.1), check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise RegistryError(f"{where}: no answer within {timeout:.1f} s") from None
+        done = process.run([executable, "get"], stdin=server, timeout=max(timeout, 0.1), check=False)
+    except process.ProcessError as err:
+        if isinstance(err.__cause__, subprocess.TimeoutExpired):
+            raise RegistryError(f"{where}: no answer within {timeout:.1f} s") from None
+        raise RegistryError(f"{where}: cannot run: {err.stderr_tail or 'not found'}") from None
     except OSError as err:
         raise RegistryError(f"{where}: cannot run: {err.strerror}") from None
     if done.returncode != 0:
@@ -152,9 +149,14 @@ def _from_helper(helper: str, registry: str, timeout: float) -> Credentials:
     return Credentials(username=username, password=secret)
 
 
-def docker_credentials(registry: str, timeout: float = 10.0) -> Credentials:
-    """The login docker would use for `registry`: credHelpers, then credsStore, then `auths` in config.json."""
-    path = docker_config_path()
+def docker_credentials(registry: str, docker_config: Path | None, timeout: float = 10.0) -> Credentials:
+    """The login docker would use for `registry`: credHelpers, then credsStore, then `auths` in config.json.
+
+    `docker_config` is the folder holding config.json (`$DOCKER_CONFIG`, else ~/.docker); None: no credentials.
+    """
+    if docker_config is None:
+        return Credentials()
+    path = docker_config / "config.json"
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
@@ -168,7 +170,7 @@ def docker_credentials(registry: str, timeout: float = 10.0) -> Credentials:
     helper = next((str(v) for k, v in helpers.items() if _hostname(str(k)) == registry), None)
     helper = helper or (str(config["credsStore"]) if config.get("credsStore") else None)
     if helper:
-        return _from_helper(helper, registry, timeout)
+        return _from_helper(helper, registry, path, timeout)
     wanted = DOCKER_HUB if registry in DOCKER_HUB else {registry}
     entry = next((v for k, v in (config.get("auths") or {}).items() if _hostname(str(k)) in wanted), None)
     if not isinstance(entry, dict):
@@ -194,21 +196,32 @@ class _Answer:
 class RegistryClient:
     """Talks the V2 API to one registry host, in the scheme its caller gives (see `Topology.registry_scheme`)."""
 
-    def __init__(self, registry: str, *, scheme: Scheme, timeout: float = 10.0, retry: Retry | None = None) -> None:
-        """The registry `host[:port]`, its scheme, each call's time budget and the retry policy."""
+    def __init__(
+        self,
+        registry: str,
+        *,
+        scheme: Scheme,
+        docker_config: Path | None = None,
+        timeout: float = 10.0,
+        retry: Retry | None = None,
+    ) -> None:
+        """The registry `host[:port]`, its scheme, the docker config folder (None: anonymous), budget and retries."""
         if scheme not in ("http", "https"):
             raise ValueError(f"scheme must be http or https, not {scheme!r}")
         self.registry = registry
         self.scheme = scheme
+        self.docker_config = docker_config
         self.timeout = timeout
         self.retry = retry or Retry()
         self._auth: str | None = None
         self._credentials: Credentials | None = None
 
     @classmethod
-    def for_topology(cls, topology: Topology, registry: str, **options: Any) -> RegistryClient:
+    def for_topology(
+        cls, topology: Topology, registry: str, *, docker_config: Path | None = None, **options: Any
+    ) -> RegistryClient:
         """A client of `registry` in the scheme the topology gives it (HTTPS for a registry it does not describe)."""
-        return cls(registry, scheme=topology.registry_scheme(registry), **options)
+        return cls(registry, scheme=topology.registry_scheme(registry), docker_config=docker_config, **options)
 
     def _exchange(
         self, method: str, url: str, headers: dict[str, str], deadline: float, body: bytes | None = None
@@ -243,7 +256,9 @@ class RegistryClient:
     def _login(self, challenge: str, deadline: float) -> str | None:
         """The Authorization value that answers a 401 challenge (Basic, or a Bearer token), or None."""
         if self._credentials is None:
-            self._credentials = docker_credentials(self.registry, max(0.1, deadline - time.monotonic()))
+            self._credentials = docker_credentials(
+                self.registry, self.docker_config, max(0.1, deadline - time.monotonic())
+            )
         credentials = self._credentials
         if challenge.lower().startswith("basic"):
             return credentials.basic()
