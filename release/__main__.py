@@ -1,5 +1,7 @@
 """Entry point for `python -m release`."""
 
+import sys
+
 from release.cli import run
 
-run()
+sys.exit(run())

@@ -83,7 +83,7 @@ def _source_commit(given: tuple[str, str] | None, root: Path) -> str | None:
     """The checked FRACTALOPS_SOURCE_COMMIT or GITHUB_SHA, else HEAD of the repository."""
     if given is not None:
         return given[1]
-    from release.gitops.git import head_commit
+    from release.adapters.git import head_commit
 
     try:
         return head_commit(root)
@@ -284,8 +284,8 @@ def run_release(options: ReleaseOptions, env: Mapping[str, str] | None = None, s
 
 def _dirty_contexts(root: Path, targets: list[Any], given: str | None = None) -> list[str]:
     """Why the build input is not the source commit (empty when it is): changed files, another checkout, no answer."""
+    from release.adapters.git import dirty_paths, head_commit
     from release.buildcontext import files_sent
-    from release.gitops.git import dirty_paths, head_commit
 
     reasons: list[str] = []
     try:

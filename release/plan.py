@@ -55,7 +55,7 @@ def image_source(env: Mapping[str, str], root: Path) -> str | None:
         base = web_url(server.rstrip("/") + "/" + repository)
         if base is not None:
             return base
-    from release.gitops.git import remote_url
+    from release.adapters.git import remote_url
 
     remote = remote_url(root)
     return web_url(remote) if remote else None

@@ -28,8 +28,19 @@ def _setting(
     )
 
 
+# The commands that read each group of settings (`--help` of each lists them).
 RELEASE = ("runtime",)
 PROMOTE = ("runtime", "promote")
+TOPOLOGY_COMMANDS = (
+    "topology check",
+    "topology render-env",
+    "topology render-registries",
+    "topology render-buildkitd",
+    "topology show",
+)
+REPOSITORY = ("runtime", "promote", *TOPOLOGY_COMMANDS, "builder create")
+VIA = ("runtime", "topology render-env", "topology render-buildkitd", "builder create")
+DEVSTACK = ("devstack up", "devstack down", "devstack status")
 
 
 class Settings(BaseModel):
@@ -38,87 +49,119 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     allow_local_runtime_release: bool = _setting(
-        False, "1 allows a release outside CI (neither CI nor GITHUB_ACTIONS set).", commands=RELEASE
+        False,
+        "`1` allows a release outside CI (neither `CI` nor `GITHUB_ACTIONS` set); `--allow-local`.",
+        commands=RELEASE,
     )
     runtime_release_update_gitops: bool = _setting(
         False,
-        "0/false/no (the default): smoke build, GitOps untouched; 1/true/yes: the final promotion updates both "
-        "values files in one commit.",
+        "`0`/`false`/`no` (the default) smoke build, GitOps untouched; `1`/`true`/`yes` the final promotion updates "
+        "both values files in one commit; anything else is a usage error; `--update-gitops`.",
         commands=RELEASE,
     )
     repo_root: Path | None = _setting(
         None,
-        "Repository root (release.sh sets it to its own checkout; default: found from the working directory).",
-        commands=("runtime", "promote", "topology"),
+        "repository root (release.sh sets it to its own checkout; default: found from the working directory).",
+        commands=REPOSITORY,
     )
     topology: Path | None = _setting(
-        None, "Topology file (default ops/topology/fractalops.yaml).", commands=("runtime", "promote", "topology")
+        None, "topology file (default `ops/topology/fractalops.yaml`); `--topology`.", commands=REPOSITORY
     )
     targets: Path | None = _setting(
-        None, "Release targets file (default ops/containers/fractalops/targets.yaml).", commands=PROMOTE
+        None,
+        "release targets file: what is built and which values keys pin each image (default "
+        "`ops/containers/fractalops/targets.yaml`); `--targets-file`.",
+        commands=PROMOTE,
     )
-    builder: str | None = _setting(None, "buildx builder (default: the current one).", commands=RELEASE)
-    platform: tuple[str, ...] = _setting((), "Target platform(s), comma-separated, passed to buildx.", commands=RELEASE)
+    builder: str | None = _setting(None, "buildx builder (default: the current one); `--builder`.", commands=RELEASE)
+    platform: tuple[str, ...] = _setting(
+        (), "target platform(s), comma-separated, passed to buildx; `--platform`.", commands=RELEASE
+    )
     source_commit: str | None = _setting(
-        None, "Source commit of the build (default GITHUB_SHA, else HEAD of the repository).", commands=RELEASE
+        None, "source commit of the build (default `GITHUB_SHA`, else HEAD of the repository).", commands=RELEASE
     )
     cache_branch: str | None = _setting(
         None,
-        "Cache scope (default GITHUB_HEAD_REF/GITHUB_REF_NAME, else main); a branch writes <target>-<branch slug> "
-        "and also reads <target>-main.",
+        "cache scope (default `GITHUB_HEAD_REF`/`GITHUB_REF_NAME`, else `main`); a branch writes "
+        "`<target>-<branch slug>` (a short hash is added when the slug differs from the name, so no branch can "
+        "write `main`'s cache) and also reads `<target>-main`.",
         commands=RELEASE,
     )
     cache_deadline: float = _setting(
         120.0,
-        "Seconds a registry cache import/export may go without moving a byte before the build is stopped.",
+        "seconds a cache import/export step may go without progress (no BuildKit status, no bytes to or from the "
+        "cache host) before it is stopped (default 120); a step that keeps moving is never stopped.",
         commands=RELEASE,
     )
     progress: Literal["auto", "plain", "tty"] = _setting(
-        "auto", "auto (tty at a terminal outside CI), plain or tty.", commands=RELEASE
+        "auto",
+        "`auto` (default: tty at a terminal outside CI), `plain` or `tty`; `--progress`.",
+        commands=RELEASE,
     )
     build_events_file: Path | None = _setting(
         None,
-        "JSONL file the Build Plane Events are appended to (default ~/.local/state/fractalops-release/build-events.jsonl).",
-        commands=("runtime", "events"),
+        "JSONL file Build Plane Events are appended to (default "
+        "`~/.local/state/fractalops-release/build-events.jsonl`); `--events-file`.",
+        commands=("runtime", "promote", "events summary"),
     )
     build_events_url: SecretStr | None = _setting(
         None,
-        "Optional HTTP sink the Build Plane Events are POSTed to (user:password@ is Basic auth).",
+        "optional HTTP sink Build Plane Events are POSTed to (`user:password@` in the URL sent as Basic auth, with "
+        "`/ ? # @` in them percent-encoded; a redirect is never followed and counts as a failed delivery, with a "
+        "warning).",
         commands=RELEASE,
         secret=True,
     )
     events_dir: Path | None = _setting(
-        None, "Folder of the release records, releases.jsonl (default: beside the build events).", commands=PROMOTE
+        None,
+        "folder of the release records, `releases.jsonl` (default: beside the build events).",
+        commands=PROMOTE,
     )
     gitops_author: str | None = _setting(
         None,
-        "Author of GitOps commits, 'Name <email>' (default fractalops-release <release@fractalops.invalid>).",
+        "author of GitOps commits (`Name <email>`, no control characters, default "
+        "`fractalops-release <release@fractalops.invalid>`).",
         commands=PROMOTE,
     )
-    gitops_remote: str = _setting("origin", "Remote the GitOps commit is pushed to.", commands=PROMOTE)
-    gitops_branch: str = _setting("main", "Branch the GitOps commit is pushed to.", commands=PROMOTE)
-    gitops_push_attempts: int = _setting(8, "Push attempts when the remote moved.", commands=PROMOTE)
-    gitops_push_backoff: float = _setting(0.2, "First backoff between push attempts, in seconds.", commands=PROMOTE)
+    gitops_remote: str = _setting(
+        "origin", "remote GitOps commits are pushed to (default `origin`); `--remote`.", commands=PROMOTE
+    )
+    gitops_branch: str = _setting(
+        "main", "branch GitOps commits are pushed to (default `main`); `--branch`.", commands=PROMOTE
+    )
+    gitops_push_attempts: int = _setting(
+        8, "push attempts when the remote moved (default 8, at most 100).", commands=PROMOTE
+    )
+    gitops_push_backoff: float = _setting(
+        0.2, "first backoff between push attempts in seconds (default 0.2, growing, jittered).", commands=PROMOTE
+    )
     nexus_via: Literal["service", "clusterip"] = _setting(
         "service",
-        "How builders reach Nexus: service (its DNS name) or clusterip (for builders without cluster DNS).",
-        commands=("runtime", "topology", "builder"),
+        "`service` (default) or `clusterip`: how builders reach Nexus (its DNS name, or its ClusterIP for builders "
+        "that cannot resolve cluster DNS); `--via`.",
+        commands=VIA,
     )
     nexus_pull_password: SecretStr | None = _setting(
-        None, "The node pull password (shim-puller), from OpenBao's runtime scope.", commands=("topology",), secret=True
+        None,
+        "the K3s nodes' pull password (`shim-puller`), from OpenBao's runtime scope; never printed.",
+        commands=("topology render-registries",),
+        secret=True,
     )
     devstack_dir: Path | None = _setting(
         None,
-        "State folder of the local build stack (default ~/.local/state/fractalops-devstack).",
-        commands=("devstack",),
+        "state folder of the local build stack (default `~/.local/state/fractalops-devstack`).",
+        commands=DEVSTACK,
     )
     devstack_port_base: int | None = _setting(
-        None, "First of a new local build stack's loopback ports (default 35080).", commands=("devstack",)
+        None,
+        "first of a new local build stack's four loopback ports (default 35080); `down` and `status` use the "
+        "ports the stack recorded.",
+        commands=DEVSTACK,
     )
     test_crash_at: Literal["between-writes", "before-commit", "after-commit"] | None = _setting(
         None,
-        "Test hook (crash tests only): the GitOps writer kills itself with SIGKILL at this point "
-        "(between-writes, before-commit, after-commit).",
+        "test hook (crash tests only): the GitOps writer kills itself with SIGKILL at this point "
+        "(`between-writes`, `before-commit`, `after-commit`).",
         commands=PROMOTE,
     )
 
@@ -146,11 +189,27 @@ class Settings(BaseModel):
     @field_validator("gitops_author")
     @classmethod
     def _author(cls, value: str | None) -> str | None:
-        from release.gitops.git import author_problem
+        from release.adapters.git import author_problem
 
         problem = author_problem(value) if value is not None else None
         if problem:
             raise ValueError(problem)
+        return value
+
+    @field_validator("topology", "targets", "build_events_file")
+    @classmethod
+    def _file(cls, value: Path | None) -> Path | None:
+        if value is not None and value.is_dir():
+            raise ValueError("is a folder, not a file")
+        return value
+
+    @field_validator("devstack_port_base")
+    @classmethod
+    def _port_base(cls, value: int | None) -> int | None:
+        from release.devstack.ports import MAX_PORT_BASE, MIN_PORT_BASE
+
+        if value is not None and not MIN_PORT_BASE <= value <= MAX_PORT_BASE:
+            raise ValueError(f"want a port base from {MIN_PORT_BASE} to {MAX_PORT_BASE} (an unusual range)")
         return value
 
     @field_validator("builder", "cache_branch", "gitops_remote", "gitops_branch")
@@ -336,12 +395,14 @@ def load(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> 
         shown = "***" if is_secret(name) else repr(_shorten(str(values.get(name, ""))))
         where = f"--{name.replace('_', '-')}" if sources.get(name) == "flag" else variable(name)
         reason = _REASONS.get(problem["type"]) or str(problem["msg"]).removeprefix("Value error, ")
+        if problem["type"] == "literal_error":
+            reason = f"want one of {(problem.get('ctx') or {}).get('expected', '?')}"
         raise UsageError(f"{where}={shown}: {reason}") from None
     return Loaded(settings, sources, Context.from_environ(environ))
 
 
 # pydantic's words for a value that does not parse, in the project's words.
-_REASONS = {"int_parsing": "want a whole number", "float_parsing": "want a number"}
+_REASONS = {"int_parsing": "want a whole number", "float_parsing": "want a number", "bool_parsing": "want 0 or 1"}
 
 
 def _shorten(text: str, limit: int = 80) -> str:

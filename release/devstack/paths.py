@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_DIR_ENV = "FRACTALOPS_DEVSTACK_DIR"
 STATE_DIR_NAME = "fractalops-devstack"
 
 
-def default_state_dir(environ: dict[str, str] | None = None) -> Path:
-    """Return the state dir: $FRACTALOPS_DEVSTACK_DIR, else $XDG_STATE_HOME/…, else ~/.local/state/…."""
-    env = os.environ if environ is None else environ
-    override = env.get(STATE_DIR_ENV, "").strip()
-    if override:
-        return Path(override).expanduser().absolute()
-    xdg = env.get("XDG_STATE_HOME", "").strip()
-    base = Path(xdg) if xdg else Path(env.get("HOME", str(Path.home()))) / ".local" / "state"
-    return (base / STATE_DIR_NAME).expanduser().absolute()
+def default_state_dir(configured: Path | None, state_home: Path) -> Path:
+    """The state dir: `configured` (FRACTALOPS_DEVSTACK_DIR), else `<state_home>/fractalops-devstack`."""
+    if configured is not None and str(configured).strip():
+        return configured.expanduser().absolute()
+    return (state_home / STATE_DIR_NAME).expanduser().absolute()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from release.errors import UsageError
@@ -59,16 +58,3 @@ def port_layout(base: int) -> PortLayout:
             f"set {PORT_BASE_ENV} to a base in that range"
         )
     return PortLayout(base)
-
-
-def port_layout_from_env(environ: dict[str, str] | None = None) -> PortLayout:
-    """Return the layout from $FRACTALOPS_DEVSTACK_PORT_BASE, or the default base."""
-    env = os.environ if environ is None else environ
-    raw = env.get(PORT_BASE_ENV, "").strip()
-    if not raw:
-        return port_layout(DEFAULT_PORT_BASE)
-    try:
-        base = int(raw)
-    except ValueError as err:
-        raise UsageError(f"{PORT_BASE_ENV}={raw!r} is not a port number") from err
-    return port_layout(base)

@@ -28,10 +28,10 @@ from release.devstack.configs import (
 )
 from release.devstack.install import Binaries, ensure_installed, read_marker
 from release.devstack.network import bridge_name, ensure_bridge, remove_bridge
-from release.devstack.paths import StackPaths, default_state_dir
-from release.devstack.ports import PORT_BASE_ENV, PortLayout, port_layout, port_layout_from_env
+from release.devstack.paths import StackPaths
+from release.devstack.ports import DEFAULT_PORT_BASE, PORT_BASE_ENV, PortLayout, port_layout
 from release.devstack.probes import port_listening, unix_http_get, unix_socket_accepts
-from release.devstack.registries import catalog, ensure_mirrored, registry_answers, seed_base_image
+from release.devstack.seed import catalog, ensure_mirrored, registry_answers, seed_base_image
 from release.devstack.status import ComponentStatus, StackStatus
 from release.errors import EngineError, OperationError, UsageError
 
@@ -128,21 +128,19 @@ def recorded_port_base(paths: StackPaths) -> int | None:
         return None
 
 
-def resolve(state_dir: Path | None, port_base: int | None, *, existing: bool = False) -> tuple[StackPaths, PortLayout]:
-    """Return paths and ports: explicit arguments, else env, else what the state dir recorded, else defaults.
+def resolve(state_dir: Path, port_base: int | None, *, existing: bool = False) -> tuple[StackPaths, PortLayout]:
+    """Return paths and ports: `port_base` (FRACTALOPS_DEVSTACK_PORT_BASE), else what the state dir recorded, else the default.
 
-    For an existing stack (`down`, `status`) the state dir's own record wins over the environment: an exported
+    For an existing stack (`down`, `status`) the state dir's own record wins over `port_base`: an exported
     port base must never aim them at another stack's ports and bridge.
     """
-    paths = StackPaths(Path(state_dir).absolute() if state_dir else default_state_dir())
-    if port_base is not None:
-        return paths, port_layout(port_base)
+    paths = StackPaths(Path(state_dir).absolute())
     recorded = recorded_port_base(paths)
     if existing and recorded is not None:
         return paths, port_layout(recorded)
-    if os.environ.get(PORT_BASE_ENV, "").strip():
-        return paths, port_layout_from_env()
-    return paths, port_layout(recorded) if recorded is not None else port_layout_from_env()
+    if port_base is not None:
+        return paths, port_layout(port_base)
+    return paths, port_layout(recorded if recorded is not None else DEFAULT_PORT_BASE)
 
 
 def engine_env(paths: StackPaths, binaries: Binaries) -> dict[str, str]:
@@ -274,8 +272,11 @@ def check_running_base(paths: StackPaths, ports: PortLayout) -> None:
         )
 
 
-def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = stderr_log) -> StackEnv:
-    """Install what is missing, start what is not running, write the topology; return the stack env."""
+def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> StackEnv:
+    """Install what is missing, start what is not running, write the topology; return the stack env.
+
+    `port_base` (None: the recorded one, else the default) places a new stack; a running one must be taken down first.
+    """
     paths, ports = resolve(state_dir, port_base)
     with state_lock(paths):
         check_running_base(paths, ports)
@@ -344,9 +345,12 @@ def unmount_under(root: Path) -> list[str]:
     return mine
 
 
-def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
-    """Stop every process the stack started (engine first), wait for them, and check its ports are closed."""
-    paths, ports = resolve(state_dir, None, existing=True)
+def down(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> list[str]:
+    """Stop every process the stack started (engine first), wait for them, and check its ports are closed.
+
+    The ports are the ones the stack recorded; `port_base` only stands in for a state dir without a record.
+    """
+    paths, ports = resolve(state_dir, port_base, existing=True)
     stopped: list[str] = []
     with state_lock(paths):
         order = [DOCKERD, *(registry_component(r) for r in REGISTRY_ROLES), CONTAINERD]
@@ -376,8 +380,8 @@ def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
     return stopped
 
 
-def status(state_dir: Path | None = None, port_base: int | None = None) -> StackStatus:
-    """Return what runs, where, and what is unhealthy."""
+def status(state_dir: Path, port_base: int | None = None) -> StackStatus:
+    """Return what runs, where, and what is unhealthy (on the recorded ports; `port_base` stands in for none)."""
     paths, ports = resolve(state_dir, port_base, existing=True)
     binaries = read_marker(paths)
     components: list[ComponentStatus] = []

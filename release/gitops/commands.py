@@ -76,7 +76,7 @@ def run_promote(
     directory). A promotion that lands appends its record to the settings' record file and, in GitHub Actions,
     `image_ref_<target>=…` lines to $GITHUB_OUTPUT.
     """
-    from release.gitops.git import GitRepo
+    from release.adapters.git import GitRepo
     from release.targets import load_targets
     from release.topology import load_topology
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from release.adapters.git import Author, GitRepo, parse_author
 from release.errors import ConfigError, GitError, GuardRefusal, RegistryError, ReleaseError
-from release.gitops.git import Author, GitRepo, parse_author
+from release.gitops.changes import Candidate, PinnedLookup, PromotionPlan, TargetChange, evaluate
 from release.gitops.guards import Decision
-from release.gitops.plan import Candidate, PinnedLookup, PromotionPlan, TargetChange, evaluate
 from release.gitops.writer import ensure_clean, finish, recover, write_and_commit
 from release.imageref import ImageRef, parse_pinned_ref
 from release.plan import DIRTY_LABEL, REVISION_LABEL

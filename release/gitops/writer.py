@@ -15,9 +15,9 @@ import secrets
 import signal
 from pathlib import Path
 
+from release.adapters.git import Author, GitRepo
 from release.errors import GitError, GuardRefusal, ReleaseError
 from release.fsutil import write_atomic
-from release.gitops.git import Author, GitRepo
 
 JOURNAL_NAME = "fractalops-gitops.journal"
 TRAILER = "Fractalops-Promotion-Id"

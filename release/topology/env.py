@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+from pathlib import Path
 
 from release.errors import UsageError
 from release.topology.model import Topology
@@ -61,3 +62,10 @@ def format_env(env: dict[str, str], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(env, indent=2) + "\n"
     raise UsageError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+def append_github_env(path: Path, text: str) -> int:
+    """Append rendered `github` lines to $GITHUB_ENV (the next steps of the job see them); the number of lines."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+    return text.count("\n")

@@ -131,3 +131,17 @@ def scan(root: Path, topology: Topology) -> list[Finding]:
                     findings.append(Finding(path, number, why))
                     break
     return findings
+
+
+def scanned_topology(root: Path, topology: Topology) -> tuple[Topology, Path | None]:
+    """The topology to scan `root` with, and the committed file used instead of `topology` (None: none used).
+
+    A loopback topology (the local stack's) is valid, but its addresses are the stand-ins' own defaults: the
+    scan for baked production addresses then uses the repository's committed topology, when there is one.
+    """
+    from release.topology.load import RELATIVE_PATH, load_topology
+
+    committed = root / RELATIVE_PATH
+    if is_local_stand_in(topology) and committed.is_file():
+        return load_topology(committed), committed
+    return topology, None

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from release.gitops.git import GitRepo
+from release.adapters.git import GitRepo
 from release.gitops.writer import journal_path, recover
 
 from .conftest import PROMOTE_CHILD, GitOpsWorld, git, write_topology

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from release.adapters.git import GitRepo
 from release.errors import ConfigError, GitError, GuardRefusal, RegistryError
 from release.gitops.commands import PromoteRequest, parse_pairs, run_promote
-from release.gitops.git import GitRepo
 from release.gitops.promote import apply_promotion, plan_promotion, promote
 from release.gitops.writer import journal_path
 
@@ -286,7 +286,7 @@ def test_parse_pairs_refuses_whitespace_or_control_characters_inside_a_name(pair
 
 def test_head_commit_reads_head_and_is_none_outside_a_repository(tmp_path: Path) -> None:
     # The driver's source commit: HEAD of the repository, None where there is no repository or no commit.
-    from release.gitops.git import head_commit
+    from release.adapters.git import head_commit
 
     assert head_commit(tmp_path) is None
     subprocess.run(["git", "init", "-q", str(tmp_path / "r")], check=True)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from release.adapters import process
-from release.builder import RemoteTLS, Runner, create_builder, plan_builder, run_docker
+from release.buildersetup import RemoteTLS, Runner, create_builder, plan_builder, run_docker
 from release.devstack.buildkit import BuildkitBinaries, ensure_buildkit
 from release.devstack.buildkit_daemon import RunningBuildkitd, buildctl_argv, start_buildkitd, stop_buildkitd
-from release.devstack.registries import manifest_digest
+from release.devstack.seed import manifest_digest
 from release.errors import EngineError
 from release.topology.load import load_topology
 

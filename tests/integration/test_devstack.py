@@ -15,7 +15,7 @@ from release.devstack import down, status, up
 from release.devstack.network import bridge_exists, bridge_name
 from release.devstack.probes import port_listening
 from release.devstack.processes import pids_mentioning
-from release.devstack.registries import catalog
+from release.devstack.seed import catalog
 from release.errors import UsageError
 
 if TYPE_CHECKING:

@@ -72,7 +72,7 @@ def test_changed_files_with_spaces_unicode_renames_and_ignored_files_are_all_see
     # git status -z: no quoting of odd names; a rename into the context and a git-ignored file count too.
     import subprocess
 
-    from release.gitops.git import dirty_paths
+    from release.adapters.git import dirty_paths
 
     root = _repo(tmp_path)
     assert dirty_paths(root, ["ctx"]) == []
@@ -89,8 +89,8 @@ def test_a_git_that_cannot_answer_is_an_error_not_a_clean_tree(tmp_path: Path) -
     import os
     import shutil
 
+    from release.adapters.git import dirty_paths
     from release.errors import GitError
-    from release.gitops.git import dirty_paths
 
     root = _repo(tmp_path)
     if os.geteuid() != 0:

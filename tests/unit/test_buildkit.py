@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from release.builder import RemoteTLS, plan_builder
+from release.buildersetup import RemoteTLS, plan_builder
 from release.devstack import buildkit
 from release.devstack.buildkit import (
     closure_names,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from release import settings
 from release.devstack import processes
 from release.devstack.configs import (
     daemon_config,
@@ -27,12 +28,7 @@ from release.devstack.install import (
 )
 from release.devstack.network import bridge_cidr, bridge_name
 from release.devstack.paths import StackPaths, default_state_dir
-from release.devstack.ports import (
-    DEFAULT_PORT_BASE,
-    MIN_PORT_BASE,
-    PortLayout,
-    port_layout_from_env,
-)
+from release.devstack.ports import DEFAULT_PORT_BASE, MIN_PORT_BASE, PortLayout, port_layout
 from release.devstack.status import ComponentStatus, StackStatus, render_status
 from release.errors import UsageError
 from release.topology.load import load_topology
@@ -41,32 +37,40 @@ STATE = StackPaths(Path("/tmp/fx-state"))
 PORTS = PortLayout(35080)
 
 
-def test_default_ports_are_distinct_and_in_the_unusual_range() -> None:
+def test_default_ports_are_distinct_and_in_the_unusual_range(tmp_path: Path) -> None:
     # The default layout uses four distinct ports, all at or above the devstack's minimum base.
-    layout = port_layout_from_env({})
+    from release.devstack.stack import resolve
+
+    layout = resolve(tmp_path, settings.load({}).settings.devstack_port_base)[1]
     assert layout.base == DEFAULT_PORT_BASE
     assert len(set(layout.all_ports())) == 4
     assert min(layout.all_ports()) >= MIN_PORT_BASE
 
 
-def test_port_base_env_moves_every_port() -> None:
+def test_port_base_setting_moves_every_port() -> None:
     # FRACTALOPS_DEVSTACK_PORT_BASE shifts the whole layout.
-    layout = port_layout_from_env({"FRACTALOPS_DEVSTACK_PORT_BASE": "36000"})
+    base = settings.load({"FRACTALOPS_DEVSTACK_PORT_BASE": "36000"}).settings.devstack_port_base
+    assert base is not None
+    layout = port_layout(base)
     assert (layout.hosted, layout.pull_through, layout.upstream, layout.nexus_web) == (36000, 36001, 36002, 36003)
 
 
 @pytest.mark.parametrize("raw", ["abc", "80", "70000", "8080", "30080"])
 def test_bad_or_low_port_base_is_a_usage_error(raw: str) -> None:
     # A non-number or a base outside the devstack's range (low, well-known or too high) is refused.
-    with pytest.raises(UsageError):
-        port_layout_from_env({"FRACTALOPS_DEVSTACK_PORT_BASE": raw})
+    with pytest.raises(UsageError, match=f"FRACTALOPS_DEVSTACK_PORT_BASE='{raw}': want"):
+        settings.load({"FRACTALOPS_DEVSTACK_PORT_BASE": raw})
 
 
 def test_state_dir_prefers_override_then_xdg_then_home() -> None:
     # The state dir comes from the override, else XDG_STATE_HOME, else ~/.local/state.
-    assert default_state_dir({"FRACTALOPS_DEVSTACK_DIR": "/x/y", "XDG_STATE_HOME": "/s"}) == Path("/x/y")
-    assert default_state_dir({"XDG_STATE_HOME": "/s"}) == Path("/s/fractalops-devstack")
-    assert default_state_dir({"HOME": "/h"}) == Path("/h/.local/state/fractalops-devstack")
+    def state_dir(environ: dict[str, str]) -> Path:
+        loaded = settings.load(environ)
+        return default_state_dir(loaded.settings.devstack_dir, loaded.context.state_home)
+
+    assert state_dir({"FRACTALOPS_DEVSTACK_DIR": "/x/y", "XDG_STATE_HOME": "/s"}) == Path("/x/y")
+    assert state_dir({"XDG_STATE_HOME": "/s"}) == Path("/s/fractalops-devstack")
+    assert state_dir({"HOME": "/h"}) == Path("/h/.local/state/fractalops-devstack")
 
 
 def test_daemon_config_isolates_the_engine_and_mirrors_docker_io() -> None:
@@ -182,17 +186,16 @@ def test_stale_pidfile_is_not_taken_for_a_running_process(tmp_path: Path) -> Non
     assert processes.running(paths, "ghost") is None
 
 
-def test_down_and_status_act_on_the_port_base_the_stack_recorded_not_the_exported_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_down_and_status_act_on_the_port_base_the_stack_recorded_not_the_exported_one(tmp_path: Path) -> None:
     # An exported FRACTALOPS_DEVSTACK_PORT_BASE never aims down/status at another stack's ports; up still takes it.
     from release.devstack.stack import resolve
 
     (tmp_path / "stack.json").write_text(json.dumps({"port_base": 36550}) + "\n")
-    monkeypatch.setenv("FRACTALOPS_DEVSTACK_PORT_BASE", "37550")
-    assert resolve(tmp_path, None, existing=True)[1].base == 36550
-    assert resolve(tmp_path, None)[1].base == 37550
-    assert resolve(tmp_path / "fresh", None, existing=True)[1].base == 37550
+    exported = settings.load({"FRACTALOPS_DEVSTACK_PORT_BASE": "37550"}).settings.devstack_port_base
+    assert resolve(tmp_path, exported, existing=True)[1].base == 36550
+    assert resolve(tmp_path, exported)[1].base == 37550
+    assert resolve(tmp_path / "fresh", exported, existing=True)[1].base == 37550
+    assert resolve(tmp_path / "fresh", None)[1].base == DEFAULT_PORT_BASE
 
 
 def _commands_run_by_the_devstack() -> set[str]:

@@ -324,7 +324,7 @@ def test_refused_sink_url_never_shows_a_password_holding_slash_or_at(value: str)
 )
 def test_mask_credentials_hides_a_password_holding_slash_or_at(text: str) -> None:
     # Free text naming a URL with user:password shows neither, and keeps the host and what follows.
-    from release.checks import mask_credentials
+    from release.masking import mask_credentials
 
     shown = mask_credentials(text)
     for piece in ("s3c", "ret", "bot"):

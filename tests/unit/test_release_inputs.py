@@ -205,10 +205,10 @@ def test_value_with_a_trailing_newline_is_refused_before_any_build(engine_log: P
 
 def test_validators_match_the_whole_value() -> None:
     # Every validator in release/ refuses a value that is valid but for a trailing newline.
-    from release.builder import plan_builder
+    from release.adapters.git import parse_author
+    from release.buildersetup import plan_builder
     from release.checks import source_commit
     from release.errors import ConfigError
-    from release.gitops.git import parse_author
     from release.gitops.guards import monotonic
     from release.imageref import DIGEST, parse_image_ref
 
@@ -259,8 +259,8 @@ def test_validators_match_the_whole_value() -> None:
 def test_gitops_author_with_a_control_character_is_refused(engine_log: Path, author: str) -> None:
     # FRACTALOPS_GITOPS_AUTHOR may not hold newlines or other control characters (it goes into commit headers).
     if "\x00" in author:  # an environment variable cannot carry NUL: check the parser itself
+        from release.adapters.git import parse_author
         from release.errors import ConfigError
-        from release.gitops.git import parse_author
 
         with pytest.raises(ConfigError, match="FRACTALOPS_GITOPS_AUTHOR"):
             parse_author(author)

@@ -1,4 +1,4 @@
-"""`release.builder` against a real engine: a docker-container builder registered with the rendered config."""
+"""`release.buildersetup` against a real engine: a docker-container builder registered with the rendered config."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from release.builder import create_builder, plan_builder, run_docker
+from release.buildersetup import create_builder, plan_builder, run_docker
 from release.topology.buildkitd import render_buildkitd
 from release.topology.load import load_topology
 

@@ -1,4 +1,4 @@
-"""Shared BuildKit builders: plan a `docker buildx create` from the topology, then create it."""
+"""Shared BuildKit builders set up from the topology: plan a `docker buildx create`, then create it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from release.adapters import process
 from release.errors import EngineError, UsageError
 from release.fsutil import write_atomic
 from release.topology.buildkitd import render_buildkitd
@@ -149,32 +150,20 @@ def plan_builder(
     return BuilderPlan(name, driver, tuple(argv), config_path, text, chosen_via, tuple(notes))
 
 
-def default_config_path(name: str) -> Path:
-    """Where `builder create` keeps a builder's rendered buildkitd.toml unless told otherwise."""
-    import os
-
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(state) / "fractalops-release" / "builders" / name / "buildkitd.toml"
-
-
-def _stderr_line(err: Any) -> str:
-    """The last non-empty line of a failed command's stderr (or the error text)."""
-    text = getattr(err, "stderr", None) or str(err)
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "failed"
+def default_config_path(builders_dir: Path, name: str) -> Path:
+    """Where `builder create` keeps a builder's rendered buildkitd.toml unless told otherwise (see Loaded.builders_dir)."""
+    return builders_dir / name / "buildkitd.toml"
 
 
 def run_docker(argv: Sequence[str]) -> str:
-    """Run a docker command through python-on-whales; its failure becomes an EngineError."""
-    from python_on_whales.exceptions import DockerException
-    from python_on_whales.utils import run
-
+    """Run a docker command through the process adapter; its failure becomes a one-line EngineError."""
     try:
-        return str(run(list(argv)))
-    except DockerException as err:
-        raise EngineError(f"{' '.join(argv[:3])} failed: {_stderr_line(err)}") from None
-    except FileNotFoundError:
-        raise EngineError(f"{argv[0]} is not installed here") from None
+        return process.run(argv, timeout=None).stdout
+    except process.ProcessError as err:
+        if err.returncode is None:
+            raise EngineError(f"{argv[0]} is not installed here") from None
+        last = err.stderr_tail.splitlines()[-1] if err.stderr_tail else "failed"
+        raise EngineError(f"{' '.join(argv[:3])} failed: {last}") from None
 
 
 def create_builder(plan: BuilderPlan, run: Runner = run_docker) -> None:

@@ -1,4 +1,7 @@
-"""The git boundary: the only module importing GitPython; every git failure becomes a GitError."""
+"""The git boundary: the only module importing GitPython (other git calls go through the process adapter).
+
+Every git failure becomes a GitError.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from release.adapters import process
 from release.errors import ConfigError, GitError
+from release.masking import mask_credentials
 
 AUTHOR_ENV = "FRACTALOPS_GITOPS_AUTHOR"
 DEFAULT_AUTHOR = "fractalops-release <release@fractalops.invalid>"
@@ -83,17 +88,8 @@ def head_commit(path: Path | str) -> str | None:
 
     A single `git rev-parse` (no GitPython): the release driver asks this on every run, before it builds.
     """
-    import subprocess
-
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError as err:
-        raise GitError(f"git rev-parse HEAD failed: {err}") from err
+    argv = ["git", "-C", str(path), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"]
+    proc = _git(argv, "rev-parse HEAD")
     sha = proc.stdout.strip()
     return sha if proc.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
 
@@ -103,16 +99,20 @@ def remote_url(path: Path | str, name: str = "origin") -> str | None:
 
     A single `git remote get-url` (no GitPython): the release driver asks it on every run, for the image labels.
     """
-    import subprocess
-
     try:
-        proc = subprocess.run(
-            ["git", "-C", str(path), "remote", "get-url", name], capture_output=True, text=True, check=False
-        )
-    except OSError:
+        proc = _git(["git", "-C", str(path), "remote", "get-url", name], "remote get-url")
+    except GitError:
         return None
     url = proc.stdout.strip()
     return url if proc.returncode == 0 and url else None
+
+
+def _git(argv: list[str], what: str) -> process.Completed:
+    """Run one git command to completion through the process adapter (a git that cannot start is a GitError)."""
+    try:
+        return process.run(argv, check=False, timeout=300.0)
+    except (process.ProcessError, OSError) as err:
+        raise GitError(f"git {what} failed: {err}") from err
 
 
 def dirty_paths(root: Path | str, paths: list[str]) -> list[str]:
@@ -122,19 +122,14 @@ def dirty_paths(root: Path | str, paths: list[str]) -> list[str]:
     .dockerignore excludes it. A single `git status -z` (no GitPython): the release driver asks it on every run, before it builds. Outside a
     git checkout there is nothing to compare with (an empty list); a git that cannot answer is a GitError.
     """
-    import subprocess
-
     argv = ["git", "-C", str(root), "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching"]
-    try:
-        proc = subprocess.run([*argv, "--", *paths], capture_output=True, check=False)
-    except OSError as err:
-        raise GitError(f"git status failed: {err}") from err
+    proc = _git([*argv, "--", *paths], "status")
     if proc.returncode != 0:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        reason = proc.stderr.strip().splitlines()
         if reason and "not a git repository" in reason[0]:
             return []
         raise GitError(f"git status in {root} failed: {reason[-1] if reason else f'exit {proc.returncode}'}")
-    entries = proc.stdout.decode("utf-8", errors="surrogateescape").split("\0")
+    entries = proc.stdout.split("\0")
     found: set[str] = set()
     index = 0
     while index < len(entries):
@@ -225,8 +220,6 @@ class GitRepo:
 
     def unshallow(self) -> str | None:
         """Fetch the whole history from `origin` (or the only remote); None when done, else why it could not."""
-        from release.checks import mask_credentials
-
         names = [r.name for r in self._repo.remotes]
         remote = "origin" if "origin" in names else (names[0] if len(names) == 1 else None)
         if remote is None:
@@ -267,8 +260,6 @@ class GitRepo:
     def check_remote_branch(self, remote: str, branch: str) -> str:
         """The remote branch's tip; ConfigError for a remote this clone lacks, or a branch that remote lacks."""
         if remote not in [r.name for r in self._repo.remotes]:
-            from release.checks import mask_credentials
-
             shown = mask_credentials(remote)
             raise ConfigError(f"FRACTALOPS_GITOPS_REMOTE / --remote: {shown!r}: {self.root} has no such git remote")
         listing = self._run("ls-remote", "ls-remote", "--heads", remote, f"refs/heads/{branch}")

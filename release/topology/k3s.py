@@ -1,27 +1,29 @@
-"""Render a K3s `registries.yaml` that mirrors docker.io and ghcr.io to the Nexus docker-group."""
+"""The K3s nodes' `registries.yaml`: docker.io and ghcr.io mirrored to the Nexus docker-group, with the pull login."""
 
 from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from release.checks import mask_credentials
 from release.errors import ConfigError, OperationError
 from release.fsutil import read_regular, write_atomic
+from release.masking import mask_credentials
 from release.topology.model import Topology
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 PASSWORD_ENV = "FRACTALOPS_NEXUS_PULL_PASSWORD"
 MASK = "********"
 MIRRORED = ("docker.io", "ghcr.io")
 
 
-def pull_password() -> str:
-    """The node pull password from the environment (OpenBao's runtime scope puts it there)."""
-    password = os.environ.get(PASSWORD_ENV, "")
+def pull_password(secret: SecretStr | None) -> str:
+    """The node pull password (the FRACTALOPS_NEXUS_PULL_PASSWORD setting, from OpenBao's runtime scope)."""
+    password = secret.get_secret_value() if secret is not None else ""
     if not password:
         raise ConfigError(f"{PASSWORD_ENV} is not set: export it from OpenBao's runtime scope; nothing was written")
     return password

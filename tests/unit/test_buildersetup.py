@@ -1,4 +1,4 @@
-"""`release.builder`: the planned `docker buildx create` command and the buildkitd.toml it writes."""
+"""`release.buildersetup`: the planned `docker buildx create` command and the buildkitd.toml it writes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from release.builder import BuilderPlan, create_builder, plan_builder, run_docker
+from release.buildersetup import BuilderPlan, create_builder, plan_builder, run_docker
 from release.errors import EngineError, UsageError
 from release.imageref import parse_image_ref
 from release.topology.load import load_topology
