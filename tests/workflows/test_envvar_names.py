@@ -1,4 +1,4 @@
-"""The FRACTALOPS_* names in the workflows, ops/ scripts and the driver agree with release/envvars.py."""
+"""The FRACTALOPS_* names in the workflows, ops/ scripts and the driver agree with the settings (release/settings.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from pathlib import Path
 import pytest
 from workflow_tools import REPO, iter_steps, load_yaml, workflow_files
 
-from release.envvars import names
+from release.settings import Settings, variable
 from release.topology.env import render_env
 from release.topology.load import load_topology
 from release.topology.model import Topology
 
 NAME = re.compile(r"\bFRACTALOPS_[A-Z0-9]+(?:_[A-Z0-9]+)*\b")
 # release/devstack is the local test stack, not the release driver: its own variables are not read in CI.
-NOT_THE_DRIVER = ("release/devstack/", "release/envvars.py")
+NOT_THE_DRIVER = ("release/devstack/",)
+
+
+def names() -> set[str]:
+    """The variable of every setting the toolkit reads."""
+    return {variable(name) for name in Settings.model_fields}
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +51,17 @@ def driver_files() -> list[Path]:
 
 
 def test_workflow_env_sets_only_names_the_toolkit_reads(workflow: Path) -> None:
-    # Every FRACTALOPS_* variable a workflow sets in an `env:` block is one release/envvars.py declares.
+    # Every FRACTALOPS_* variable a workflow sets in an `env:` block is one the settings declare.
     data = load_yaml(workflow)
     blocks = [data.get("env") or {}]
     blocks += [job.get("env") or {} for job in (data.get("jobs") or {}).values()]
     blocks += [step.get("env") or {} for _, step in iter_steps(data)]
     set_here = {key for block in blocks for key in block if str(key).startswith("FRACTALOPS_")}
-    assert set_here <= names(), f"{workflow.name} sets names release/envvars.py does not declare: {set_here - names()}"
+    assert set_here <= names(), f"{workflow.name} sets names the settings do not declare: {set_here - names()}"
 
 
 def test_workflow_names_are_declared_or_rendered(workflow: Path, rendered: set[str]) -> None:
-    # Every FRACTALOPS_* name a workflow mentions is declared in envvars.py or set by `topology render-env`.
+    # Every FRACTALOPS_* name a workflow mentions is declared in the settings or set by `topology render-env`.
     unknown = names_in(workflow) - names() - rendered
     assert not unknown, f"{workflow.name}: unknown names {sorted(unknown)}"
 
@@ -74,7 +79,7 @@ def test_driver_names_are_declared_or_rendered(rendered: set[str]) -> None:
 
 
 def test_release_step_sets_the_gitops_switch() -> None:
-    # The release workflow names the smoke/promote switch exactly as envvars.py does.
+    # The release workflow names the smoke/promote switch exactly as the settings do.
     text = (REPO / ".github" / "workflows" / "runtime-release.yml").read_text()
     assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in names()
     assert "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS" in set(NAME.findall(text))
