@@ -39,7 +39,8 @@ def check(app: App, root: Path | None) -> int:
     base = (root or loaded.repo_root or Path.cwd()).resolve()
     topo, committed = scanned_topology(base, given)
     if committed is not None:
-        app.say(f"topology check: {loaded.topology_file} is a loopback stand-in; scanning with {committed}")
+        shown = committed.relative_to(base)
+        app.say(f"topology check: {loaded.topology_file} is a loopback stand-in; scanning with {shown}")
     findings = scan(base, topo)
     for finding in findings:
         app.out(finding.render(base))

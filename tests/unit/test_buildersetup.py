@@ -7,6 +7,7 @@ import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,12 +105,10 @@ def test_config_text_mirrors_and_http(topology: Topology, tmp_path: Path, via: s
         ("docker-container", {"config_path": Path("x"), "endpoint": "tcp://b:1"}, "remote driver only"),
     ],
 )
-def test_bad_requests_are_usage_errors(
-    topology: Topology, driver: str, kwargs: dict[str, object], message: str
-) -> None:
+def test_bad_requests_are_usage_errors(topology: Topology, driver: str, kwargs: dict[str, Any], message: str) -> None:
     # Wrong combinations fail before anything runs, with exit code 2.
     with pytest.raises(UsageError, match=message):
-        plan_builder(topology, "b", driver, **kwargs)  # type: ignore[arg-type]
+        plan_builder(topology, "b", driver, **kwargs)
 
 
 def test_bad_name_is_a_usage_error(topology: Topology) -> None:

@@ -187,18 +187,6 @@ def test_events_summary_reads_the_file_named_by_the_setting(tmp_path: Path) -> N
     assert missing.exit_code == 2 and str(tmp_path / "none.jsonl") in missing.stderr
 
 
-def test_topology_check_scans_a_loopback_topology_with_the_committed_one(checkout: Path, tmp_path: Path) -> None:
-    # The local stack's loopback topology is valid, but the scan for baked addresses uses the committed topology.
-    from release.devstack.configs import render_topology
-    from release.devstack.ports import PortLayout
-
-    stand_in = tmp_path / "stack-topology.yaml"
-    stand_in.write_text(render_topology(PortLayout(35080)))
-    result = cli("topology", "check", FRACTALOPS_TOPOLOGY=str(stand_in))
-    assert result.exit_code == 0, result.output
-    assert f"is a loopback stand-in; scanning with {checkout / 'ops/topology/fractalops.yaml'}" in result.stderr
-
-
 def test_render_registries_takes_the_password_from_the_setting(tmp_path: Path) -> None:
     # FRACTALOPS_NEXUS_PULL_PASSWORD is required, goes into the file only, and the file is 0600.
     missing = cli("topology", "render-registries", "--output", str(tmp_path / "r.yaml"))

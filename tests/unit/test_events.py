@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -45,7 +46,7 @@ class Sink:
     """A real HTTP server on loopback standing in for the Build Plane Events collector."""
 
     def __init__(self, fail_first: int = 0) -> None:
-        self.bodies: list[object] = []
+        self.bodies: list[Any] = []
         self.authorizations: list[str | None] = []
         self.fail_first = fail_first
         sink = self
@@ -82,7 +83,7 @@ def test_sink_receives_the_events_after_one_retry(sink: Sink) -> None:
     # A sink that fails once gets the events on the retry; nothing is warned.
     warnings: list[str] = []
     assert post_events([event(), event("worker")], events_url("URL", sink.url), warnings.append) is True
-    assert [e["target"] for e in sink.bodies[0]] == ["api", "worker"]  # type: ignore[index]
+    assert [e["target"] for e in sink.bodies[0]] == ["api", "worker"]
     assert warnings == []
 
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from release.cli import main
 
@@ -20,7 +20,7 @@ def _copy_repo(tmp_path: Path) -> Path:
     return dest
 
 
-def _check(root: Path):  # type: ignore[no-untyped-def]
+def _check(root: Path) -> Result:
     return CliRunner().invoke(
         main, ["--topology", str(root / "ops/topology/fractalops.yaml"), "topology", "check", "--root", str(root)]
     )

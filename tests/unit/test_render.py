@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from release.cli import main
 from release.topology import load_topology
 from release.topology.env import format_env, render_env
+from release.topology.model import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = ROOT / "ops/topology/fractalops.yaml"
@@ -27,7 +28,7 @@ PASSWORD = "pa$$ 'w\"ord`x"
 
 
 @pytest.fixture
-def topo():  # type: ignore[no-untyped-def]
+def topo() -> Topology:
     return load_topology(TOPOLOGY)
 
 
@@ -45,7 +46,7 @@ def _source_in_bash(script: str, names: list[str]) -> dict[str, str]:
     return json.loads(proc.stdout)
 
 
-def test_render_env_has_every_cache_variable(topo) -> None:  # type: ignore[no-untyped-def]
+def test_render_env_has_every_cache_variable(topo: Topology) -> None:
     # The env names the docker-group, apt, pip, npm and buildcache endpoints from the topology.
     env = render_env(topo)
     group = "http://nexus.nexus.svc:8083"
@@ -59,7 +60,7 @@ def test_render_env_has_every_cache_variable(topo) -> None:  # type: ignore[no-u
     assert list(env) == sorted(env)
 
 
-def test_shell_env_sourced_by_bash_gives_back_every_value(topo) -> None:  # type: ignore[no-untyped-def]
+def test_shell_env_sourced_by_bash_gives_back_every_value(topo: Topology) -> None:
     # `source` of the shell format restores each value exactly.
     env = render_env(topo)
     assert _source_in_bash(format_env(env, "shell"), list(env)) == env
@@ -79,7 +80,7 @@ def test_hostile_values_survive_source(env: dict[str, str]) -> None:
     assert _source_in_bash(format_env(env, "shell"), list(env)) == env
 
 
-def test_github_format_appends_to_github_env(topo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_github_format_appends_to_github_env(topo: Topology, tmp_path: Path) -> None:
     # --format github appends NAME=value lines to $GITHUB_ENV in its documented format.
     github_env = tmp_path / "github_env"
     github_env.write_text("EARLIER=1\n")
@@ -101,7 +102,7 @@ def test_github_format_uses_a_delimiter_for_multiline_values() -> None:
     assert closing == first.split("<<", 1)[1]
 
 
-def test_json_and_dotenv_formats_round_trip(topo) -> None:  # type: ignore[no-untyped-def]
+def test_json_and_dotenv_formats_round_trip(topo: Topology) -> None:
     # JSON parses back to the env; dotenv lines carry every name once.
     env = render_env(topo)
     assert json.loads(format_env(env, "json")) == env
@@ -169,7 +170,7 @@ def test_registries_check_hides_a_changed_password(tmp_path: Path) -> None:
     assert PASSWORD not in result.output
 
 
-def test_buildkitd_toml_parses_to_mirrors_and_http_connectors(topo) -> None:  # type: ignore[no-untyped-def]
+def test_buildkitd_toml_parses_to_mirrors_and_http_connectors(topo: Topology) -> None:
     # buildkitd.toml mirrors docker.io and ghcr.io to the docker-group and marks both connectors plain HTTP.
     result = CliRunner().invoke(main, ["--topology", str(TOPOLOGY), "topology", "render-buildkitd"])
     assert result.exit_code == 0
@@ -184,7 +185,7 @@ def test_buildkitd_toml_parses_to_mirrors_and_http_connectors(topo) -> None:  # 
     }
 
 
-def test_buildkitd_via_clusterip_names_the_ip(topo) -> None:  # type: ignore[no-untyped-def]
+def test_buildkitd_via_clusterip_names_the_ip(topo: Topology) -> None:
     # --via clusterip reaches Nexus by its ClusterIP for builders without cluster DNS.
     from release.topology.buildkitd import render_buildkitd
 
@@ -195,7 +196,7 @@ def test_buildkitd_via_clusterip_names_the_ip(topo) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("via", ["service", "clusterip"])
-def test_buildcache_host_is_plain_http_in_the_builder_config_for_either_way_in(topo, via: str) -> None:  # type: ignore[no-untyped-def]
+def test_buildcache_host_is_plain_http_in_the_builder_config_for_either_way_in(topo: Topology, via: str) -> None:
     # The cache host the env and the driver use is the one buildkitd.toml marks plain HTTP (so the cache is not lost).
     from release.plan import cache_refs
     from release.topology.buildkitd import render_buildkitd
@@ -283,7 +284,7 @@ def test_output_keeps_the_mode_of_a_file_it_replaces_unless_it_holds_a_secret(tm
     assert stat.S_IMODE((tmp_path / "registries.yaml").stat().st_mode) == 0o600
 
 
-def test_render_env_via_clusterip_names_the_clusterip_everywhere(topo) -> None:  # type: ignore[no-untyped-def]
+def test_render_env_via_clusterip_names_the_clusterip_everywhere(topo: Topology) -> None:
     # --via clusterip: every Nexus endpoint (mirrors, apt, pip, npm, build cache) uses the ClusterIP, no service name.
     env = render_env(topo, "clusterip")
     ip = topo.registry_cache.host_ip
