@@ -169,7 +169,7 @@ def _loaded(env: Mapping[str, str]) -> Any:
     """The run's settings (a bridge until the build pipeline receives them from the command line)."""
     from release.settings import load
 
-    return load(env)
+    return load(env, command="runtime")
 
 
 def select_targets(available: Mapping[str, Any], wanted: tuple[str, ...]) -> list[Any]:

@@ -203,15 +203,6 @@ class Settings(BaseModel):
             raise ValueError("is a folder, not a file")
         return value
 
-    @field_validator("devstack_port_base")
-    @classmethod
-    def _port_base(cls, value: int | None) -> int | None:
-        from release.devstack.ports import MAX_PORT_BASE, MIN_PORT_BASE
-
-        if value is not None and not MIN_PORT_BASE <= value <= MAX_PORT_BASE:
-            raise ValueError(f"want a port base from {MIN_PORT_BASE} to {MAX_PORT_BASE} (an unusual range)")
-        return value
-
     @field_validator("builder", "cache_branch", "gitops_remote", "gitops_branch")
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
@@ -375,30 +366,52 @@ class Loaded:
         return root / RELATIVE_PATH
 
 
-def load(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Loaded:
-    """Build the settings: a flag that was given, else the environment variable when set and non-empty, else the default."""
+def load(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None, *, command: str | None = None) -> Loaded:
+    """Build the settings: a flag that was given, else the environment variable when set and non-empty, else the default.
+
+    A bad value is a one-line UsageError naming the flag or the variable. With `command` (e.g. "topology check"),
+    only the settings that command reads must be valid: a bad value of another one leaves that setting at its
+    default (source "default"), so a variable meant for another command cannot stop this one.
+    """
+    wanted = set(read_by(command)) if command is not None else set(Settings.model_fields)
     values: dict[str, Any] = {}
     sources: dict[str, Source] = {}
     for name in Settings.model_fields:
         given = (flags or {}).get(name)
-        if given is not None and given != ():
-            values[name], sources[name] = given, "flag"
-        elif environ.get(variable(name), "") != "":
-            values[name], sources[name] = _from_text(name, environ[variable(name)]), "environment"
-        else:
+        sources[name] = "default"
+        try:
+            if given is not None and given != ():
+                values[name], sources[name] = given, "flag"
+            elif environ.get(variable(name), "") != "":
+                values[name], sources[name] = _from_text(name, environ[variable(name)]), "environment"
+        except UsageError:
+            if name in wanted:
+                raise
+            values.pop(name, None)
             sources[name] = "default"
-    try:
-        settings = Settings(**values)
-    except ValidationError as err:
-        problem = err.errors()[0]
-        name = str(problem["loc"][0]) if problem["loc"] else "?"
-        shown = "***" if is_secret(name) else repr(_shorten(str(values.get(name, ""))))
-        where = f"--{name.replace('_', '-')}" if sources.get(name) == "flag" else variable(name)
-        reason = _REASONS.get(problem["type"]) or str(problem["msg"]).removeprefix("Value error, ")
-        if problem["type"] == "literal_error":
-            reason = f"want one of {(problem.get('ctx') or {}).get('expected', '?')}"
-        raise UsageError(f"{where}={shown}: {reason}") from None
-    return Loaded(settings, sources, Context.from_environ(environ))
+    while True:
+        try:
+            settings = Settings(**values)
+        except ValidationError as err:
+            names = [str(problem["loc"][0]) if problem["loc"] else "?" for problem in err.errors()]
+            for problem, name in zip(err.errors(), names, strict=True):
+                if name in wanted or name not in values:
+                    raise _usage_error(problem, name, values, sources) from None
+            for name in names:  # settings this command does not read: their defaults stand
+                values.pop(name, None)
+                sources[name] = "default"
+            continue
+        return Loaded(settings, sources, Context.from_environ(environ))
+
+
+def _usage_error(problem: Any, name: str, values: dict[str, Any], sources: dict[str, Source]) -> UsageError:
+    """One line: the flag or variable, the value (masked for a secret) and what is wrong with it."""
+    shown = "***" if name in Settings.model_fields and is_secret(name) else repr(_shorten(str(values.get(name, ""))))
+    where = f"--{name.replace('_', '-')}" if sources.get(name) == "flag" else variable(name)
+    reason = _REASONS.get(problem["type"]) or str(problem["msg"]).removeprefix("Value error, ")
+    if problem["type"] == "literal_error":
+        reason = f"want one of {(problem.get('ctx') or {}).get('expected', '?')}"
+    return UsageError(f"{where}={shown}: {reason}")
 
 
 # pydantic's words for a value that does not parse, in the project's words.

@@ -23,16 +23,20 @@ class App:
         self.flags: dict[str, Any] = {}
         self._loaded: Loaded | None = None
 
-    def load(self, **flags: Any) -> Loaded:
+    def load(self, *, every: bool = False, **flags: Any) -> Loaded:
         """The settings: these flags and the group's (None: not given) over the environment over the defaults.
 
-        The test hooks the settings name are installed here, the one place that reads them.
+        Only the settings the running command reads must be valid (`every`: all of them). The test hooks the
+        settings name are installed here, the one place that reads them.
         """
         if self._loaded is None:
             from release import settings
 
+            context = click.get_current_context(silent=True)
+            command = " ".join(context.command_path.split()[1:]) if context is not None and not every else None
             self.flags.update({name: value for name, value in flags.items() if value is not None})
-            self._loaded = settings.load(os.environ if self.environ is None else self.environ, self.flags)
+            environ = os.environ if self.environ is None else self.environ
+            self._loaded = settings.load(environ, self.flags, command=command)
             if self._loaded.settings.test_crash_at is not None:
                 from release.gitops.writer import set_crash_point
 

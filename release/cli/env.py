@@ -16,7 +16,7 @@ def env(app: App, json_output: bool) -> None:
     """Print every FRACTALOPS_* setting, its value and its source; secrets are masked."""
     from release.settings import describe
 
-    rows = describe(app.load())
+    rows = describe(app.load(every=True))
     if json_output:
         app.out(json.dumps({name: {"value": value, "source": source} for name, value, source in rows}, indent=2))
         return

@@ -64,6 +64,13 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], env: dict[str, st
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
 
 
+def test_a_bad_setting_of_another_command_does_not_stop_this_one() -> None:
+    # FRACTALOPS_DEVSTACK_PORT_BASE is the devstack's: a bad value stops `devstack up`, not `topology show`.
+    assert cli("topology", "show", FRACTALOPS_DEVSTACK_PORT_BASE="1").exit_code == 0
+    refused = cli("devstack", "up", FRACTALOPS_DEVSTACK_PORT_BASE="1")
+    assert refused.exit_code == 2 and "port base 1 is outside" in refused.stderr
+
+
 def test_unwritable_output_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     # Writing $GITHUB_ENV into a folder that does not exist is one line and exit 1.
     result = cli("topology", "render-env", "--format", "github", GITHUB_ENV=str(tmp_path / "nope" / "env"))

@@ -119,3 +119,17 @@ def test_no_module_below_the_command_line_reads_the_environment() -> None:
         if re.search(r"os\.environ|os\.getenv|getenv\(", path.read_text())
     }
     assert {p for p in readers if not p.startswith("release/cli/")} <= allowed, readers
+
+
+def test_a_bad_value_stops_only_the_commands_that_read_it() -> None:
+    # A variable meant for another command (a bad devstack port base) cannot stop `topology check`; `devstack up`
+    # and a load of every setting (`env`) still refuse it.
+    environ = {"FRACTALOPS_DEVSTACK_PORT_BASE": "abc", "FRACTALOPS_PROGRESS": "x"}
+    loaded = settings.load(environ, command="topology check")
+    assert loaded.settings.devstack_port_base is None and loaded.sources["devstack_port_base"] == "default"
+    with pytest.raises(UsageError, match="FRACTALOPS_DEVSTACK_PORT_BASE='abc'"):
+        settings.load(environ, command="devstack up")
+    with pytest.raises(UsageError, match="FRACTALOPS_PROGRESS='x'"):
+        settings.load(environ, command="runtime")
+    with pytest.raises(UsageError):
+        settings.load(environ)
