@@ -27,7 +27,7 @@ from release.devstack.configs import (
     stack_env,
 )
 from release.devstack.install import Binaries, ensure_installed, read_marker
-from release.devstack.network import bridge_name, ensure_bridge, remove_bridge
+from release.devstack.network import bridge_name, ensure_bridge, release_ports, remove_bridge, reserve_ports
 from release.devstack.paths import StackPaths, default_state_dir
 from release.devstack.ports import PORT_BASE_ENV, PortLayout, port_layout, port_layout_from_env
 from release.devstack.probes import port_listening, unix_http_get, unix_socket_accepts
@@ -282,6 +282,9 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
         binaries = ensure_installed(paths, log)
         # Recorded before anything starts, so a later `down` knows this stack's ports even if `up` fails.
         write_if_changed(paths.root / "stack.json", json.dumps({"port_base": ports.base}) + "\n")
+        # A client socket could otherwise be handed one of the stack's ports as its ephemeral port while a
+        # registry (re)starts; reserved ports are never handed out (root only; without it, a clash shows in the log).
+        reserve_ports(ports)
         reconfigured = write_configs(paths, ports, binaries)
         # Every port must be free before anything starts: a clash found half-way would leave a partial stack.
         for component in component_names():
@@ -328,6 +331,8 @@ def undo_start(paths: StackPaths, ports: PortLayout, started: list[str], bridge_
         unmount_under(paths.root)
     if bridge_made and remove_bridge(ports):
         log(f"devstack: up failed; deleted bridge {bridge_name(ports)} again")
+    if not any(processes.running(paths, c) for c in component_names()):
+        release_ports(ports)
 
 
 def unmount_under(root: Path) -> list[str]:
@@ -366,6 +371,7 @@ def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
             log(f"devstack: unmounted {mount}")
         if remove_bridge(ports):
             log(f"devstack: deleted bridge {bridge_name(ports)}")
+        release_ports(ports)
         still = [p for p in ports.listening().values() if port_listening(p)]
         if still:
             raise OperationError(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from release.devstack import down, status, up
-from release.devstack.network import bridge_exists, bridge_name
+from release.devstack.network import bridge_exists, bridge_name, ports_reserved
 from release.devstack.probes import port_listening
 from release.devstack.processes import pids_mentioning
 from release.devstack.registries import catalog
@@ -149,6 +149,7 @@ def test_down_stops_every_process_and_closes_every_port(
     monkeypatch.setenv("FRACTALOPS_DEVSTACK_PORT_BASE", str(devstack.ports.base))
     before = status(state_dir)
     assert before.healthy, before
+    assert ports_reserved(stack.ports), "the kernel never hands a running stack's ports out as ephemeral ports"
     pids = [c.pid for c in before.components if c.pid]
     assert len(pids) == 5
     stopped = down(state_dir, log=lambda _m: None)
@@ -157,6 +158,7 @@ def test_down_stops_every_process_and_closes_every_port(
     assert not pids_mentioning(str(state_dir))
     assert not [p for p in stack.ports.all_ports() if port_listening(p)]
     assert not bridge_exists(bridge_name(stack.ports))
+    assert not ports_reserved(stack.ports), "down gives the stack's ports back to the ephemeral range"
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(state_dir.resolve()) not in mounts, "down leaves nothing mounted inside the state folder"
     assert status(state_dir).exit_code == 1
@@ -203,6 +205,7 @@ def test_a_failed_up_stops_what_it_started_and_removes_its_bridge(devstack: Devs
     from release.devstack.ports import port_layout
 
     assert not bridge_exists(bridge_name(port_layout(base)))
+    assert not ports_reserved(port_layout(base))
     assert str(state_dir.resolve()) not in Path("/proc/self/mountinfo").read_text()
     assert status(devstack.paths.root).healthy
 
