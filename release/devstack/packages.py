@@ -40,6 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS = REPO_ROOT / "ops" / "containers" / "fractalops"
 MACHINE_CACHE = Path("/var/cache/fractalops-devstack")
 SEED_TOOLS = ("mmdebstrap",)
+# Bump when what a seed holds changes shape (another index file, another layout): stacks then seed again.
+SEED_LAYOUT = 2
 # Like the docker.io `-slim` images: minbase, no manuals, docs or translations, no /dev nodes.
 MMDEBSTRAP_OPTIONS = (
     "--variant=minbase",
@@ -197,10 +199,11 @@ def apt_options(apt: Path, arch: str) -> list[str]:
         "-o", f"Dir::Etc::PreferencesParts={apt / 'preferences.d'}",
         "-o", "APT::Sandbox::User=root",
         "-o", f"APT::Architecture={arch}",
-        "-o", "Acquire::Languages=none",
+        "-o", "Acquire::Languages=en",
         "-o", "Acquire::GzipIndexes=true",
         "-o", "Acquire::CompressionTypes::Order::=xz",
         "-o", "Acquire::IndexTargets::deb::Packages::KeepCompressedAs=xz",
+        "-o", "Acquire::IndexTargets::deb::Translations::KeepCompressedAs=xz",
     ]  # fmt: skip
 
 
@@ -237,7 +240,7 @@ def python_version_of(version: str) -> str:
 
 def ensure_apt_mirror(cache: Path, spec: ImageSpec, arch: str, rootfs: Path, log: Log) -> Path:
     """Return the cached apt-debian tree for the images' packages on top of `rootfs`, fetching it when missing."""
-    key = digest_of("apt", spec.suite, arch, file_sha256(rootfs), sorted(spec.debian_packages))
+    key = digest_of("apt", spec.suite, arch, file_sha256(rootfs), sorted(spec.debian_packages), mirror_indexes(arch))
     mirror = cache / APT_REPOSITORY / f"{spec.suite}-{arch}-{key}"
     if (mirror / "seed.json").is_file():
         return mirror
@@ -267,11 +270,13 @@ def ensure_apt_mirror(cache: Path, spec: ImageSpec, arch: str, rootfs: Path, log
     partial = fresh_dir(mirror.with_name(mirror.name + ".partial"))
     lists = apt / "state" / "lists"
     dists = partial / "dists" / spec.suite
-    index = dists / "main" / f"binary-{arch}"
-    (index / "by-hash" / "SHA256").mkdir(parents=True)
+    dists.mkdir(parents=True)
     shutil.copy2(one(lists.glob(f"*_dists_{spec.suite}_InRelease"), lists), dists / "InRelease")
-    shutil.copy2(one(lists.glob(f"*_dists_{spec.suite}_main_binary-{arch}_Packages.xz"), lists), index / "Packages.xz")
-    os.link(index / "Packages.xz", index / "by-hash" / "SHA256" / file_sha256(index / "Packages.xz"))
+    for index in mirror_indexes(arch):
+        served = dists / index
+        (served.parent / "by-hash" / "SHA256").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(one(lists.glob(f"*_dists_{spec.suite}_{index.replace('/', '_')}"), lists), served)
+        os.link(served, served.parent / "by-hash" / "SHA256" / file_sha256(served))
     archives = apt / "cache" / "archives"
     for download in downloads:
         target = partial / download.pool_path
@@ -284,6 +289,11 @@ def ensure_apt_mirror(cache: Path, spec: ImageSpec, arch: str, rootfs: Path, log
     partial.rename(mirror)
     shutil.rmtree(apt / "cache" / "archives", ignore_errors=True)
     return mirror
+
+
+def mirror_indexes(arch: str) -> tuple[str, ...]:
+    """Return the index files of the suite the mirror serves, as Debian signed them (apt-get update fetches these)."""
+    return (f"main/binary-{arch}/Packages.xz", "main/i18n/Translation-en.xz")
 
 
 def one(found: Iterator[Path], where: Path) -> Path:
@@ -382,7 +392,7 @@ def ensure_seeded(paths: StackPaths, log: Log, cache: Path = MACHINE_CACHE, cont
     """Make the stack's packages folder hold the base rootfs, apt-debian and pypi-group for the images; fast if done."""
     spec = image_spec(containers)
     root = packages_dir(paths)
-    want = digest_of("seed", spec.suite, spec.debian_packages, spec.requirements, MMDEBSTRAP_OPTIONS)
+    want = digest_of("seed", SEED_LAYOUT, spec.suite, spec.debian_packages, spec.requirements, MMDEBSTRAP_OPTIONS)
     marker = root / "seed.json"
     with contextlib.suppress(OSError, ValueError, KeyError):
         recorded = json.loads(marker.read_text())
