@@ -312,8 +312,6 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
     with state_lock(paths):
         check_running_base(paths, ports)
         binaries = ensure_installed(paths, log)
-        # The images' packages and base rootfs, fetched once on the host (machine-wide cache) before anything starts.
-        seed = ensure_seeded(paths, log)
         # Recorded before anything starts, so a later `down` knows this stack's ports even if `up` fails.
         write_if_changed(paths.root / "stack.json", json.dumps({"port_base": ports.base}) + "\n")
         reconfigured = write_configs(paths, ports, binaries)
@@ -321,6 +319,8 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
         for component in component_names():
             if processes.running(paths, component) is None:
                 check_port_free(component, paths, ports)
+        # The images' packages and base rootfs, fetched once on the host (machine-wide cache) before anything starts.
+        seed = ensure_seeded(paths, log)
         started: list[str] = []
         bridge_made = False
         try:

@@ -231,4 +231,6 @@ def test_every_command_the_devstack_runs_comes_from_a_package_it_installs() -> N
                 ["dpkg", "-S", f"/bin/{command}", f"/sbin/{command}"], capture_output=True, text=True
             )
         packages = {line.split(":", 1)[0].strip() for line in owner.stdout.splitlines() if ":" in line}
-        assert packages & {*BASE_PACKAGES, *SEED_TOOLS}, f"{command} comes from {packages or 'no package'}, not installed by up"
+        assert packages & {*BASE_PACKAGES, *SEED_TOOLS}, (
+            f"{command} comes from {packages or 'no package'}, not installed by up"
+        )
