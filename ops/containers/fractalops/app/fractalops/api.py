@@ -1,13 +1,15 @@
-"""The FractalOps HTTP API: health, version, and a fractal endpoint; served by uvicorn."""
+"""The FractalOps HTTP API: health, version, and tile statistics; served by uvicorn."""
 
 from __future__ import annotations
 
 import platform
 
+import numpy as np
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, Query
 
 from fractalops import __version__
+from fractalops.fractal import escape_times
 from fractalops.settings import Settings
 
 app = FastAPI(title="fractalops-api", version=__version__)
@@ -22,20 +24,26 @@ def healthz() -> dict[str, str]:
 @app.get("/version")
 def version() -> dict[str, str]:
     """Say which build answers."""
-    return {"service": "fractalops-api", "version": __version__, "python": platform.python_version()}
+    return {
+        "service": "fractalops-api",
+        "version": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
 
 
-@app.get("/v1/escape-time")
-def escape_time(re: float, im: float, limit: int = 100) -> dict[str, float | int | bool]:
-    """Iterate z = z² + c for one point c and say after how many steps it escaped (Mandelbrot membership)."""
-    if not 1 <= limit <= 10_000:
-        raise HTTPException(status_code=422, detail="limit must be between 1 and 10000")
-    c, z = complex(re, im), 0j
-    for step in range(limit):
-        z = z * z + c
-        if abs(z) > 2:
-            return {"re": re, "im": im, "steps": step + 1, "inside": False}
-    return {"re": re, "im": im, "steps": limit, "inside": True}
+@app.get("/v1/tile")
+def tile(
+    re: float = -0.75,
+    im: float = 0.0,
+    span: float = Query(3.0, gt=0),
+    size: int = Query(64, ge=8, le=512),
+    limit: int = Query(64, ge=1, le=1000),
+) -> dict[str, float | int]:
+    """Render a tile of the Mandelbrot set around re+im·i and say how much of it is inside."""
+    steps = escape_times(complex(re, im), span, size, limit)
+    inside = int((steps == limit).sum())
+    return {"re": re, "im": im, "span": span, "size": size, "inside": inside, "mean_steps": float(steps.mean())}
 
 
 def main() -> None:

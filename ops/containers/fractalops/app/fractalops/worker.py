@@ -1,46 +1,48 @@
-"""The FractalOps worker: a job loop that renders Mandelbrot tiles with numpy and logs each job."""
+"""The FractalOps worker: a job loop that renders Mandelbrot tiles and writes each as a PNG."""
 
 from __future__ import annotations
 
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import numpy as np
+from PIL import Image
 
 from fractalops import __version__
+from fractalops.fractal import escape_times, tile_for_job
 from fractalops.settings import Settings
 
+LIMIT = 64
 
-def render_tile(job: int, size: int, limit: int = 64) -> int:
-    """Render one size x size tile of the Mandelbrot set (its place moves with the job number); return points inside."""
-    centre = complex(-0.75 + 0.01 * (job % 50), 0.1 * ((job % 7) - 3))
-    span = 3.0 / (1 + job % 5)
-    axis = np.linspace(-span / 2, span / 2, size)
-    c = centre + axis[np.newaxis, :] + 1j * axis[:, np.newaxis]
-    z = np.zeros_like(c)
-    inside = np.ones(c.shape, dtype=bool)
-    for _ in range(limit):
-        z[inside] = z[inside] * z[inside] + c[inside]
-        inside &= np.abs(z) <= 2
-    return int(inside.sum())
+
+def render_job(job: int, size: int, out: Path) -> tuple[int, int]:
+    """Render the job's tile to `out/tile-<job>.png`; return (points inside, PNG bytes)."""
+    centre, span = tile_for_job(job)
+    steps = escape_times(centre, span, size, LIMIT)
+    shade = (255 * (1 - steps / LIMIT)).astype(np.uint8)
+    path = out / f"tile-{job % 10}.png"  # a ring of ten files: the loop never fills the disk
+    Image.fromarray(shade).save(path, optimize=True)
+    return int((steps == LIMIT).sum()), path.stat().st_size
 
 
 def run(settings: Settings, stop: threading.Event) -> int:
     """Run jobs until stopped (or MAX_JOBS are done); return how many ran."""
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"fractalops-worker {__version__}: job loop started (every {settings.job_interval_seconds:g} s, "
-        f"tiles of {settings.tile_size}x{settings.tile_size}, numpy {np.__version__})",
+        f"{settings.tile_size}x{settings.tile_size} tiles into {settings.output_dir})",
         flush=True,
     )
     done = 0
     while not stop.is_set() and (settings.max_jobs == 0 or done < settings.max_jobs):
         started = time.perf_counter()
-        inside = render_tile(done + 1, settings.tile_size)
+        inside, size = render_job(done + 1, settings.tile_size, settings.output_dir)
         done += 1
         took = time.perf_counter() - started
-        print(f"fractalops-worker: job {done} done: {inside} points inside, {took:.3f} s", flush=True)
+        print(f"fractalops-worker: job {done} done: {inside} points inside, {size} B PNG, {took:.3f} s", flush=True)
         stop.wait(settings.job_interval_seconds)
     print(f"fractalops-worker: job loop stopped after {done} job(s)", flush=True)
     return done
