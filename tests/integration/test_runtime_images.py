@@ -88,7 +88,16 @@ def test_package_standins_answer_apt_and_pip_from_inside_a_build(devstack: Devst
     )
     (tmp_path / "Dockerfile").write_text(PROBE_DOCKERFILE.format(base_image=spec.base_image, pin=pin))
     result = devstack.docker(
-        ["buildx", "build", "--no-cache", "--progress=plain", *build_args(devstack), str(tmp_path)], timeout=600
+        [
+            "buildx",
+            "build",
+            "--no-cache",
+            "--progress=plain",
+            "--output=type=cacheonly",
+            *build_args(devstack),
+            str(tmp_path),
+        ],
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "probe: apt installed python3-venv" in result.stderr
