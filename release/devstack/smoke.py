@@ -1,4 +1,8 @@
-"""Smoke checks of released images on an engine: the api answers HTTP on its port, the worker runs its job loop."""
+"""Smoke checks of released images on an engine: the api answers HTTP on its port, the worker runs its job loop.
+
+`python -m release.devstack.smoke api=<image_ref> worker=<image_ref>` runs them with `docker` from PATH (after
+`eval "$(fractalops-release devstack up)"`, the stack's engine): exit 0 when every image passes, 1 otherwise.
+"""
 
 from __future__ import annotations
 
@@ -99,3 +103,35 @@ def smoke_worker(docker: Sequence[str], env: Mapping[str, str], image: str, time
             time.sleep(0.3)
     finally:
         process.run([*docker, "rm", "--force", name], env=env, check=False)
+
+
+CHECKS = {"api": smoke_api, "worker": smoke_worker}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m release.devstack.smoke api=<image_ref> worker=<image_ref>`: run each check with `docker` from PATH."""
+    import os
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    pairs = [arg.partition("=") for arg in args]
+    bad = [arg for arg, (role, sep, ref) in zip(args, pairs, strict=True) if role not in CHECKS or not sep or not ref]
+    if not args or bad:
+        print(
+            f"usage: python -m release.devstack.smoke api=<image_ref> worker=<image_ref> (not {bad or 'nothing'})",
+            file=sys.stderr,
+        )
+        return 2
+    env = dict(os.environ)
+    for role, _, ref in pairs:
+        try:
+            result = CHECKS[role](["docker"], env, ref)
+        except OperationError as err:
+            print(f"error: smoke {role}: {err}", file=sys.stderr)
+            return 1
+        print(f"smoke {role}: ok: {result.evidence}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
