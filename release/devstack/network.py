@@ -22,6 +22,11 @@ def bridge_cidr(ports: PortLayout) -> str:
     return f"10.213.{(ports.base // 10) % 256}.1/24"
 
 
+def bridge_address(ports: PortLayout) -> str:
+    """Return the bridge's own address (where build containers reach the host's package stand-ins)."""
+    return bridge_cidr(ports).split("/", 1)[0]
+
+
 def bridge_exists(name: str) -> bool:
     """Return True if a network interface of that name exists."""
     proc = process.run(["ip", "-j", "link", "show", "dev", name], check=False)
