@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from release.devstack.cluster.hosts import Host, daemon_in_netns
 from release.devstack.install import Binaries
 from release.devstack.paths import StackPaths
 from release.devstack.probes import unix_http_get
+from release.errors import EngineError
 from release.topology.buildkitd import daemon_registries
 from release.topology.model import Topology
 
@@ -105,6 +107,21 @@ def stop(folder: StackPaths, name: str, log: Log) -> int | None:
     if pid is not None:
         log(f"devstack: stopped {name}'s engine (pid {pid})")
     return pid
+
+
+def wipe(folder: StackPaths) -> bool:
+    """Delete a stopped runner's engine state (data and exec roots): runners are ephemeral, each `up` starts them empty."""
+    from release.devstack.stack import unmount_under
+
+    if processes.running(folder, DOCKERD) is not None:
+        raise EngineError(f"wiping {folder.root.name}: its engine still runs. What to do: `devstack down` again.")
+    unmount_under(folder.root)
+    found = False
+    for state in (folder.docker_data_root, folder.docker_exec_root, folder.docker_config):
+        if state.exists():
+            shutil.rmtree(state)
+            found = True
+    return found
 
 
 def client_env(folder: StackPaths, bin_dir: Path, binaries: Binaries) -> dict[str, str]:

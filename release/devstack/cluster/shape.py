@@ -168,6 +168,9 @@ def _teardown(paths: ClusterPaths, net: ClusterNet, log: Log) -> list[str]:
             done.append(f"{name} {runners.DOCKERD}")
     done += [f"{NEXUS} {c}" for c in nexus.stop(paths.host(NEXUS), log)]
     removed = remove_network(net, log)
+    for name in RUNNERS:
+        if runners.wipe(paths.host(name)):
+            log(f"devstack: {name}'s engine state deleted (the next `up` starts it empty)")
     for mount in unmount_under(paths.root):
         log(f"devstack: unmounted {mount}")
     paths.links.unlink(missing_ok=True)
