@@ -10,12 +10,13 @@ from typing import NoReturn
 from release.adapters import process
 from release.devstack.cluster import shape
 from release.devstack.cluster.execute import exec_plan
-from release.devstack.cluster.links import LinkShape, parse_loss, shape_link
+from release.devstack.cluster.hosts import check_host_name
+from release.devstack.cluster.links import LinkShape, parse_loss, rate_bytes, read_shapes, shape_link
 from release.devstack.install import read_marker
 from release.devstack.paths import StackPaths, default_state_dir
 from release.devstack.stack import state_lock, stderr_log
 from release.devstack.status import render_status
-from release.errors import OperationError
+from release.errors import OperationError, UsageError
 
 Log = Callable[[str], None]
 SHAPES = ("local", "cluster")
@@ -70,6 +71,9 @@ def status_text(state_dir: Path | None = None) -> tuple[str, int]:
 
 def exec_on_host(host: str, command: Sequence[str], state_dir: Path | None = None) -> NoReturn:
     """Replace this process with `command` inside the host's namespace and environment (its exit code is ours)."""
+    check_host_name(host)
+    if not command:
+        raise UsageError("devstack exec: no command; give one after `--`, e.g. `devstack exec -- docker info`")
     paths, net = shape.resolve(state_dir, None, existing=True)
     if shape.recorded_base(paths) is None:
         raise OperationError(
@@ -93,20 +97,23 @@ def link(
     log: Log = stderr_log,
 ) -> LinkShape:
     """Shape a host's link for this run: `rate` (tc syntax) and `loss` (percent); unset options keep their value."""
+    check_host_name(host)
+    off = rate is not None and rate.strip().lower() in ("", "none", "off")
+    if rate is not None and not off:
+        rate_bytes(rate)
+    loss_value = parse_loss(loss) if loss is not None else None
     paths, net = shape.resolve(state_dir, None, existing=True)
     if shape.recorded_base(paths) is None:
         raise OperationError(
             f"devstack link: no cluster shape in {paths.stack.root}. "
             "What to do: `fractalops-release devstack up --shape cluster`."
         )
-    from release.devstack.cluster.links import read_shapes
-
     target = net.host(host)
     with state_lock(StackPaths(paths.stack.root)):
         current = LinkShape() if clear else read_shapes(paths.links).get(host, LinkShape())
         wanted = LinkShape(
-            rate=current.rate if rate is None else (None if rate in ("", "none", "off") else rate),
-            loss=current.loss if loss is None else parse_loss(loss),
+            rate=None if off else current.rate if rate is None else rate.strip().lower(),
+            loss=current.loss if loss_value is None else loss_value,
         )
         return shape_link(net, target, wanted, paths.links, log)
 

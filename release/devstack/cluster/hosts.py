@@ -32,6 +32,13 @@ NETNS_ETC = Path("/etc/netns")
 _NETNS_HINT = "the cluster shape needs root and iproute2 (`apt-get install iproute2`); run `devstack down` and retry"
 
 
+def check_host_name(name: str) -> str:
+    """Return a host name of the cluster shape; any other is a usage error naming the known ones."""
+    if name not in _OCTETS:
+        raise UsageError(f"--host {name!r}: not a host of the cluster shape ({', '.join(HOST_NAMES)})")
+    return name
+
+
 @dataclass(frozen=True)
 class Host:
     """One host: its name, its network namespace, its address and its link's name on the hub bridge."""
@@ -83,8 +90,7 @@ class ClusterNet:
 
     def host(self, name: str) -> Host:
         """Return a host by name; an unknown name is a usage error naming the known ones."""
-        if name not in _OCTETS:
-            raise UsageError(f"--host {name!r}: not a host of the cluster shape ({', '.join(HOST_NAMES)})")
+        check_host_name(name)
         return Host(name=name, namespace=f"{self.prefix}-{name}", address=self._address(_OCTETS[name]))
 
     def hosts(self) -> list[Host]:
