@@ -173,7 +173,15 @@ def holdings(host: Host, topology: Topology, credentials: Credentials | None) ->
     for connector in connectors(topology, host):
         registry = client(host, connector, credentials, timeout=5.0)
         try:
-            held[connector.role] = [f"{repo}:{tag}" for repo in registry.catalog() for tag in registry.tags(repo)]
+            repositories = registry.catalog()
         except OperationError as err:
             held[connector.role] = [f"(unreadable: {err})"]
+            continue
+        held[connector.role] = []
+        for repository in repositories:
+            try:
+                tags = registry.tags(repository)
+            except OperationError:
+                tags = []  # blobs without a tag (an upload in progress, a probe): nothing to name
+            held[connector.role] += [f"{repository}:{tag}" for tag in tags]
     return held

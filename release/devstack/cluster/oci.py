@@ -21,6 +21,15 @@ MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 LAYER_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+# Every manifest kind a registry may hold under a tag or digest (an image index included).
+ACCEPTED = ", ".join(
+    (
+        MANIFEST_TYPE,
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    )
+)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -156,8 +165,8 @@ class PlainRegistry:
         return [str(tag) for tag in self._json(f"/v2/{repository}/tags/list").get("tags") or []]
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:
-        """Return the digest the registry serves for repository:tag, or None."""
-        response = self._request("HEAD", f"/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_TYPE})
+        """Return the digest the registry serves for repository:tag (or @digest), or None."""
+        response = self._request("HEAD", f"/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPTED})
         if response.status != 200:
             return None
         return response.headers.get("docker-content-digest", "")
