@@ -307,13 +307,14 @@ def devstack_exec(host: str, command: tuple[str, ...]) -> None:
 @click.option("--host", required=True, help="Cluster host whose link is shaped: nexus, runner-1, runner-2, builder.")
 @click.option("--rate", help="Rate of both directions in tc syntax (5mbit, 100kbps); 'off' removes it.")
 @click.option("--loss", help="Random loss per direction in percent (1%, 0.5); 0 removes it.")
+@click.option("--delay", help="Added latency per direction (50ms, 0.2s) through a user-space queue; 0 removes it.")
 @click.option("--clear", is_flag=True, help="Remove every limit first.")
 @handled
-def devstack_link(host: str, rate: str | None, loss: str | None, clear: bool) -> None:
+def devstack_link(host: str, rate: str | None, loss: str | None, delay: str | None, clear: bool) -> None:
     """Shape a cluster host's link for this run (options not given keep their value)."""
     from release.devstack.cluster.commands import link
 
-    link(host, rate, loss, clear=clear)
+    link(host, rate, loss, delay, clear=clear)
 
 
 # --- runtime release ---------------------------------------------------------------------------

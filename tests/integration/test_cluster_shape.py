@@ -213,9 +213,13 @@ def test_status_lists_the_hosts_and_what_each_registry_holds(releases: dict[str,
     for host in NET.hosts():
         assert f"{host.address} (netns {host.namespace})" in shown.stdout
     hosted = next(line for line in shown.stdout.splitlines() if "nexus/registry-hosted" in line)
-    assert f"fractalops/buildcache:api-{SCOPE}" in hosted and "yamonco/fractalops-api" in hosted
+    assert "fractalops/buildcache (" in hosted and "yamonco/fractalops-api (" in hosted
+    group = next(line for line in shown.stdout.splitlines() if "nexus/registry-group" in line)
+    assert "library/busybox (1.36)" in group
     credentials = read_credentials(PATHS.secrets)
     assert credentials is not None and credentials.password not in shown.stdout + shown.stderr
+    hosted_registry = PlainRegistry(f"{NET.host('nexus').address}:8082", credentials.username, credentials.password)
+    assert {f"api-{SCOPE}", f"worker-{SCOPE}"} <= set(hosted_registry.tags("fractalops/buildcache"))
 
 
 def test_a_shaped_link_limits_both_directions_and_drops_at_the_loss_rate(cluster: None) -> None:
@@ -239,7 +243,7 @@ def test_a_shaped_link_limits_both_directions_and_drops_at_the_loss_rate(cluster
         down_s, up_s = (float(t) for t in timed.stdout.split())
         assert 1.5 < down_s < 4.0 and 1.5 < up_s < 4.0, timed.stdout  # 1 MB at 0.5 MB/s: 2 s, plus loss
         rules = subprocess.run(
-            ["ip", "netns", "exec", NET.host("runner-1").namespace, "iptables", "-S", "FX-LINK-LOSS"],
+            ["ip", "netns", "exec", NET.host("runner-1").namespace, "iptables", "-t", "mangle", "-S", "FX-LINK-LOSS"],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         (probability,) = re.findall(r"--probability ([0-9.]+) -j DROP", rules)
@@ -250,6 +254,35 @@ def test_a_shaped_link_limits_both_directions_and_drops_at_the_loss_rate(cluster
     quick = cli("devstack", "exec", "--host", "runner-1", "--", "curl", "-sf", "-o", "/dev/null", "-w", "%{time_total}",
                 f"http://{upstream}/v2/probe/link/blobs/{sha256(blob)}")  # fmt: skip
     assert float(quick.stdout) < 1.0
+
+
+RTT_SCRIPT = """
+import socket, statistics, sys, time
+times = []
+for _ in range(7):
+    started = time.monotonic()
+    socket.create_connection((sys.argv[1], 5000), timeout=5).close()
+    times.append(time.monotonic() - started)
+print(statistics.median(times))
+"""
+
+
+def test_a_delayed_link_adds_the_delay_each_way_and_clearing_it_stops_the_delayer(cluster: None) -> None:
+    # `--delay 40ms` on runner-2 makes a TCP handshake with the nexus host take about 80 ms; --delay 0 undoes it.
+    nexus = NET.host("nexus").address
+    delayed = cli("devstack", "link", "--host", "runner-2", "--delay", "40ms")
+    assert delayed.returncode == 0, delayed.stderr
+    try:
+        timed = cli("devstack", "exec", "--host", "runner-2", "--", sys.executable, "-c", RTT_SCRIPT, nexus)
+        assert timed.returncode == 0, timed.stderr
+        assert 0.075 < float(timed.stdout) < 0.2, timed.stdout
+        assert "delay 40ms each way" in cli("devstack", "status").stdout
+    finally:
+        undone = cli("devstack", "link", "--host", "runner-2", "--delay", "0")
+    assert undone.returncode == 0, undone.stderr
+    assert not PATHS.host("runner-2").pidfile("link-delay").exists()
+    quick = cli("devstack", "exec", "--host", "runner-2", "--", sys.executable, "-c", RTT_SCRIPT, nexus)
+    assert float(quick.stdout) < 0.02, quick.stdout
 
 
 def test_down_leaves_no_namespace_link_hosts_file_or_process(cluster: None) -> None:

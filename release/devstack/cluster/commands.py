@@ -11,7 +11,7 @@ from release.adapters import process
 from release.devstack.cluster import shape
 from release.devstack.cluster.execute import exec_plan
 from release.devstack.cluster.hosts import check_host_name
-from release.devstack.cluster.links import LinkShape, parse_loss, rate_bytes, read_shapes, shape_link
+from release.devstack.cluster.links import LinkShape, parse_delay, parse_loss, rate_bytes, read_shapes, shape_link
 from release.devstack.install import read_marker
 from release.devstack.paths import StackPaths, default_state_dir
 from release.devstack.stack import state_lock, stderr_log
@@ -91,17 +91,19 @@ def link(
     host: str,
     rate: str | None,
     loss: str | None,
+    delay: str | None = None,
     *,
     clear: bool = False,
     state_dir: Path | None = None,
     log: Log = stderr_log,
 ) -> LinkShape:
-    """Shape a host's link for this run: `rate` (tc syntax) and `loss` (percent); unset options keep their value."""
+    """Shape a host's link for this run: `rate` (tc syntax), `loss` (percent), `delay` (each way); unset ones keep their value."""
     check_host_name(host)
     off = rate is not None and rate.strip().lower() in ("", "none", "off")
     if rate is not None and not off:
         rate_bytes(rate)
     loss_value = parse_loss(loss) if loss is not None else None
+    delay_value = parse_delay(delay) if delay is not None else None
     paths, net = shape.resolve(state_dir, None, existing=True)
     if shape.recorded_base(paths) is None:
         raise OperationError(
@@ -114,8 +116,9 @@ def link(
         wanted = LinkShape(
             rate=None if off else current.rate if rate is None else rate.strip().lower(),
             loss=current.loss if loss_value is None else loss_value,
+            delay_ms=current.delay_ms if delay_value is None else delay_value,
         )
-        return shape_link(net, target, wanted, paths.links, log)
+        return shape_link(net, target, wanted, paths.host(host), paths.links, log)
 
 
 def print_lines(text: str) -> None:

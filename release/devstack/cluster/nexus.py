@@ -167,21 +167,29 @@ def seed_upstream(host: Host, binaries: Binaries, log: Log) -> list[str]:
     return missing
 
 
-def holdings(host: Host, topology: Topology, credentials: Credentials | None) -> dict[str, list[str]]:
-    """Return what each registry holds (`repository:tag`), read with the stack's credentials."""
-    held: dict[str, list[str]] = {}
+def describe_holdings(tags: dict[str, list[str]]) -> str:
+    """Return `repo (tag)` for a repository with one tag, `repo (N tags)` for more, comma-separated."""
+    shown = [f"{repo} ({found[0] if len(found) == 1 else f'{len(found)} tags'})" for repo, found in tags.items()]
+    return ", ".join(shown) or "nothing yet"
+
+
+def holdings(host: Host, topology: Topology, credentials: Credentials | None) -> dict[str, dict[str, list[str]] | str]:
+    """Return what each registry holds (repository: tags, or why it could not be read), with the stack's credentials."""
+    held: dict[str, dict[str, list[str]] | str] = {}
     for connector in connectors(topology, host):
         registry = client(host, connector, credentials, timeout=5.0)
         try:
             repositories = registry.catalog()
         except OperationError as err:
-            held[connector.role] = [f"(unreadable: {err})"]
+            held[connector.role] = str(err)
             continue
-        held[connector.role] = []
+        found: dict[str, list[str]] = {}
         for repository in repositories:
             try:
-                tags = registry.tags(repository)
+                tags = sorted(registry.tags(repository))
             except OperationError:
                 tags = []  # blobs without a tag (an upload in progress, a probe): nothing to name
-            held[connector.role] += [f"{repository}:{tag}" for tag in tags]
+            if tags:
+                found[repository] = tags
+        held[connector.role] = found
     return held

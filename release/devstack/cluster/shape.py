@@ -24,7 +24,7 @@ from release.devstack.cluster.hosts import (
     remove_network,
     write_hosts_files,
 )
-from release.devstack.cluster.links import read_shapes
+from release.devstack.cluster.links import read_shapes, stop_delay
 from release.devstack.cluster.paths import ClusterPaths
 from release.devstack.cluster.topology import (
     cluster_topology,
@@ -163,6 +163,9 @@ def _undo(paths: ClusterPaths, net: ClusterNet, started: list[tuple[str, str]], 
 def _teardown(paths: ClusterPaths, net: ClusterNet, log: Log) -> list[str]:
     """Stop every process, delete every namespace and link, unmount what is left; return what was stopped or removed."""
     done: list[str] = []
+    for host in net.hosts():
+        if stop_delay(paths.host(host.name)) is not None:
+            done.append(f"{host.name} link-delay")
     for name in RUNNERS:
         if runners.stop(paths.host(name), name, log) is not None:
             done.append(f"{name} {runners.DOCKERD}")
@@ -232,29 +235,24 @@ def status(state_dir: Path | None = None) -> StackStatus:
         )
     credentials = read_credentials(paths.secrets) if recorded else None
     topology = cluster_topology(production_topology(), net.host(NEXUS).address) if recorded else None
-    held = (
-        nexus.holdings(net.host(NEXUS), topology, credentials)
-        if topology and netns_exists(net.host(NEXUS).namespace)
-        else {}
-    )
+    nexus_host = net.host(NEXUS)
+    held = nexus.holdings(nexus_host, topology, credentials) if topology and netns_exists(nexus_host.namespace) else {}
     for host_name, component in _components():
         folder = paths.host(host_name)
         tracked = processes.running(folder, component)
         detail = "not running" if tracked is None else ""
         endpoint = f"unix://{folder.docker_socket}"
+        healthy = tracked is not None
         if component.startswith("registry-") and topology is not None:
-            connector = next(c for c in nexus.connectors(topology, net.host(NEXUS)) if c.component == component)
-            endpoint = f"{net.host(NEXUS).address}:{connector.port}"
-            if tracked is not None:
-                shown = held.get(connector.role, [])
-                detail = f"holds: {', '.join(shown[:8]) or 'nothing yet'}" + (
-                    f" and {len(shown) - 8} more" if len(shown) > 8 else ""
-                )
-        healthy = tracked is not None and (
-            runners.engine_answers(folder)
-            if component == runners.DOCKERD
-            else not detail.startswith("holds: (unreadable")
-        )
+            connector = next(c for c in nexus.connectors(topology, nexus_host) if c.component == component)
+            endpoint = f"{nexus_host.address}:{connector.port}"
+            found = held.get(connector.role, {})
+            if tracked is not None and isinstance(found, str):
+                detail, healthy = f"runs but cannot be read: {found}", False
+            elif tracked is not None and not isinstance(found, str):
+                detail = f"holds: {nexus.describe_holdings(found)}"
+        elif healthy and not runners.engine_answers(folder):
+            detail, healthy = f"runs but does not answer; see {folder.logfile(component)}", False
         components.append(
             ComponentStatus(
                 name=f"{host_name}/{component}",

@@ -8,6 +8,7 @@ import io
 import ipaddress
 import json
 import stat
+import struct
 import tarfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from release.cli import main
+from release.devstack.cluster import delay
 from release.devstack.cluster.credentials import (
     BCRYPT_ROUNDS,
     Credentials,
@@ -26,7 +28,16 @@ from release.devstack.cluster.credentials import (
 )
 from release.devstack.cluster.execute import command_env
 from release.devstack.cluster.hosts import HOST_NAMES, ClusterNet, render_hosts_file, restore_cgroups_script
-from release.devstack.cluster.links import LinkShape, burst_bytes, loss_rules, parse_loss, rate_bytes, tbf_args
+from release.devstack.cluster.links import (
+    LinkShape,
+    burst_bytes,
+    delay_rules,
+    loss_rules,
+    parse_delay,
+    parse_loss,
+    rate_bytes,
+    tbf_args,
+)
 from release.devstack.cluster.nexus import connectors, registry_config
 from release.devstack.cluster.oci import layer_tar, one_layer_image, sha256
 from release.devstack.cluster.runners import daemon_config
@@ -292,3 +303,50 @@ def test_cli_refuses_bad_link_and_exec_arguments_with_exit_2(args: list[str], me
     result = CliRunner().invoke(main, args, env={"FRACTALOPS_DEVSTACK_DIR": str(tmp_path)})
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+@pytest.mark.parametrize(("text", "ms"), [("50ms", 50.0), ("0.2s", 200.0), ("25", 25.0), ("0", 0.0)])
+def test_delay_is_read_in_milliseconds_or_seconds(text: str, ms: float) -> None:
+    # --delay takes ms (the default unit) or s.
+    assert parse_delay(text) == ms
+
+
+@pytest.mark.parametrize("text", ["11s", "-5ms", "soon", "5min"])
+def test_a_delay_outside_zero_to_ten_seconds_is_a_usage_error(text: str) -> None:
+    # A delay above 10 s, negative or in another unit is exit 2 naming the value.
+    with pytest.raises(UsageError, match="--delay"):
+        parse_delay(text)
+
+
+def test_delay_hands_every_packet_to_the_hosts_queue_and_passes_them_when_nobody_listens() -> None:
+    # One NFQUEUE rule with --queue-bypass: a stopped delayer never blackholes the link.
+    assert delay_rules() == [["-A", "FX-LINK-DELAY", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]]
+    assert LinkShape(delay_ms=25).describe() == "delay 25ms each way"
+
+
+def test_delayer_binds_its_queue_for_metadata_only_and_asks_for_acks() -> None:
+    # The config messages bind queue 3 for IPv4, copy no payload, ask an ACK each; all are nfnetlink queue configs.
+    messages = delay.config_messages(3)
+    for raw in messages:
+        length, kind, flags = struct.unpack_from("=IHH", raw)
+        assert (length, kind) == (len(raw), delay.MSG_CONFIG)
+        assert flags & delay.NLM_F_ACK
+        assert raw[18:20] == (3).to_bytes(2, "big")  # nfgenmsg res_id: the queue, big-endian
+    assert delay.attribute(delay.CFG_CMD, bytes([delay.CMD_BIND, 0, 0, 2])) in messages[0]
+
+
+def test_delayer_reads_packet_ids_and_acks_from_a_netlink_buffer() -> None:
+    # A buffer holding two packet notices and an ACK gives both ids in order and the error code 0.
+    def notice(packet_id: int) -> bytes:
+        header = delay.attribute(delay.ATTR_PACKET_HDR, packet_id.to_bytes(4, "big") + bytes(3))
+        return delay.message(delay.MSG_PACKET, 0, delay.attribute(9, b"xx") + header, 0, 0)
+
+    ack = struct.pack("=IHHIIi", 20, delay.NLMSG_ERROR, 0, 1, 0, 0)
+    assert delay.parse(notice(41) + notice(42) + ack) == ([41, 42], [0])
+
+
+def test_a_batch_verdict_accepts_every_packet_up_to_the_newest_due_one() -> None:
+    # The verdict names NF_ACCEPT and the id, big-endian, in a batch verdict message of the queue.
+    raw = delay.verdict_batch(0, 77)
+    assert struct.unpack_from("=H", raw, 4)[0] == delay.MSG_VERDICT_BATCH
+    assert raw.endswith((1).to_bytes(4, "big") + (77).to_bytes(4, "big"))
