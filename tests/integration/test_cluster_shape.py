@@ -206,12 +206,35 @@ def test_both_image_refs_resolve_in_the_hosted_connector_and_run_on_a_runner(rel
         assert ran.stdout.strip() == pinned.path.rsplit("/", 1)[-1]  # the image prints its role
 
 
+def test_runners_release_through_the_shared_buildkit_of_the_builder_host(
+    releases: dict[str, Any], tmp_path: Path
+) -> None:
+    # Each runner has builder `shared` (remote driver, mutual TLS, buildkit.fractalops.svc in the builder host);
+    # runner-2's release through it after runner-1's has every step cached.
+    pid = (PATHS.host("builder").root / "buildkitd" / "buildkitd.pid").read_text().split()[0]
+    where = subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True, check=True)
+    assert where.stdout.strip() == NET.host("builder").namespace
+    for runner in ("runner-1", "runner-2"):
+        result = cli(
+            "devstack", "exec", "--host", runner, "--", "./ops/containers/fractalops/release.sh",
+            FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE="1",
+            FRACTALOPS_BUILDER="shared",
+            FRACTALOPS_CACHE_BRANCH=SCOPE,
+            FRACTALOPS_BUILD_EVENTS_FILE=str(tmp_path / f"{runner}.jsonl"),
+        )  # fmt: skip
+        assert result.returncode == 0, f"{runner}: {result.stderr[-3000:]}"
+    events = events_of(tmp_path / "runner-2.jsonl")
+    assert {e["builder"] for e in events.values()} == {"shared"}
+    assert [events[t]["cache_hit_ratio"] for t in ("api", "worker")] == [1.0, 1.0]
+
+
 def test_status_lists_the_hosts_and_what_each_registry_holds(releases: dict[str, Any]) -> None:
     # `devstack status` names every host with its address and shows the build cache and images in the hosted connector.
     shown = cli("devstack", "status")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     for host in NET.hosts():
         assert f"{host.address} (netns {host.namespace})" in shown.stdout
+    assert "builder/buildkitd" in shown.stdout and "tcp://buildkit.fractalops.svc:1234" in shown.stdout
     hosted = next(line for line in shown.stdout.splitlines() if "nexus/registry-hosted" in line)
     assert "fractalops/buildcache (" in hosted and "yamonco/fractalops-api (" in hosted
     group = next(line for line in shown.stdout.splitlines() if "nexus/registry-group" in line)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from release.devstack import processes
-from release.devstack.cluster import nexus, runners
+from release.devstack.buildkit_daemon import running_pid
+from release.devstack.cluster import buildkit_host, nexus, runners
 from release.devstack.cluster.credentials import ensure_credentials, read_credentials, write_htpasswd
 from release.devstack.cluster.hosts import (
     BUILDER,
@@ -139,6 +140,15 @@ def up(state_dir: Path | None = None, port_base: int | None = None, log: Log = s
                     started.append((name, runners.DOCKERD))
                 env = runners.client_env(folder, paths.bin_dir, binaries)
                 logged_in += runners.login(folder, topology, credentials, env, log)
+            builder_folder = paths.host(BUILDER)
+            if buildkit_host.start(builder_folder, paths.stack.root, builder_host, topology, log):
+                started.append((BUILDER, "buildkitd"))
+            for name in RUNNERS:
+                env = {
+                    **runners.client_env(paths.host(name), paths.bin_dir, binaries),
+                    "FRACTALOPS_TOPOLOGY": str(paths.topology),
+                }
+                buildkit_host.add_to_runner(builder_folder, paths.host(name), net.host(name), env, log)
         except BaseException:
             _undo(paths, net, started, remove_all=first, log=log)
             raise
@@ -155,6 +165,9 @@ def _undo(paths: ClusterPaths, net: ClusterNet, started: list[tuple[str, str]], 
         _teardown(paths, net, log)
         return
     for host, component in reversed(started):
+        if host == BUILDER:
+            buildkit_host.stop(paths.host(BUILDER), log)
+            continue
         pid = processes.stop(paths.host(host), component, timeout=30.0)
         if pid is not None:
             log(f"devstack: cluster up failed; stopped {host} {component} (pid {pid}) again")
@@ -166,6 +179,8 @@ def _teardown(paths: ClusterPaths, net: ClusterNet, log: Log) -> list[str]:
     for host in net.hosts():
         if stop_delay(paths.host(host.name)) is not None:
             done.append(f"{host.name} link-delay")
+    if buildkit_host.stop(paths.host(BUILDER), log) is not None:
+        done.append(f"{BUILDER} buildkitd")
     for name in RUNNERS:
         if runners.stop(paths.host(name), name, log) is not None:
             done.append(f"{name} {runners.DOCKERD}")
@@ -174,6 +189,8 @@ def _teardown(paths: ClusterPaths, net: ClusterNet, log: Log) -> list[str]:
     for name in RUNNERS:
         if runners.wipe(paths.host(name)):
             log(f"devstack: {name}'s engine state deleted (the next `up` starts it empty)")
+    if buildkit_host.wipe(paths.host(BUILDER)):
+        log("devstack: the shared builder's cache deleted (the next `up` starts it empty)")
     for mount in unmount_under(paths.root):
         log(f"devstack: unmounted {mount}")
     paths.links.unlink(missing_ok=True)
@@ -191,6 +208,8 @@ def down(state_dir: Path | None = None, log: Log = stderr_log) -> list[str]:
         done = _teardown(paths, net, log)
         left = leftovers(net)
         running = [f"{h} {c}" for h, c in _components() if processes.running(paths.host(h), c)]
+        if running_pid(buildkit_host.layout(paths.host(BUILDER))) is not None:
+            running.append(f"{BUILDER} buildkitd")
         if left or running:
             raise OperationError(
                 f"devstack down: the cluster shape left {', '.join(left + running)}. "
@@ -263,6 +282,17 @@ def status(state_dir: Path | None = None) -> StackStatus:
                 detail=detail,
             )
         )
+    builder_pid = running_pid(buildkit_host.layout(paths.host(BUILDER)))
+    components.append(
+        ComponentStatus(
+            name=f"{BUILDER}/buildkitd",
+            running=builder_pid is not None,
+            healthy=builder_pid is not None,
+            pid=builder_pid,
+            endpoint=f"{buildkit_host.endpoint()} ({net.host(BUILDER).address}, mutual TLS)",
+            detail="" if builder_pid else "not running",
+        )
+    )
     return StackStatus(
         state_dir=f"{paths.stack.root} (cluster shape{'' if recorded else ': not up'})",
         components=components,
