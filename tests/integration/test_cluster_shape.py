@@ -245,6 +245,19 @@ def test_status_lists_the_hosts_and_what_each_registry_holds(releases: dict[str,
     assert {f"api-{SCOPE}", f"worker-{SCOPE}"} <= set(hosted_registry.tags("fractalops/buildcache"))
 
 
+TRANSFER_SCRIPT = """
+import os, sys, time
+from release.devstack.cluster.oci import PlainRegistry
+registry = PlainRegistry(sys.argv[1])
+started = time.monotonic()
+assert len(registry.blob("probe/link", sys.argv[2])) == 1_000_000
+down = time.monotonic() - started
+started = time.monotonic()
+registry.push_blob("probe/up", os.urandom(1_000_000))
+print(down, time.monotonic() - started)
+"""
+
+
 def test_a_shaped_link_limits_both_directions_and_drops_at_the_loss_rate(cluster: None) -> None:
     # `devstack link --rate 4mbit` makes a 1 MB transfer take about 2 s each way; --loss adds the drop rule; --clear undoes both.
     blob = os.urandom(1_000_000)
@@ -253,15 +266,18 @@ def test_a_shaped_link_limits_both_directions_and_drops_at_the_loss_rate(cluster
     shaped = cli("devstack", "link", "--host", "runner-1", "--rate", "4mbit", "--loss", "0.5%")
     assert shaped.returncode == 0, shaped.stderr
     try:
-        script = (
-            f"curl -sf -o /dev/null -w '%{{time_total}} ' http://{upstream}/v2/probe/link/blobs/{sha256(blob)} && "
-            f"loc=$(curl -si -X POST http://{upstream}/v2/probe/up/blobs/uploads/ | tr -d '\\r' | sed -n 's/^Location: //p') && "
-            "head -c 1000000 /dev/urandom > /tmp/fx-link-probe && "
-            "d=sha256:$(sha256sum /tmp/fx-link-probe | cut -d' ' -f1) && "
-            "curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' --data-binary @/tmp/fx-link-probe "
-            "-w '%{time_total}' \"$loc&digest=$d\"; rm -f /tmp/fx-link-probe"
+        timed = cli(
+            "devstack",
+            "exec",
+            "--host",
+            "runner-1",
+            "--",
+            sys.executable,
+            "-c",
+            TRANSFER_SCRIPT,
+            upstream,
+            sha256(blob),
         )
-        timed = cli("devstack", "exec", "--host", "runner-1", "--", "sh", "-c", script)
         assert timed.returncode == 0, timed.stderr
         down_s, up_s = (float(t) for t in timed.stdout.split())
         assert 1.5 < down_s < 4.0 and 1.5 < up_s < 4.0, timed.stdout  # 1 MB at 0.5 MB/s: 2 s, plus loss
@@ -274,9 +290,11 @@ def test_a_shaped_link_limits_both_directions_and_drops_at_the_loss_rate(cluster
     finally:
         cleared = cli("devstack", "link", "--host", "runner-1", "--clear")
     assert cleared.returncode == 0, cleared.stderr
-    quick = cli("devstack", "exec", "--host", "runner-1", "--", "curl", "-sf", "-o", "/dev/null", "-w", "%{time_total}",
-                f"http://{upstream}/v2/probe/link/blobs/{sha256(blob)}")  # fmt: skip
-    assert float(quick.stdout) < 1.0
+    quick = cli(
+        "devstack", "exec", "--host", "runner-1", "--", sys.executable, "-c", TRANSFER_SCRIPT, upstream, sha256(blob)
+    )
+    assert quick.returncode == 0, quick.stderr
+    assert max(float(t) for t in quick.stdout.split()) < 0.5, quick.stdout
 
 
 RTT_SCRIPT = """
@@ -318,3 +336,31 @@ def test_down_leaves_no_namespace_link_hosts_file_or_process(cluster: None) -> N
     assert processes_under(PATHS.root) == []
     assert not PATHS.record.exists()
     assert not PATHS.host("runner-2").docker_data_root.exists()  # runners are ephemeral: the next up starts empty
+
+
+def test_a_failed_up_takes_down_everything_it_had_made(tmp_path: Path) -> None:
+    # A port the hosted connector needs is taken inside the nexus host: `up` fails naming it and leaves nothing behind.
+    reason = cannot_install_reason()
+    if reason:
+        pytest.skip(reason)
+    other = ClusterNet(SESSION_PORT_BASE + 10)
+    squatter_ns = other.host("nexus").namespace
+    subprocess.run(["ip", "netns", "add", squatter_ns], check=True)
+    squatter = subprocess.Popen(
+        ["ip", "netns", "exec", squatter_ns, sys.executable, "-c",
+         "import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 8082)); s.listen(); time.sleep(300)"],
+    )  # fmt: skip
+    try:
+        failed = cli("devstack", "up", "--shape", "cluster", FRACTALOPS_DEVSTACK_PORT_BASE=str(other.base))
+        assert failed.returncode == 1, failed.stderr[-3000:]
+        assert "registry-hosted" in failed.stderr.splitlines()[-1] or "registry-hosted" in failed.stderr
+        assert [ns for ns in other.namespaces() if netns_exists(ns)] == []
+        assert not link_exists(other.root_link)
+        assert squatter.wait(timeout=30) is not None  # stopped with everything else in the shape's namespaces
+        assert processes_under(PATHS.root) == []
+    finally:
+        if squatter.poll() is None:
+            squatter.kill()
+        subprocess.run(["ip", "netns", "delete", squatter_ns], check=False, capture_output=True)
+    cli("devstack", "down")
+    assert not PATHS.record.exists()

@@ -171,6 +171,12 @@ class PlainRegistry:
             return None
         return response.headers.get("docker-content-digest", "")
 
+    def blob(self, repository: str, digest: str) -> bytes:
+        """Return a blob's bytes."""
+        response = self._request("GET", f"/v2/{repository}/blobs/{digest}")
+        self._expect(response, 200, f"GET blob {digest}")
+        return response.body
+
     def push_blob(self, repository: str, data: bytes) -> None:
         """Upload a blob monolithically unless the registry already has it."""
         digest = sha256(data)
