@@ -273,12 +273,13 @@ def devstack_up(shape: str) -> None:
 
 
 @devstack.command("down")
+@click.option("--shape", type=click.Choice(["local", "cluster"]), help="Only this shape (default: every shape up).")
 @handled
-def devstack_down() -> None:
+def devstack_down(shape: str | None) -> None:
     """Stop every process the stack started (every shape): namespaces, links and mounts go too."""
     from release.devstack.cluster.commands import down_all
 
-    down_all()
+    down_all(only=shape)
 
 
 @devstack.command("status")

@@ -2,7 +2,8 @@
 
 `devstack up --shape cluster` once for the module (its own subnet and namespaces, from the tests' port base); the
 smoke release runs on runner-1, then on runner-2 (a fresh engine with an empty builder), which must build from
-the cache runner-1 exported to the hosted connector. The last test takes the shape down and checks nothing is left.
+the cache runner-1 exported to the hosted connector. The last tests take the shape down and check nothing is left
+(`down --shape cluster`: the loopback stack of the session, in the same state dir, keeps running).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def cluster() -> Iterator[None]:
     try:
         yield
     finally:
-        cli("devstack", "down")
+        cli("devstack", "down", "--shape", "cluster")
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +329,7 @@ def test_a_delayed_link_adds_the_delay_each_way_and_clearing_it_stops_the_delaye
 
 def test_down_leaves_no_namespace_link_hosts_file_or_process(cluster: None) -> None:
     # After `devstack down`: no namespace of the stack, no /etc/netns folder, no root link, no process of the shape.
-    down = cli("devstack", "down")
+    down = cli("devstack", "down", "--shape", "cluster")
     assert down.returncode == 0, down.stderr[-3000:]
     assert [ns for ns in NET.namespaces() if netns_exists(ns)] == []
     assert [ns for ns in NET.namespaces() if (NETNS_ETC / ns).exists()] == []
@@ -362,5 +363,5 @@ def test_a_failed_up_takes_down_everything_it_had_made(tmp_path: Path) -> None:
         if squatter.poll() is None:
             squatter.kill()
         subprocess.run(["ip", "netns", "delete", squatter_ns], check=False, capture_output=True)
-    cli("devstack", "down")
+    cli("devstack", "down", "--shape", "cluster")
     assert not PATHS.record.exists()

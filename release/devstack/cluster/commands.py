@@ -41,14 +41,14 @@ def up_text(shape_name: str, state_dir: Path | None = None, log: Log = stderr_lo
     return up(state_dir, log=log).exports()
 
 
-def down_all(state_dir: Path | None = None, log: Log = stderr_log) -> None:
-    """Take down every shape the state dir holds (the loopback one also when nothing is recorded, as before)."""
+def down_all(state_dir: Path | None = None, log: Log = stderr_log, only: str | None = None) -> None:
+    """Take down every shape the state dir holds, or `only` one (the loopback one also when nothing is recorded)."""
     from release.devstack import down
 
     cluster = shape.is_recorded(state_dir)
-    if cluster:
+    if only in (None, "cluster") and cluster:
         shape.down(state_dir, log)
-    if local_recorded(state_dir) or not cluster:
+    if only == "local" or (only is None and (local_recorded(state_dir) or not cluster)):
         down(state_dir, log)
 
 
