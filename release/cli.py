@@ -253,36 +253,69 @@ def topology_show(app: App) -> None:
 
 @main.group()
 def devstack() -> None:
-    """A local build stack: Docker engine, buildx and Nexus stand-in registries on loopback."""
+    """A local build stack: Docker engine, buildx and Nexus stand-ins, on loopback or as hosts in namespaces."""
 
 
 @devstack.command("up")
+@click.option(
+    "--shape",
+    type=click.Choice(["local", "cluster"]),
+    default="local",
+    show_default=True,
+    help="local: one engine and registries on loopback; cluster: nexus, runner-1, runner-2, builder hosts in namespaces.",
+)
 @handled
-def devstack_up() -> None:
+def devstack_up(shape: str) -> None:
     """Install what is missing, start the stack, print `export` lines for eval."""
-    from release.devstack import up
+    from release.devstack.cluster.commands import up_text
 
-    click.echo(up().exports(), nl=False)
+    click.echo(up_text(shape), nl=False)
 
 
 @devstack.command("down")
+@click.option("--shape", type=click.Choice(["local", "cluster"]), help="Only this shape (default: every shape up).")
 @handled
-def devstack_down() -> None:
-    """Stop every process the stack started."""
-    from release.devstack import down
+def devstack_down(shape: str | None) -> None:
+    """Stop every process the stack started (every shape): namespaces, links and mounts go too."""
+    from release.devstack.cluster.commands import down_all
 
-    down()
+    down_all(only=shape)
 
 
 @devstack.command("status")
 @handled
 def devstack_status() -> None:
-    """Say what runs, on which ports, and what is unhealthy (exit 1 if anything is)."""
-    from release.devstack import render_status, status
+    """Say what runs, where, what each registry holds, and what is unhealthy (exit 1 if anything is)."""
+    from release.devstack.cluster.commands import status_text
 
-    report = status()
-    click.echo(render_status(report), nl=False)
-    sys.exit(report.exit_code)
+    text, code = status_text()
+    click.echo(text, nl=False)
+    sys.exit(code)
+
+
+@devstack.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--host", default="runner-1", show_default=True, help="Cluster host: nexus, runner-1, runner-2, builder.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@handled
+def devstack_exec(host: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside a cluster host (its namespace, docker client, topology, credentials); exit with its code."""
+    from release.devstack.cluster.commands import exec_on_host
+
+    exec_on_host(host, command)
+
+
+@devstack.command("link")
+@click.option("--host", required=True, help="Cluster host whose link is shaped: nexus, runner-1, runner-2, builder.")
+@click.option("--rate", help="Rate of both directions in tc syntax (5mbit, 100kbps); 'off' removes it.")
+@click.option("--loss", help="Random loss per direction in percent (1%, 0.5); 0 removes it.")
+@click.option("--delay", help="Added latency per direction (50ms, 0.2s) through a user-space queue; 0 removes it.")
+@click.option("--clear", is_flag=True, help="Remove every limit first.")
+@handled
+def devstack_link(host: str, rate: str | None, loss: str | None, delay: str | None, clear: bool) -> None:
+    """Shape a cluster host's link for this run (options not given keep their value)."""
+    from release.devstack.cluster.commands import link
+
+    link(host, rate, loss, delay, clear=clear)
 
 
 # --- runtime release ---------------------------------------------------------------------------
