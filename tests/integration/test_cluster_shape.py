@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SESSION_PORT_BASE, SESSION_STATE_DIR, cannot_install_reason
+from conftest import SESSION_PORT_BASE, SESSION_STATE_DIR, Devstack, cannot_install_reason
 
 from release.devstack.cluster.credentials import read_credentials
 from release.devstack.cluster.hosts import NETNS_ETC, ClusterNet, link_exists, netns_exists
@@ -34,6 +34,9 @@ pytestmark = [pytest.mark.devstack, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 NET = ClusterNet(SESSION_PORT_BASE)
 PATHS = ClusterPaths(StackPaths(SESSION_STATE_DIR))
+# The cluster shape does not serve the real images' base image and packages yet: its releases build the tiny
+# stand-in context (busybox, seeded into the shape's upstream) through the same targets file, cache and connectors.
+TINY_CONTEXT = "tests/integration/tiny"
 SCOPE = f"itest-{uuid.uuid4().hex[:8]}"  # this run's cache tags: runner-2's hits can only come from runner-1's export
 
 
@@ -60,10 +63,25 @@ def cli(*args: str, timeout: float = 900.0, **env: str) -> subprocess.CompletedP
     )
 
 
+def tiny_targets(folder: Path) -> Path:
+    """A copy of the targets file whose targets build from the tiny stand-in context."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    for target in data["targets"].values():
+        target["context"] = TINY_CONTEXT
+    path = folder / "targets.yaml"
+    with path.open("w") as handle:
+        yaml.dump(data, handle)
+    return path
+
+
 def release_on(runner: str, events: Path) -> subprocess.CompletedProcess[str]:
     """The smoke release through `devstack exec` on a runner, its events in a file of the test's own."""
     return cli(
         "devstack", "exec", "--host", runner, "--", "./ops/containers/fractalops/release.sh",
+        FRACTALOPS_TARGETS=str(tiny_targets(events.parent)),
         FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE="1",
         FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="0",
         FRACTALOPS_CACHE_BRANCH=SCOPE,
@@ -218,6 +236,7 @@ def test_runners_release_through_the_shared_buildkit_of_the_builder_host(
     for runner in ("runner-1", "runner-2"):
         result = cli(
             "devstack", "exec", "--host", runner, "--", "./ops/containers/fractalops/release.sh",
+            FRACTALOPS_TARGETS=str(tiny_targets(tmp_path)),
             FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE="1",
             FRACTALOPS_BUILDER="shared",
             FRACTALOPS_CACHE_BRANCH=SCOPE,
@@ -229,7 +248,7 @@ def test_runners_release_through_the_shared_buildkit_of_the_builder_host(
     assert [events[t]["cache_hit_ratio"] for t in ("api", "worker")] == [1.0, 1.0]
 
 
-def test_status_lists_the_hosts_and_what_each_registry_holds(releases: dict[str, Any]) -> None:
+def test_status_lists_the_hosts_and_what_each_registry_holds(releases: dict[str, Any], devstack: Devstack) -> None:
     # `devstack status` names every host with its address and shows the build cache and images in the hosted connector.
     shown = cli("devstack", "status")
     assert shown.returncode == 0, shown.stdout + shown.stderr
