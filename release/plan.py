@@ -10,6 +10,7 @@ from typing import Any
 
 from release.engine import BuildRequest
 from release.targets import Target
+from release.topology.env import render_env
 from release.topology.model import Scheme, Topology
 
 MAIN_BRANCH = "main"
@@ -17,6 +18,8 @@ REVISION_LABEL = "org.opencontainers.image.revision"
 SOURCE_LABEL = "org.opencontainers.image.source"
 DIRTY_LABEL = "io.fractalops.source.dirty"
 CACHE_ATTRS = "mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
+# Build arguments every target gets: where its Dockerfile installs Debian and Python packages from.
+PACKAGE_BUILD_ARGS = ("FRACTALOPS_APT_CACHE_URL", "FRACTALOPS_PIP_INDEX_URL")
 
 
 def web_url(remote: str) -> str | None:
@@ -173,6 +176,7 @@ def make_plan(
     from release.imageref import parse_image_ref
 
     registry, scheme, probe = cache_probe_target(topology, targets, branch, via)
+    package_urls = render_env(topology, via)
     plan = ReleasePlan(
         source_commit=source_commit,
         branch=branch,
@@ -187,7 +191,8 @@ def make_plan(
         tag = image_tag(target, source_commit, run_stamp)
         cache_from, cache_to = cache_refs(topology, target.name, branch, via)
         labels = {SOURCE_LABEL: source_url} if source_url else {}
-        build_args = {}
+        # The Nexus package repositories the Dockerfile installs from, rendered from the topology like the env.
+        build_args = {name: package_urls[name] for name in PACKAGE_BUILD_ARGS}
         if source_commit:
             labels[REVISION_LABEL] = source_commit
             build_args["SOURCE_COMMIT"] = source_commit

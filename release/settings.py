@@ -41,6 +41,7 @@ TOPOLOGY_COMMANDS = (
 REPOSITORY = ("runtime", "promote", *TOPOLOGY_COMMANDS, "builder create")
 VIA = ("runtime", "topology render-env", "topology render-buildkitd", "builder create")
 DEVSTACK = ("devstack up", "devstack down", "devstack status")
+DEVSTACK_HOSTS = ("devstack exec", "devstack link")
 
 
 class Settings(BaseModel):
@@ -150,7 +151,7 @@ class Settings(BaseModel):
     devstack_dir: Path | None = _setting(
         None,
         "state folder of the local build stack (default `~/.local/state/fractalops-devstack`).",
-        commands=DEVSTACK,
+        commands=(*DEVSTACK, *DEVSTACK_HOSTS),
     )
     devstack_port_base: int | None = _setting(
         None,

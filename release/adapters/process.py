@@ -7,11 +7,12 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from release.errors import OperationError
 
@@ -190,3 +191,14 @@ def stop_group(pid: int, timeout: float = 10.0) -> bool:
             time.sleep(0.05)
     _reap(pid)
     return not _group_members(pid)
+
+
+def replace(argv: Sequence[str | Path], *, env: Mapping[str, str] | None = None, replace_env: bool = False) -> NoReturn:
+    """Replace this process with a command: its exit code, signals and terminal become the command's own."""
+    args = [str(part) for part in argv]
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        os.execvpe(args[0], args, _environment(env, replace_env))  # noqa: S606 (exec replaces this process: no shell)
+    except OSError as err:
+        raise ProcessError(args, None, f"{args[0]}: {err.strerror or err}") from None

@@ -144,8 +144,12 @@ def start_buildkitd(
     via: str = "service",
     log: Log,
     ready_timeout: float = READY_TIMEOUT,
+    prefix: Sequence[str] = (),
 ) -> RunningBuildkitd:
-    """Render certs and buildkitd.toml into `folder`, start buildkitd on host:port with mTLS, wait until it serves."""
+    """Render certs and buildkitd.toml into `folder`, start buildkitd on host:port with mTLS, wait until it serves.
+
+    `prefix` runs it elsewhere (a cluster-shape host: `ip netns exec NS …`); the prefix must exec buildkitd itself.
+    """
     layout = BuildkitdLayout(folder)
     address = tcp_address(host, port)
     if running_pid(layout) is not None:
@@ -159,7 +163,7 @@ def start_buildkitd(
     layout.root.mkdir(parents=True, exist_ok=True)
     certs = render_certs(layout.certs, server_names)
     layout.config.write_text(render_buildkitd(topology, via))
-    argv = buildkitd_argv(binaries.buildkitd, address, certs.server, layout, find_runc(log))
+    argv = [*prefix, *buildkitd_argv(binaries.buildkitd, address, certs.server, layout, find_runc(log))]
     with layout.log.open("ab") as out:
         out.write(f"\n--- start {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(argv)}\n".encode())
         out.flush()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
-from release.devstack.network import bridge_name
+from release.devstack.network import bridge_address, bridge_name
 from release.devstack.paths import StackPaths
 from release.devstack.ports import HOST, PortLayout
 
@@ -135,6 +135,8 @@ def topology(ports: PortLayout) -> dict[str, Any]:
             "docker_group_port": ports.pull_through,
             "docker_internal_port": ports.hosted,
             "repositories": {"npm": "npm-group", "pypi": "pypi-group", "apt_debian": "apt-debian"},
+            # The nexus web stand-in also listens on the engine's bridge: RUN steps cannot reach 127.0.0.1.
+            "packages_host": bridge_address(ports),
         },
         "registry_cache": {
             "host_ip": HOST,

@@ -17,7 +17,7 @@ MAX_PORT_BASE = 65535 - PORT_SPAN
 
 @dataclass(frozen=True)
 class PortLayout:
-    """The ports of one stack: hosted registry, pull-through registry, upstream, and a Nexus web port."""
+    """The ports of one stack: hosted registry, pull-through registry, upstream, and the Nexus web port."""
 
     base: int
 
@@ -38,12 +38,17 @@ class PortLayout:
 
     @property
     def nexus_web(self) -> int:
-        """Return the port named as Nexus web port in the topology; nothing listens on it."""
+        """Return the Nexus web port: the package repositories (pypi-group, apt-debian) of the nexus web stand-in."""
         return self.base + 3
 
     def listening(self) -> dict[str, int]:
         """Return the ports the stack listens on, by component name."""
-        return {"hosted": self.hosted, "pull-through": self.pull_through, "upstream": self.upstream}
+        return {
+            "hosted": self.hosted,
+            "pull-through": self.pull_through,
+            "upstream": self.upstream,
+            "nexus-web": self.nexus_web,
+        }
 
     def all_ports(self) -> list[int]:
         """Return every port of the layout."""

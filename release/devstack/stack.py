@@ -14,6 +14,7 @@ from pathlib import Path
 
 from release.adapters import process
 from release.devstack import processes
+from release.devstack.baseimage import ensure_debian_mirrored, seed_debian_image
 from release.devstack.commands import tail
 from release.devstack.configs import (
     REGISTRY_ROLES,
@@ -27,10 +28,19 @@ from release.devstack.configs import (
     stack_env,
 )
 from release.devstack.install import Binaries, ensure_installed, read_marker
-from release.devstack.network import bridge_name, ensure_bridge, remove_bridge
+from release.devstack.network import (
+    bridge_address,
+    bridge_name,
+    ensure_bridge,
+    release_ports,
+    remove_bridge,
+    reserve_ports,
+)
+from release.devstack.nexusweb import STATUS_PATH as NEXUS_STATUS_PATH
+from release.devstack.packages import ensure_seeded, packages_dir, served_summary
 from release.devstack.paths import StackPaths
-from release.devstack.ports import DEFAULT_PORT_BASE, PORT_BASE_ENV, PortLayout, port_layout
-from release.devstack.probes import port_listening, unix_http_get, unix_socket_accepts
+from release.devstack.ports import DEFAULT_PORT_BASE, HOST, PORT_BASE_ENV, PortLayout, port_layout
+from release.devstack.probes import http_request, port_listening, unix_http_get, unix_socket_accepts
 from release.devstack.seed import catalog, ensure_mirrored, registry_answers, seed_base_image
 from release.devstack.status import ComponentStatus, StackStatus
 from release.errors import EngineError, OperationError, UsageError
@@ -39,6 +49,7 @@ Log = Callable[[str], None]
 READY_TIMEOUT = 60.0
 CONTAINERD = "containerd"
 DOCKERD = "dockerd"
+NEXUS_WEB = "nexus-web"
 
 
 def stderr_log(message: str) -> None:
@@ -81,7 +92,16 @@ DEPENDS_ON = {DOCKERD: [CONTAINERD], "registry-pull-through": ["registry-upstrea
 
 def component_names() -> list[str]:
     """Return every component, in start order."""
-    return [CONTAINERD, *(registry_component(r) for r in REGISTRY_ROLES), DOCKERD]
+    return [CONTAINERD, *(registry_component(r) for r in REGISTRY_ROLES), DOCKERD, NEXUS_WEB]
+
+
+def component_port(component: str, ports: PortLayout) -> int | None:
+    """Return the loopback port a component listens on (None for the engine and containerd)."""
+    if component == NEXUS_WEB:
+        return ports.nexus_web
+    if component.startswith("registry-"):
+        return registry_port(ports, component.removeprefix("registry-"))
+    return None
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -174,12 +194,22 @@ def write_configs(paths: StackPaths, ports: PortLayout, binaries: Binaries) -> s
     return changed
 
 
-def argv_for(component: str, paths: StackPaths, binaries: Binaries) -> list[str]:
+def argv_for(component: str, paths: StackPaths, ports: PortLayout, binaries: Binaries) -> list[str]:
     """Return the command line of a component."""
     if component == CONTAINERD:
         return [binaries.containerd, "--config", str(paths.config_file("containerd.toml"))]
     if component == DOCKERD:
         return [binaries.dockerd, "--config-file", str(paths.config_file("daemon.json"))]
+    if component == NEXUS_WEB:
+        listen = [f"{HOST}:{ports.nexus_web}", f"{bridge_address(ports)}:{ports.nexus_web}"]
+        return [
+            sys.executable,
+            "-m",
+            "release.devstack.nexusweb",
+            *(arg for address in listen for arg in ("--listen", address)),
+            "--root",
+            str(packages_dir(paths)),
+        ]
     role = component.removeprefix("registry-")
     return [binaries.registry, "serve", str(paths.config_file(f"registry-{role}.yml"))]
 
@@ -191,6 +221,11 @@ def component_ready(component: str, paths: StackPaths, ports: PortLayout) -> boo
     if component == DOCKERD:
         reply = unix_http_get(paths.docker_socket, "/_ping")
         return reply.status == 200 and reply.body.strip() == b"OK"
+    if component == NEXUS_WEB:
+        return all(
+            http_request(f"http://{host}:{ports.nexus_web}{NEXUS_STATUS_PATH}").status == 200
+            for host in (HOST, bridge_address(ports))
+        )
     return registry_answers(registry_port(ports, component.removeprefix("registry-")))
 
 
@@ -200,6 +235,8 @@ def component_endpoint(component: str, paths: StackPaths, ports: PortLayout) -> 
         return f"unix://{paths.containerd_socket}"
     if component == DOCKERD:
         return f"unix://{paths.docker_socket}"
+    if component == NEXUS_WEB:
+        return f"127.0.0.1:{ports.nexus_web} and {bridge_address(ports)}:{ports.nexus_web} (build steps)"
     return f"127.0.0.1:{registry_port(ports, component.removeprefix('registry-'))}"
 
 
@@ -240,9 +277,9 @@ def failure(component: str, paths: StackPaths, what: str) -> OperationError:
 
 
 def check_port_free(component: str, paths: StackPaths, ports: PortLayout) -> None:
-    """Refuse to start a registry whose port something else already listens on."""
-    port = registry_port(ports, component.removeprefix("registry-"))
-    if port_listening(port):
+    """Refuse to start a registry or the nexus web stand-in whose port something else already listens on."""
+    port = component_port(component, ports)
+    if port is not None and port_listening(port):
         raise UsageError(
             f"devstack {component}: port 127.0.0.1:{port} is already in use by another process. "
             f"What to do: stop it, or choose another port base with {PORT_BASE_ENV}."
@@ -251,15 +288,17 @@ def check_port_free(component: str, paths: StackPaths, ports: PortLayout) -> Non
 
 def start_component(component: str, paths: StackPaths, ports: PortLayout, binaries: Binaries, log: Log) -> None:
     """Start one component that is not running (clearing stale sockets first)."""
-    if component.startswith("registry-"):
-        check_port_free(component, paths, ports)
+    check_port_free(component, paths, ports)
     if component == CONTAINERD:
         paths.containerd_socket.unlink(missing_ok=True)
     if component == DOCKERD:
         paths.docker_socket.unlink(missing_ok=True)
         (paths.docker_exec_root / "dockerd.pid").unlink(missing_ok=True)
     log(f"devstack: starting {component}")
-    processes.start(paths, component, argv_for(component, paths, binaries), env=engine_env(paths, binaries))
+    env = engine_env(paths, binaries)
+    if component == NEXUS_WEB:
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # the same `release` package as this process
+    processes.start(paths, component, argv_for(component, paths, ports, binaries), env=env)
 
 
 def check_running_base(paths: StackPaths, ports: PortLayout) -> None:
@@ -283,11 +322,16 @@ def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> 
         binaries = ensure_installed(paths, log)
         # Recorded before anything starts, so a later `down` knows this stack's ports even if `up` fails.
         write_if_changed(paths.root / "stack.json", json.dumps({"port_base": ports.base}) + "\n")
+        # A client socket could otherwise be handed one of the stack's ports as its ephemeral port while a
+        # registry (re)starts; reserved ports are never handed out (root only; without it, a clash shows in the log).
+        reserve_ports(ports)
         reconfigured = write_configs(paths, ports, binaries)
         # Every port must be free before anything starts: a clash found half-way would leave a partial stack.
         for component in component_names():
-            if component.startswith("registry-") and processes.running(paths, component) is None:
+            if processes.running(paths, component) is None:
                 check_port_free(component, paths, ports)
+        # The images' packages and base rootfs, fetched once on the host (machine-wide cache) before anything starts.
+        seed = ensure_seeded(paths, log)
         started: list[str] = []
         bridge_made = False
         try:
@@ -299,19 +343,22 @@ def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> 
                     tracked = None
                 if tracked is None:
                     wait_ready(DEPENDS_ON.get(component, []), paths, ports)
-                    if component == DOCKERD:
-                        bridge_made = ensure_bridge(ports)
+                    if component in (DOCKERD, NEXUS_WEB):
+                        bridge_made |= ensure_bridge(ports)  # build containers reach the nexus web stand-in on it
                     start_component(component, paths, ports, binaries, log)
                     started.append(component)
             wait_ready(component_names(), paths, ports)
             seeded = seed_base_image(paths, ports.upstream, binaries, engine_env(paths, binaries), log)
             seeded += ["mirror"] if ensure_mirrored(ports.pull_through, log) else []
+            pushed = seed_debian_image(paths, ports.upstream, binaries, engine_env(paths, binaries), seed, log)
+            seeded += ["debian"] if pushed else []
+            seeded += ["debian-mirror"] if ensure_debian_mirrored(ports.pull_through, seed, log, pushed) else []
             wrote = write_if_changed(paths.topology, render_topology(ports))
             wrote |= write_if_changed(paths.env_file, render_exports(paths))
         except BaseException:
             undo_start(paths, ports, started, bridge_made, log)
             raise
-        changed = bool(started or seeded or wrote)
+        changed = bool(started or seeded or wrote or seed.changed)
         log(f"devstack: up ({'started ' + ', '.join(started) if started else 'already running'}); {paths.root}")
         return StackEnv(paths=paths, ports=ports, env=stack_env(paths), changed=changed)
 
@@ -329,6 +376,8 @@ def undo_start(paths: StackPaths, ports: PortLayout, started: list[str], bridge_
         unmount_under(paths.root)
     if bridge_made and remove_bridge(ports):
         log(f"devstack: up failed; deleted bridge {bridge_name(ports)} again")
+    if not any(processes.running(paths, c) for c in component_names()):
+        release_ports(ports)
 
 
 def unmount_under(root: Path) -> list[str]:
@@ -353,7 +402,7 @@ def down(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -
     paths, ports = resolve(state_dir, port_base, existing=True)
     stopped: list[str] = []
     with state_lock(paths):
-        order = [DOCKERD, *(registry_component(r) for r in REGISTRY_ROLES), CONTAINERD]
+        order = [NEXUS_WEB, DOCKERD, *(registry_component(r) for r in REGISTRY_ROLES), CONTAINERD]
         for component in order:
             pid = processes.stop(paths, component, timeout=30.0 if component == DOCKERD else 15.0)
             if pid is not None:
@@ -370,6 +419,7 @@ def down(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -
             log(f"devstack: unmounted {mount}")
         if remove_bridge(ports):
             log(f"devstack: deleted bridge {bridge_name(ports)}")
+        release_ports(ports)
         still = [p for p in ports.listening().values() if port_listening(p)]
         if still:
             raise OperationError(
@@ -391,9 +441,8 @@ def status(state_dir: Path, port_base: int | None = None) -> StackStatus:
         detail = ""
         if tracked is None:
             detail = "not running"
-            if component.startswith("registry-") and port_listening(
-                registry_port(ports, component.removeprefix("registry-"))
-            ):
+            port = component_port(component, ports)
+            if port is not None and port_listening(port):
                 detail = "not running; its port is taken by another process"
         elif not ready:
             detail = f"runs but does not answer; see {paths.logfile(component)}"
@@ -401,6 +450,8 @@ def status(state_dir: Path, port_base: int | None = None) -> StackStatus:
             held = catalog(registry_port(ports, component.removeprefix("registry-")))
             shown = ", ".join(held[:6]) + (f" and {len(held) - 6} more" if len(held) > 6 else "")
             detail = f"holds: {shown or 'nothing yet'}"
+        elif component == NEXUS_WEB:
+            detail = f"serves {served_summary(packages_dir(paths))}"
         components.append(
             ComponentStatus(
                 name=component,

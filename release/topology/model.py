@@ -44,6 +44,9 @@ class Nexus(_Strict):
     docker_group_port: Port
     docker_internal_port: Port
     repositories: Repositories = Repositories()
+    # Where build steps (RUN) reach the package repositories when that is not the service host: the local devstack
+    # serves them on its engine bridge, because a build container cannot reach the host's loopback.
+    packages_host: str | None = None
 
     @field_validator("service", "namespace")
     @classmethod
@@ -72,8 +75,8 @@ class Nexus(_Strict):
         return self.host or f"{self.service}.{self.namespace}.svc"
 
     def repository_url(self, repository: str, host: str | None = None) -> str:
-        """URL of a package repository on the web/REST port (on `host`, default the service name)."""
-        return f"{self.scheme}://{host or self.cluster_host}:{self.web_port}/repository/{repository}/"
+        """URL of a package repository on the web/REST port (at `packages_host`, else `host`, else the service name)."""
+        return f"{self.scheme}://{self.packages_host or host or self.cluster_host}:{self.web_port}/repository/{repository}/"
 
     @property
     def docker_group_endpoint(self) -> str:

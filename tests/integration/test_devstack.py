@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from release.devstack import down, status, up
-from release.devstack.network import bridge_exists, bridge_name
+from release.devstack.network import bridge_exists, bridge_name, ports_reserved
 from release.devstack.probes import port_listening
 from release.devstack.processes import pids_mentioning
 from release.devstack.seed import catalog
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.devstack
 
-CONTAINERS = Path(__file__).resolve().parents[2] / "ops" / "containers" / "fractalops"
+# The busybox stand-in of the release Dockerfile: these tests need *a* build through the stack, not the real images.
+TINY_CONTEXT = Path(__file__).resolve().parents[2] / "tests" / "integration" / "tiny"
 
 # Options every cache export uses: the layout Nexus >= 3.71 accepts, and a broken cache never fails a build.
 CACHE_TO_OPTIONS = "mode=max,image-manifest=true,oci-mediatypes=true"
@@ -59,8 +60,8 @@ def free_port_base(span: int = 4) -> int:
 
 
 def build_args(target: str, *extra: str) -> list[str]:
-    """Return a `docker buildx build` command line for one release target."""
-    return ["buildx", "build", "--target", target, "--build-arg", "SOURCE_COMMIT=test", *extra, str(CONTAINERS)]
+    """Return a `docker buildx build` command line for one target of the tiny stand-in context."""
+    return ["buildx", "build", "--target", target, "--build-arg", "SOURCE_COMMIT=test", *extra, str(TINY_CONTEXT)]
 
 
 def rawjson_vertices(stderr: str) -> dict[str, dict[str, Any]]:
@@ -87,12 +88,12 @@ def step_vertices(vertices: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_up_builds_both_images_through_the_pull_through_mirror(devstack: Devstack) -> None:
-    # After up, api and worker build and push to the hosted registry, and the base came through the mirror.
+    # After up, api and worker build and push to the hosted registry; both base images came through the mirror.
     for target in ("api", "worker"):
         ref = f"{devstack.hosted}/yamonco/fractalops-{target}:itest"
         result = devstack.docker(build_args(target, "--push", "-t", ref))
         assert result.returncode == 0, result.stderr[-3000:]
-    assert "library/busybox" in catalog(devstack.ports.pull_through)
+    assert {"library/busybox", "library/debian"} <= set(catalog(devstack.ports.pull_through))
     assert {"yamonco/fractalops-api", "yamonco/fractalops-worker"} <= set(catalog(devstack.ports.hosted))
     assert devstack.topology.is_file()
 
@@ -139,24 +140,24 @@ def test_closed_cache_port_is_ignored_with_ignore_error_and_fails_without(devsta
     assert "connection refused" in strict.stderr.lower()
 
 
-def test_down_stops_every_process_and_closes_every_port(
-    devstack: Devstack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_down_stops_every_process_and_closes_every_port(devstack: Devstack, tmp_path: Path) -> None:
     # down on a second, separate stack leaves no process of it, no listening port and no bridge, even with
     # another stack's port base exported: a stack's own state decides which ports and bridge down acts on.
     state_dir = tmp_path / "ds"
     stack = up(state_dir, free_port_base(), log=lambda _m: None)
-    monkeypatch.setenv("FRACTALOPS_DEVSTACK_PORT_BASE", str(devstack.ports.base))
-    before = status(state_dir)
+    exported = devstack.ports.base  # FRACTALOPS_DEVSTACK_PORT_BASE of the session's stack, as the CLI passes it
+    before = status(state_dir, exported)
     assert before.healthy, before
+    assert ports_reserved(stack.ports), "the kernel never hands a running stack's ports out as ephemeral ports"
     pids = [c.pid for c in before.components if c.pid]
-    assert len(pids) == 5
-    stopped = down(state_dir, log=lambda _m: None)
-    assert len(stopped) == 5
+    assert len(pids) == 6
+    stopped = down(state_dir, exported, log=lambda _m: None)
+    assert len(stopped) == 6
     assert not [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _proc_state(p)]
     assert not pids_mentioning(str(state_dir))
     assert not [p for p in stack.ports.all_ports() if port_listening(p)]
     assert not bridge_exists(bridge_name(stack.ports))
+    assert not ports_reserved(stack.ports), "down gives the stack's ports back to the ephemeral range"
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(state_dir.resolve()) not in mounts, "down leaves nothing mounted inside the state folder"
     assert status(state_dir).exit_code == 1
@@ -196,13 +197,14 @@ def test_a_failed_up_stops_what_it_started_and_removes_its_bridge(devstack: Devs
     paths = StackPaths(state_dir.absolute())
     paths.docker_data_root.parent.mkdir(parents=True, exist_ok=True)
     paths.docker_data_root.write_text("not a folder\n")
-    with pytest.raises(ReleaseError, match="dockerd"):
+    with pytest.raises(ReleaseError, match="exited right after start"):  # dockerd (or a port another process took)
         up(state_dir, base, log=lambda _m: None)
     assert not pids_mentioning(str(state_dir)), "a failed up leaves its processes running"
-    assert not [p for p in (base, base + 1, base + 2) if port_listening(p)]
+    assert not [p for p in (base, base + 1, base + 2, base + 3) if port_listening(p)]
     from release.devstack.ports import port_layout
 
     assert not bridge_exists(bridge_name(port_layout(base)))
+    assert not ports_reserved(port_layout(base))
     assert str(state_dir.resolve()) not in Path("/proc/self/mountinfo").read_text()
     assert status(devstack.paths.root).healthy
 

@@ -31,6 +31,8 @@ pytestmark = pytest.mark.devstack
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE_SH = ROOT / "ops/containers/fractalops/release.sh"
 IMAGE_REF = re.compile(r"^image_ref=(?P<ref>\S+@sha256:[0-9a-f]{64})$")
+# Tests that need *a* release build, not the real application, build this busybox stand-in (seconds, not a minute).
+TINY = "tests/integration/tiny"
 
 
 def _git_state() -> str:
@@ -74,6 +76,11 @@ def targets_with_context(tmp_path: Path, context: str) -> Path:
     with path.open("w") as handle:
         yaml.dump(data, handle)
     return path
+
+
+def tiny(tmp_path: Path) -> tuple[str, str]:
+    """The `--targets-file` arguments that build every target from the tiny stand-in context."""
+    return "--targets-file", str(targets_with_context(tmp_path, TINY))
 
 
 def events(tmp_path: Path) -> list[dict[str, Any]]:
@@ -296,7 +303,7 @@ def test_unreachable_cache_degrades_to_a_build_without_cache(
     # With the cache registry stopped or silent, the release succeeds, prints image_refs and records 'unavailable'.
     port = _closed_port() if kind == "stopped" else silent_port
     topology = topology_with_cache_at(devstack, tmp_path, port)
-    result = release(devstack, tmp_path, topology=topology)
+    result = release(devstack, tmp_path, *tiny(tmp_path), topology=topology)
     assert result.returncode == 0, result.stderr[-3000:]
     refs = image_refs(result.stdout)
     assert len(refs) == 2
@@ -311,9 +318,9 @@ def test_events_summary_reports_failure_rate_durations_and_cache_availability(
     devstack: Devstack, tmp_path: Path, silent_port: int
 ) -> None:
     # events summary reads the JSONL file the releases wrote.
-    assert release(devstack, tmp_path, "--target", "api").returncode == 0
+    assert release(devstack, tmp_path, "--target", "api", *tiny(tmp_path)).returncode == 0
     topology = topology_with_cache_at(devstack, tmp_path, _closed_port())
-    assert release(devstack, tmp_path, "--target", "api", topology=topology).returncode == 0
+    assert release(devstack, tmp_path, "--target", "api", *tiny(tmp_path), topology=topology).returncode == 0
     result = subprocess.run(
         [str(ROOT / ".venv/bin/fractalops-release"), "events", "summary", str(tmp_path / "events.jsonl"), "--json"],
         capture_output=True,
@@ -334,6 +341,7 @@ def test_failing_events_sink_warns_and_the_release_succeeds(devstack: Devstack, 
         tmp_path,
         "--target",
         "worker",
+        *tiny(tmp_path),
         FRACTALOPS_BUILD_EVENTS_URL=f"http://127.0.0.1:{_closed_port()}/events",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -359,7 +367,9 @@ def test_cache_host_that_hangs_is_caught_by_the_probe_or_cut_off_at_the_deadline
     # the release prints the pushed image_ref and records the export failed instead of hanging or failing.
     topology = topology_with_cache_at(devstack, tmp_path, hanging_registry.port)
     started = time.monotonic()
-    result = release(devstack, tmp_path, "--target", "api", topology=topology, FRACTALOPS_CACHE_DEADLINE="3")
+    result = release(
+        devstack, tmp_path, "--target", "api", *tiny(tmp_path), topology=topology, FRACTALOPS_CACHE_DEADLINE="3"
+    )
     elapsed = time.monotonic() - started
     recorded = events(tmp_path)
     if not hanging_registry.answer_manifests:
@@ -413,7 +423,7 @@ def test_cache_that_refuses_writes_is_a_miss_and_a_failed_export_never_a_failed_
     registry = HangingRegistry(reject_writes=True).start()
     try:
         topology = topology_with_cache_at(devstack, tmp_path, registry.port)
-        result = release(devstack, tmp_path, "--target", "api", topology=topology)
+        result = release(devstack, tmp_path, "--target", "api", *tiny(tmp_path), topology=topology)
     finally:
         registry.close()
     assert result.returncode == 0, result.stderr[-3000:]
@@ -425,6 +435,7 @@ def test_cache_that_refuses_writes_is_a_miss_and_a_failed_export_never_a_failed_
 def _alt_targets(tmp_path: Path, digest_key: str = "app.image.digest") -> Path:
     yaml = YAML()
     data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    data["targets"]["api"]["context"] = TINY
     data["targets"]["api"]["values"] = {
         "file": "tests/integration/alt/values.yaml",
         "repository": "app.image.repository",
@@ -522,7 +533,7 @@ def test_uncommitted_build_context_is_labelled_and_never_promoted(devstack: Devs
     import shutil
 
     context = ROOT / "tests/integration" / f"uncommitted-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(ROOT / "ops/containers/fractalops", context)
+    shutil.copytree(ROOT / TINY, context)
     try:
         targets_file = targets_with_context(tmp_path, str(context.relative_to(ROOT)))
         smoke = release(devstack, tmp_path, "--target", "api", "--targets-file", str(targets_file))

@@ -1,0 +1,96 @@
+"""The builder host: one shared standalone buildkitd (mutual TLS) in its namespace, and a remote builder on each runner."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from release.adapters import process
+from release.devstack.buildkit import ensure_buildkit
+from release.devstack.buildkit_certs import cert_paths
+from release.devstack.buildkit_daemon import BuildkitdLayout, running_pid, start_buildkitd, stop_buildkitd
+from release.devstack.cluster.hosts import Host, daemon_in_netns, in_netns
+from release.devstack.cluster.topology import BUILDER_NAME, BUILDER_PORT
+from release.devstack.paths import StackPaths
+from release.errors import EngineError
+from release.topology.model import Topology
+
+Log = Callable[[str], None]
+# The buildx builder each runner gets for the shared BuildKit (not made current: a runner's own engine stays default).
+SHARED_BUILDER = "shared"
+
+
+def layout(folder: StackPaths) -> BuildkitdLayout:
+    """Return where the builder host's buildkitd keeps its TLS files, config, root, log and pidfile."""
+    return BuildkitdLayout(folder.root / "buildkitd")
+
+
+def endpoint() -> str:
+    """Return the address runners give buildx: the builder's service name and port."""
+    return f"tcp://{BUILDER_NAME}:{BUILDER_PORT}"
+
+
+def start(folder: StackPaths, state: Path, host: Host, topology: Topology, log: Log) -> bool:
+    """Start buildkitd inside the builder host (built once per machine) unless it runs; return whether it started."""
+    if running_pid(layout(folder)) is not None:
+        return False
+    binaries = ensure_buildkit(state / "buildkit", log)
+    start_buildkitd(
+        layout(folder).folder,
+        binaries,
+        topology,
+        host=host.address,
+        port=BUILDER_PORT,
+        server_names=[BUILDER_NAME, host.address],
+        log=log,
+        prefix=daemon_in_netns(host.namespace, []),
+    )
+    return True
+
+
+def stop(folder: StackPaths, log: Log) -> int | None:
+    """Stop the builder host's buildkitd (its process group) and unmount what it left; return its pid if it ran."""
+    pid = stop_buildkitd(layout(folder).folder)
+    if pid is not None:
+        log(f"devstack: stopped builder buildkitd (pid {pid})")
+    return pid
+
+
+def wipe(folder: StackPaths) -> bool:
+    """Delete the stopped buildkitd's cache (its --root); the TLS files stay (they are renewed when near their end)."""
+    root = layout(folder).root
+    if running_pid(layout(folder)) is not None or not root.exists():
+        return False
+    shutil.rmtree(root)
+    return True
+
+
+def create_command(folder: StackPaths) -> list[str]:
+    """Return `fractalops-release builder create` for the shared BuildKit with the client's TLS files."""
+    client = cert_paths(layout(folder).certs).client
+    return [
+        sys.executable, "-m", "release", "builder", "create",
+        "--name", SHARED_BUILDER, "--driver", "remote", "--endpoint", endpoint(),
+        "--tls-cacert", str(client.ca_cert), "--tls-cert", str(client.cert), "--tls-key", str(client.key),
+        "--tls-servername", BUILDER_NAME,
+    ]  # fmt: skip
+
+
+def add_to_runner(builder: StackPaths, runner: StackPaths, host: Host, env: dict[str, str], log: Log) -> bool:
+    """Create the runner's remote builder for the shared BuildKit (inside the runner, so its name resolves)."""
+    if (runner.docker_config / "buildx" / "instances" / SHARED_BUILDER).exists():
+        return False
+    try:
+        process.run(
+            in_netns(host.namespace, create_command(builder)),
+            env=env,
+            timeout=120.0,
+            what=f"creating builder {SHARED_BUILDER} on {host.name}",
+            hint=f"read {layout(builder).log}",
+        )
+    except process.ProcessError as err:
+        raise EngineError(str(err)) from None
+    log(f"devstack: {host.name} has builder {SHARED_BUILDER} ({endpoint()}, mutual TLS)")
+    return True

@@ -1,0 +1,352 @@
+"""Pure parts of the devstack's cluster shape: names and addresses, topology, engine config, credentials, links, seed image."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import ipaddress
+import json
+import stat
+import struct
+import tarfile
+from pathlib import Path
+
+import bcrypt
+import pytest
+from click.testing import CliRunner
+
+from release.cli import main
+from release.devstack.cluster import delay
+from release.devstack.cluster.credentials import (
+    BCRYPT_ROUNDS,
+    Credentials,
+    credentials_file,
+    ensure_credentials,
+    htpasswd_matches,
+    write_htpasswd,
+)
+from release.devstack.cluster.execute import command_env
+from release.devstack.cluster.hosts import HOST_NAMES, ClusterNet, render_hosts_file, restore_cgroups_script
+from release.devstack.cluster.links import (
+    LinkShape,
+    burst_bytes,
+    delay_rules,
+    loss_rules,
+    parse_delay,
+    parse_loss,
+    rate_bytes,
+    tbf_args,
+)
+from release.devstack.cluster.nexus import connectors, registry_config
+from release.devstack.cluster.oci import layer_tar, one_layer_image, sha256
+from release.devstack.cluster.runners import daemon_config
+from release.devstack.cluster.topology import (
+    BUILDER_NAME,
+    cluster_topology,
+    host_names,
+    production_topology,
+    render_cluster_topology,
+)
+from release.devstack.paths import StackPaths
+from release.errors import UsageError
+from release.topology.load import load_topology
+
+REPO = Path(__file__).resolve().parents[2]
+NET = ClusterNet(39680)
+
+HYBRID_MOUNTINFO = """\
+30 23 0:26 / /sys rw,relatime shared:7 - sysfs sysfs rw
+31 30 0:27 / /sys/fs/cgroup rw,relatime shared:8 - tmpfs tmpfs rw,mode=755
+32 31 0:28 / /sys/fs/cgroup/cpu rw,relatime shared:9 - cgroup cgroup rw,cpu
+33 31 0:29 / /sys/fs/cgroup/systemd rw,relatime shared:10 - cgroup cgroup rw,name=systemd
+34 31 0:30 / /sys/fs/cgroup/unified rw,relatime shared:11 - cgroup2 cgroup2 rw
+"""
+UNIFIED_MOUNTINFO = (
+    "28 23 0:25 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n"
+)
+
+
+def test_every_name_of_a_stack_carries_its_port_base_and_fits_the_kernel_limits() -> None:
+    # Namespaces and the root-side link are prefixed per stack; an interface name has at most 15 characters.
+    names = NET.namespaces()
+    assert names == [f"fx39680-{h}" for h in HOST_NAMES] + ["fx39680-hub"]
+    assert len(NET.root_link) <= 15
+    assert all(len(h.hub_link) <= 15 for h in NET.hosts())
+
+
+def test_two_port_bases_give_two_disjoint_networks() -> None:
+    # Two stacks (different port bases) get different namespaces and different subnets, so both can run.
+    other = ClusterNet(39690)
+    assert not set(other.namespaces()) & set(NET.namespaces())
+    assert not other.subnet.overlaps(NET.subnet)
+
+
+def test_hosts_have_distinct_addresses_inside_the_subnet() -> None:
+    # Every host and the root link get a distinct address on the stack's private /24.
+    addresses = [h.address for h in NET.hosts()] + [NET.root_address]
+    assert len(set(addresses)) == len(addresses)
+    assert NET.subnet.is_private
+    assert all(ipaddress.ip_address(a) in NET.subnet for a in addresses)
+
+
+def test_an_unknown_host_is_a_usage_error_naming_the_hosts() -> None:
+    # --host with a name the shape does not have is exit 2 and lists the hosts.
+    with pytest.raises(UsageError, match="runner-1, runner-2") as caught:
+        NET.host("runner-3")
+    assert caught.value.exit_code == 2
+
+
+def test_hosts_file_resolves_the_nexus_service_and_the_builder() -> None:
+    # Each host's /etc/hosts names the Nexus service and the shared builder at their hosts' addresses.
+    topology = cluster_topology(production_topology(REPO), NET.host("nexus").address)
+    text = render_hosts_file(host_names(topology, NET.host("nexus").address, NET.host("builder").address))
+    assert f"{NET.host('nexus').address}\tnexus.nexus.svc" in text.splitlines()
+    assert f"{NET.host('builder').address}\t{BUILDER_NAME}" in text.splitlines()
+    assert "127.0.0.1\tlocalhost" in text.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("mountinfo", "wanted"),
+    [
+        (HYBRID_MOUNTINFO, ["-t tmpfs -o rw,mode=755 tmpfs /sys/fs/cgroup", "-t cgroup -o rw,cpu cgroup /sys/fs/cgroup/cpu",
+                            "-t cgroup2 -o rw cgroup2 /sys/fs/cgroup/unified"]),
+        (UNIFIED_MOUNTINFO, ["-t cgroup2 -o rw,nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup"]),
+    ],
+)  # fmt: skip
+def test_cgroup_mounts_are_restored_parents_first_under_the_namespace_sysfs(mountinfo: str, wanted: list[str]) -> None:
+    # The engine's wrapper mounts the machine's cgroup hierarchies again (a v1 hybrid or a unified one), then execs.
+    script = restore_cgroups_script(mountinfo)
+    mounts = [line.split("mount ", 1)[1] for line in script.splitlines() if " mount -t" in line]
+    assert all(any(m.startswith(w) for m in mounts) for w in wanted)
+    assert mounts[0].endswith(" /sys/fs/cgroup")
+    assert script.splitlines()[-1] == 'exec "$@"'
+    assert "/sys " not in script  # the namespace's own sysfs stays
+
+
+def test_cluster_topology_keeps_production_names_and_ports_and_changes_only_addresses() -> None:
+    # Service name, connector ports, build cache repository: production's; the ClusterIP is the nexus host's address.
+    production = production_topology(REPO)
+    address = NET.host("nexus").address
+    topology = cluster_topology(production, address)
+    assert topology.nexus.cluster_host == production.nexus.cluster_host == "nexus.nexus.svc"
+    assert (topology.nexus.docker_internal_port, topology.nexus.docker_group_port, topology.nexus.web_port) == (
+        8082,
+        8083,
+        8081,
+    )
+    assert topology.registry_cache.buildcache_ref == "nexus.nexus.svc:8082/fractalops/buildcache"
+    assert topology.registry_cache.host_ip == address != production.registry_cache.host_ip
+    assert topology.release.image_registry == "nexus.nexus.svc:8082"
+    assert topology.registry_scheme("nexus.nexus.svc:8082") == "http"
+
+
+def test_rendered_cluster_topology_loads_as_the_same_model(tmp_path: Path) -> None:
+    # The file `up --shape cluster` writes is a valid topology equal to the model it was made from.
+    production = production_topology(REPO)
+    path = tmp_path / "topology.yaml"
+    path.write_text(render_cluster_topology(production, "10.214.128.2"))
+    assert load_topology(path) == cluster_topology(production, "10.214.128.2")
+
+
+def test_runner_daemon_json_trusts_exactly_the_plain_http_connectors(tmp_path: Path) -> None:
+    # registry-mirrors is the group connector; insecure-registries are the topology's connectors, nothing more.
+    topology = cluster_topology(production_topology(REPO), "10.214.128.2")
+    folder = StackPaths(tmp_path / "runner-1")
+    config = daemon_config(folder, topology)
+    assert config["registry-mirrors"] == ["http://nexus.nexus.svc:8083"]
+    assert sorted(config["insecure-registries"]) == sorted(
+        ["nexus.nexus.svc:8082", "nexus.nexus.svc:8083", "10.214.128.2:8082", "10.214.128.2:8083"]
+    )
+    assert config["hosts"] == [f"unix://{folder.docker_socket}"]
+    assert config["data-root"].startswith(str(tmp_path)) and config["exec-root"].startswith(str(tmp_path))
+    assert "containerd" not in config  # the engine starts its own, in its mount namespace
+    assert config["features"] == {"containerd-snapshotter": True}
+
+
+def test_nexus_connectors_ask_for_credentials_and_the_group_proxies_the_upstream(tmp_path: Path) -> None:
+    # Hosted and group use htpasswd on the topology's ports; the upstream (docker.io stand-in) does not.
+    topology = cluster_topology(production_topology(REPO), "10.214.128.2")
+    host = NET.host("nexus")
+    made = {c.role: registry_config(c, host, tmp_path, tmp_path / "htpasswd") for c in connectors(topology, host)}
+    assert made["hosted"]["http"]["addr"] == f"{host.address}:8082"
+    assert made["group"]["http"]["addr"] == f"{host.address}:8083"
+    assert (
+        made["hosted"]["auth"]
+        == made["group"]["auth"]
+        == {"htpasswd": {"realm": "nexus", "path": str(tmp_path / "htpasswd")}}
+    )
+    assert "auth" not in made["upstream"]
+    assert made["group"]["proxy"] == {"remoteurl": f"http://{host.address}:5000"}
+    assert not made["hosted"]["http"]["addr"].startswith("127.")
+
+
+def test_credentials_are_generated_once_in_owner_only_files(tmp_path: Path) -> None:
+    # The first call makes a random password in a 0600 file in a 0700 folder; later calls return the same one.
+    first = ensure_credentials(tmp_path / "secrets")
+    again = ensure_credentials(tmp_path / "secrets")
+    assert first == again and len(first.password) >= 32
+    assert stat.S_IMODE(credentials_file(tmp_path / "secrets").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700
+    assert first.password not in repr(first)
+
+
+def test_htpasswd_is_bcrypt_and_rewritten_only_for_other_credentials(tmp_path: Path) -> None:
+    # The registries' file holds one bcrypt entry; the same credentials leave it alone, new ones replace it.
+    path = tmp_path / "htpasswd"
+    creds = Credentials("ci", "s3cret-password")
+    assert write_htpasswd(path, creds)
+    user, _, hashed = path.read_text().strip().partition(":")
+    assert user == "ci" and hashed.startswith("$2") and bcrypt.checkpw(b"s3cret-password", hashed.encode())
+    assert hashed.split("$")[2] == f"{BCRYPT_ROUNDS:02d}"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not write_htpasswd(path, creds)
+    assert write_htpasswd(path, Credentials("ci", "another-password"))
+    assert not htpasswd_matches(path.read_text(), creds)
+
+
+@pytest.mark.parametrize(("rate", "per_second"), [("5mbit", 625_000), ("800kbit", 100_000), ("100kbps", 100_000)])
+def test_rates_are_read_in_tc_units(rate: str, per_second: float) -> None:
+    # tc's rate syntax: bits or bytes per second with k, m, g in powers of 1000.
+    assert rate_bytes(rate) == per_second
+
+
+@pytest.mark.parametrize("rate", ["fast", "5", "0mbit", "-1mbit", "5 mbit"])
+def test_a_rate_tc_cannot_read_is_a_usage_error(rate: str) -> None:
+    # A rate without a unit, zero or not a number is exit 2 naming the value.
+    with pytest.raises(UsageError, match="--rate"):
+        rate_bytes(rate)
+
+
+def test_tbf_bucket_covers_twenty_milliseconds_and_never_less_than_32k() -> None:
+    # The bucket is 20 ms at the rate (a 1 gbit link: 2.5 MB), and at least 32 KiB on slow links.
+    assert burst_bytes("100kbps") == 32 * 1024
+    assert burst_bytes("1gbit") == 2_500_000
+    assert tbf_args("5mbit")[:4] == ["tbf", "rate", "5mbit", "burst"]
+
+
+@pytest.mark.parametrize(("text", "percent"), [("1%", 1.0), ("0.5", 0.5), ("0", 0.0)])
+def test_loss_is_a_percentage(text: str, percent: float) -> None:
+    # --loss takes a percentage with or without the sign.
+    assert parse_loss(text) == percent
+
+
+@pytest.mark.parametrize("text", ["100", "150%", "-1", "one"])
+def test_a_loss_outside_zero_to_a_hundred_is_a_usage_error(text: str) -> None:
+    # A loss of 100 % or more (or not a number) is refused with exit 2.
+    with pytest.raises(UsageError, match="--loss"):
+        parse_loss(text)
+
+
+def test_loss_becomes_one_statistic_drop_rule_and_none_for_zero() -> None:
+    # 1 % loss is iptables' random statistic match with probability 0.01; no loss is no rule.
+    assert loss_rules(1.0) == [
+        ["-A", "FX-LINK-LOSS", "-m", "statistic", "--mode", "random", "--probability", "0.01", "-j", "DROP"]
+    ]
+    assert loss_rules(0) == []
+    assert LinkShape(rate="5mbit", loss=1).describe() == "rate 5mbit, loss 1%"
+    assert LinkShape().describe() == "unshaped"
+
+
+def test_seed_layer_is_reproducible_and_holds_parent_folders() -> None:
+    # The same files give the same tar bytes; folders come before their files; symlinks keep their target.
+    files, links = {"bin/busybox": b"\x7fELF"}, {"bin/sh": "/bin/busybox", "usr/bin/env": "/bin/busybox"}
+    tar = layer_tar(files, links, executable=("bin/busybox",))
+    assert tar == layer_tar(files, links, executable=("bin/busybox",))
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+    assert list(members)[:3] == ["bin", "usr", "usr/bin"]
+    assert members["usr/bin/env"].issym() and members["usr/bin/env"].linkname == "/bin/busybox"
+    assert members["bin/busybox"].mode == 0o755
+
+
+def test_seed_image_manifest_names_its_config_and_layer_by_digest() -> None:
+    # The manifest's digests match the config and the gzip layer; diff_ids name the uncompressed tar.
+    tar = layer_tar({"bin/busybox": b"x"}, {})
+    image = one_layer_image(tar, cmd=["/bin/sh"])
+    manifest = json.loads(image.manifest)
+    assert manifest["config"]["digest"] == sha256(image.config)
+    assert manifest["layers"][0]["digest"] == sha256(image.layer)
+    assert json.loads(image.config)["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(tar).hexdigest()]
+    assert gzip.decompress(image.layer) == tar
+    assert image.digest == sha256(image.manifest)
+
+
+def test_exec_environment_is_the_hosts_over_the_callers() -> None:
+    # A runner's DOCKER_HOST wins over the caller's; an events file the caller chose is kept; other hosts drop DOCKER_HOST.
+    caller = {"DOCKER_HOST": "unix:///other.sock", "FRACTALOPS_BUILD_EVENTS_FILE": "/mine.jsonl", "HOME": "/root"}
+    runner = {"DOCKER_HOST": "unix:///r1.sock", "FRACTALOPS_BUILD_EVENTS_FILE": "/r1.jsonl", "PATH": "/bin"}
+    env = command_env(runner, caller)
+    assert env["DOCKER_HOST"] == "unix:///r1.sock"
+    assert env["FRACTALOPS_BUILD_EVENTS_FILE"] == "/mine.jsonl"
+    assert env["HOME"] == "/root"
+    assert "DOCKER_HOST" not in command_env({"PATH": "/bin"}, caller)
+
+
+def test_cli_up_offers_the_two_shapes_and_local_stays_the_default() -> None:
+    # `devstack up --help` lists local and cluster, local by default.
+    result = CliRunner().invoke(main, ["devstack", "up", "--help"])
+    assert result.exit_code == 0
+    assert "[local|cluster]" in result.output and "default: local" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["devstack", "link", "--host", "runner-1", "--rate", "fast"], "--rate 'fast'"),
+        (["devstack", "link", "--host", "runner-9", "--rate", "5mbit"], "--host 'runner-9'"),
+        (["devstack", "exec", "--host", "nope", "--", "true"], "--host 'nope'"),
+    ],
+)
+def test_cli_refuses_bad_link_and_exec_arguments_with_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    # A bad rate or host is a one-line usage error (exit 2) before any stack is looked at.
+    result = CliRunner().invoke(main, args, env={"FRACTALOPS_DEVSTACK_DIR": str(tmp_path)})
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+@pytest.mark.parametrize(("text", "ms"), [("50ms", 50.0), ("0.2s", 200.0), ("25", 25.0), ("0", 0.0)])
+def test_delay_is_read_in_milliseconds_or_seconds(text: str, ms: float) -> None:
+    # --delay takes ms (the default unit) or s.
+    assert parse_delay(text) == ms
+
+
+@pytest.mark.parametrize("text", ["11s", "-5ms", "soon", "5min"])
+def test_a_delay_outside_zero_to_ten_seconds_is_a_usage_error(text: str) -> None:
+    # A delay above 10 s, negative or in another unit is exit 2 naming the value.
+    with pytest.raises(UsageError, match="--delay"):
+        parse_delay(text)
+
+
+def test_delay_hands_every_packet_to_the_hosts_queue_and_passes_them_when_nobody_listens() -> None:
+    # One NFQUEUE rule with --queue-bypass: a stopped delayer never blackholes the link.
+    assert delay_rules() == [["-A", "FX-LINK-DELAY", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]]
+    assert LinkShape(delay_ms=25).describe() == "delay 25ms each way"
+
+
+def test_delayer_binds_its_queue_for_metadata_only_and_asks_for_acks() -> None:
+    # The config messages bind queue 3 for IPv4, copy no payload, ask an ACK each; all are nfnetlink queue configs.
+    messages = delay.config_messages(3)
+    for raw in messages:
+        length, kind, flags = struct.unpack_from("=IHH", raw)
+        assert (length, kind) == (len(raw), delay.MSG_CONFIG)
+        assert flags & delay.NLM_F_ACK
+        assert raw[18:20] == (3).to_bytes(2, "big")  # nfgenmsg res_id: the queue, big-endian
+    assert delay.attribute(delay.CFG_CMD, bytes([delay.CMD_BIND, 0, 0, 2])) in messages[0]
+
+
+def test_delayer_reads_packet_ids_and_acks_from_a_netlink_buffer() -> None:
+    # A buffer holding two packet notices and an ACK gives both ids in order and the error code 0.
+    def notice(packet_id: int) -> bytes:
+        header = delay.attribute(delay.ATTR_PACKET_HDR, packet_id.to_bytes(4, "big") + bytes(3))
+        return delay.message(delay.MSG_PACKET, 0, delay.attribute(9, b"xx") + header, 0, 0)
+
+    ack = struct.pack("=IHHIIi", 20, delay.NLMSG_ERROR, 0, 1, 0, 0)
+    assert delay.parse(notice(41) + notice(42) + ack) == ([41, 42], [0])
+
+
+def test_a_batch_verdict_accepts_every_packet_up_to_the_newest_due_one() -> None:
+    # The verdict names NF_ACCEPT and the id, big-endian, in a batch verdict message of the queue.
+    raw = delay.verdict_batch(0, 77)
+    assert struct.unpack_from("=H", raw, 4)[0] == delay.MSG_VERDICT_BATCH
+    assert raw.endswith((1).to_bytes(4, "big") + (77).to_bytes(4, "big"))
