@@ -1,36 +1,42 @@
-"""The engine boundary: docker and buildx through python-on-whales, failures as EngineError."""
+"""The buildx adapter: the `BuildEngine` port the release pipeline receives, and its docker CLI implementation.
+
+One source of truth for the build command: `BuildRequest.argv()` is what a dry run prints and exactly what
+`Buildx.build` runs (through the process adapter, in a process group of its own). python-on-whales supplies the
+docker command (the client it resolves, with its global options) and asks the engine's questions (preflight, prune).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
+from release.adapters import process
 from release.errors import ConfigError, EngineError
 
 RELEASE_HELP = (
     "releases run in CI: run the 'Runtime Release' workflow (.github/workflows/runtime-release.yml), "
     'or start the local stack with `eval "$(fractalops-release devstack up)"`'
 )
+STOP_TIMEOUT_S = 1.5  # SIGTERM, then SIGKILL for a build that has not gone after this long
+
+LineSink = Callable[[str], None]
+StallCheck = Callable[[], str | None]
 
 
 @dataclass(frozen=True)
 class BuildRequest:
     """Everything one `docker buildx build` needs: plain data, printable in a dry run."""
 
+    name: str  # the release target (api, worker): names the build in messages
     context: Path
     dockerfile: Path
-    target: str
+    stage: str
     tags: tuple[str, ...]
     build_args: dict[str, str]
     labels: dict[str, str]
@@ -48,12 +54,12 @@ class BuildRequest:
         refs = [_attrs(ref).get("ref", "") for ref in (*self.cache_from, *([self.cache_to] if self.cache_to else []))]
         return sorted({parse_image_ref(ref, what="cache ref").registry for ref in refs if ref})
 
-    def argv(self) -> list[str]:
-        """The equivalent command line (for dry runs and benchmarks)."""
-        argv = ["docker", "buildx", "build", "--push", f"--progress={self.progress}"]
+    def argv(self, docker: Sequence[str] = ("docker",)) -> list[str]:
+        """The command line: what a dry run prints and, after the resolved `docker` command, what runs."""
+        argv = [*docker, "buildx", "build", "--push", f"--progress={self.progress}"]
         if self.builder:
             argv += ["--builder", self.builder]
-        argv += ["--file", str(self.dockerfile), "--target", self.target]
+        argv += ["--file", str(self.dockerfile), "--target", self.stage]
         for tag in self.tags:
             argv += ["--tag", tag]
         for key, value in self.build_args.items():
@@ -70,15 +76,64 @@ class BuildRequest:
         return argv
 
 
-def _docker() -> Any:
-    from python_on_whales import DockerClient
+class BuildEngine(Protocol):
+    """What the release pipeline needs from a build engine (buildx here; a fake in tests)."""
 
-    return DockerClient()
+    def preflight(self, builder: str | None) -> str:
+        """Refuse at once when the engine cannot build and export a registry cache; the builder's name."""
+
+    def build(self, request: BuildRequest, on_line: LineSink, stalled: StallCheck | None = None) -> dict[str, Any]:
+        """Run one build, each progress line to `on_line`; its metadata. `stalled` naming a step stops it."""
+
+    def stop_all(self) -> None:
+        """Stop every running build (an interrupted release); none starts afterwards."""
+
+    def prune(self, builder: str | None) -> None:
+        """Drop the builder's local cache."""
+
+
+class CacheDeadlineExceeded(EngineError):
+    """A cache import or export step made no progress for the cache deadline, so the build was stopped."""
+
+    def __init__(self, target: str, step: str) -> None:
+        """Name the target and the step that hung."""
+        super().__init__(f"build of target {target}: {step} made no progress for the cache deadline; stopped")
+        self.step = step
 
 
 # docker 26: "docker: 'buildx' is not a docker command."; docker 28: "docker: unknown command: docker buildx".
 _NO_BUILDX = re.compile(r"^.*(?:'buildx' is not a docker command|unknown command:? (?:docker )?\"?buildx\b).*$", re.M)
 _NO_DAEMON = re.compile(r"Cannot connect to the Docker daemon at (?P<address>\S+?)\.? Is the docker daemon running")
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A docker CLI question's exit code and output."""
+
+    code: int
+    out: str
+    err: str
+
+
+def _ask(argv: Sequence[str]) -> _Answer:
+    """Run a short docker command through python-on-whales; its answer, failures included."""
+    from python_on_whales.exceptions import DockerException
+    from python_on_whales.utils import run
+
+    try:
+        out, err = run(list(argv), return_stderr=True)
+    except DockerException as failed:
+        return _Answer(failed.return_code, failed.stdout or "", failed.stderr or "")
+    return _Answer(0, out, err)
+
+
+def _fields(inspect_output: str) -> dict[str, str]:
+    """The builder's own Name and Driver from `docker buildx inspect` (not its nodes')."""
+    fields: dict[str, str] = {}
+    for key, _, value in (line.partition(":") for line in inspect_output.splitlines()):
+        if key.strip() in {"Name", "Driver"} and value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def _missing_parts(inspect_output: str, info_stderr: str) -> list[str]:
@@ -95,189 +150,152 @@ def _missing_parts(inspect_output: str, info_stderr: str) -> list[str]:
     return missing
 
 
-def preflight(builder: str | None) -> str:
-    """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing; return its name."""
-    docker = shutil.which("docker")
-    if docker is None:
-        raise EngineError(f"docker is not installed here; {RELEASE_HELP}")
-    inspect_argv = [docker, "buildx", "inspect", *([builder] if builder else [])]
-    info_argv = [docker, "info", "--format", "{{json .DriverStatus}}"]
-    # Both questions at once: start-up time is part of every release.
-    inspect = subprocess.Popen(inspect_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    info = subprocess.Popen(info_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    inspect_out, inspect_err = inspect.communicate()
-    info_out, info_err = info.communicate()
-    if inspect.returncode == 127:
-        raise EngineError(
-            f"docker at {docker} is the workspace stub (exit 127): this machine has no container runtime; {RELEASE_HELP}"
-        )
-    missing = _missing_parts(inspect_out + inspect_err, info_err)
-    if missing:
-        raise EngineError(f"{' and '.join(missing)}; {RELEASE_HELP}")
-    if inspect.returncode != 0:
-        detail = (inspect_err or inspect_out).strip().splitlines()
-        reason = detail[-1] if detail else f"exit {inspect.returncode}"
-        if "no builder" in reason and "found" in reason:
-            raise ConfigError(f"--builder / FRACTALOPS_BUILDER: {builder!r}: {reason}")
-        raise EngineError(f"builder {builder or '(current)'} is not usable: {reason}")
-    fields: dict[str, str] = {}
-    for key, _, value in (line.partition(":") for line in inspect_out.splitlines()):
-        if key.strip() in {"Name", "Driver"} and value.strip():
-            fields.setdefault(key.strip(), value.strip())  # the builder's, not its nodes'
-
-    name, driver = fields.get("Name", builder or "default"), fields.get("Driver", "")
-    if driver == "docker" and "io.containerd.snapshotter" not in info_out:
-        raise EngineError(
-            f"builder {name} (docker driver) cannot export a registry cache: turn on the containerd image store "
-            "(daemon.json features.containerd-snapshotter) or select a docker-container/kubernetes/remote builder"
-        )
-    return name
-
-
 def _attrs(text: str) -> dict[str, str]:
-    """`type=registry,ref=…` as the mapping python-on-whales expects."""
+    """`type=registry,ref=…` as a mapping."""
     return dict(part.split("=", 1) for part in text.split(","))
 
 
-def _stderr(err: Any) -> str:
-    text = getattr(err, "stderr", "") or str(err)
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "failed"
+class _LastText:
+    """The last line of buildx's own words between its rawjson objects (its error, when a build fails)."""
+
+    def __init__(self) -> None:
+        """Nothing seen yet."""
+        self.inside = False
+        self.text = ""
+
+    def feed(self, line: str) -> None:
+        """Follow one output line: rawjson objects open with `{` and close with `}` at the start of a line."""
+        if line.startswith("{"):
+            self.inside = not line.rstrip().endswith("}")
+        elif line.startswith("}"):
+            self.inside = False
+        elif not self.inside and line.strip():
+            self.text = line.strip()
 
 
-class CacheDeadlineExceeded(EngineError):
-    """A cache import or export step made no progress for the cache deadline; the build was stopped."""
+class Buildx:
+    """The BuildEngine of the docker CLI: python-on-whales for its questions, the process adapter for builds."""
 
-    def __init__(self, target: str, step: str) -> None:
-        """Name the target and the step that hung."""
-        super().__init__(f"build of target {target}: {step} made no progress for the cache deadline; stopped")
-        self.step = step
+    def __init__(self, client: Any = None) -> None:
+        """Use `client` (a python_on_whales.DockerClient), else a default one made on first use."""
+        self._client = client
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
 
+    def docker(self) -> list[str]:
+        """The docker command as python-on-whales resolves it: the client on PATH and its global options."""
+        from python_on_whales import DockerClient
+        from python_on_whales.client_config import ClientNotFoundError
 
-def _children() -> dict[int, list[int]]:
-    """Parent pid -> child pids, from /proc."""
-    tree: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
         try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        tree.setdefault(parent, []).append(int(entry))
-    return tree
+            self._client = self._client or DockerClient()
+            return [str(part) for part in self._client.client_config.docker_cmd]
+        except ClientNotFoundError:
+            raise EngineError(f"docker is not installed here; {RELEASE_HELP}") from None
 
+    def preflight(self, builder: str | None) -> str:
+        """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing; its name."""
+        docker = self.docker()
+        inspect = _ask([*docker, "buildx", "inspect", *([builder] if builder else [])])
+        if inspect.code == 127:
+            raise EngineError(
+                f"docker at {docker[0]} is the workspace stub (exit 127): this machine has no container runtime; "
+                f"{RELEASE_HELP}"
+            )
+        fields = _fields(inspect.out) if inspect.code == 0 else {}
+        # `docker info` tells whether a daemon answers (when buildx is missing) and whether it has the containerd store.
+        wanted = fields.get("Driver") == "docker" or _NO_BUILDX.search(inspect.out + inspect.err) is not None
+        info = _ask([*docker, "info", "--format", "{{json .DriverStatus}}"]) if wanted else _Answer(0, "", "")
+        missing = _missing_parts(inspect.out + inspect.err, info.err)
+        if missing:
+            raise EngineError(f"{' and '.join(missing)}; {RELEASE_HELP}")
+        if inspect.code != 0:
+            detail = (inspect.err or inspect.out).strip().splitlines()
+            reason = detail[-1] if detail else f"exit {inspect.code}"
+            if "no builder" in reason and "found" in reason:
+                raise ConfigError(f"--builder / FRACTALOPS_BUILDER: {builder!r}: {reason}")
+            raise EngineError(f"builder {builder or '(current)'} is not usable: {reason}")
+        name = fields.get("Name", builder or "default")
+        if fields.get("Driver") == "docker" and "io.containerd.snapshotter" not in info.out:
+            raise EngineError(
+                f"builder {name} (docker driver) cannot export a registry cache: turn on the containerd image store "
+                "(daemon.json features.containerd-snapshotter) or select a docker-container/kubernetes/remote builder"
+            )
+        return name
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    def build(self, request: BuildRequest, on_line: LineSink, stalled: StallCheck | None = None) -> dict[str, Any]:
+        """Run `request.argv()`, each output line to `on_line`; the metadata file's content.
 
+        `stalled` is polled while the build runs: when it names a step, the build's process group is stopped and
+        CacheDeadlineExceeded raised (BuildKit has no timeout of its own for registry cache calls).
+        """
+        request.metadata_file.parent.mkdir(parents=True, exist_ok=True)
+        proc = self._start(request)
+        done, hung = threading.Event(), []
 
-def _stop_build_processes(marker: str) -> None:
-    """Stop this process's docker/buildx children whose command line holds `marker`, and their children."""
-    tree = _children()
-    roots = [pid for pid in tree.get(os.getpid(), []) if marker in _cmdline(pid)]
-    doomed, queue = [], list(roots)
-    while queue:
-        pid = queue.pop()
-        doomed.append(pid)
-        queue.extend(tree.get(pid, []))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in doomed:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") and _alive(pid) for pid in doomed):
-            time.sleep(0.05)
+        def watchdog() -> None:
+            while stalled is not None and not done.wait(0.25):
+                step = stalled()
+                if step:
+                    hung.append(step)
+                    process.stop_group(proc.pid, STOP_TIMEOUT_S)
+                    return
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def build(
-    request: BuildRequest,
-    on_line: Callable[[str], None],
-    stalled: Callable[[], str | None] | None = None,
-) -> dict[str, Any]:
-    """Run one build, streaming progress lines to `on_line`; return the metadata file's content.
-
-    `stalled` is polled while the build runs: when it names a step, the build is stopped and
-    CacheDeadlineExceeded raised (BuildKit has no timeout of its own for registry cache calls).
-    """
-    from python_on_whales.exceptions import DockerException
-
-    request.metadata_file.parent.mkdir(parents=True, exist_ok=True)
-    done = threading.Event()
-    hung: list[str] = []
-
-    def watchdog() -> None:
-        while stalled is not None and not done.wait(0.25):
-            step = stalled()
-            if step:
-                hung.append(step)
-                _stop_build_processes(str(request.metadata_file))
-                return
-
-    guard = threading.Thread(target=watchdog, name=f"cache-deadline-{request.target}", daemon=True)
-    guard.start()
-    try:
-        lines = cast(
-            Iterator[str],
-            _docker().buildx.build(
-                context_path=request.context,
-                file=request.dockerfile,
-                target=request.target,
-                tags=list(request.tags),
-                build_args=request.build_args,
-                labels=request.labels,
-                cache_from=[_attrs(ref) for ref in request.cache_from] or None,
-                cache_to=request.cache_to,
-                platforms=list(request.platforms) or None,
-                builder=request.builder,
-                push=True,
-                metadata_file=request.metadata_file,
-                progress=cast(Any, request.progress),
-                stream_logs=True,
-            ),
-        )
-        for line in lines:
-            on_line(line)
-    except DockerException as err:
+        guard = threading.Thread(target=watchdog, name=f"cache-deadline-{request.name}", daemon=True)
+        guard.start()
+        last = _LastText()
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                last.feed(line)
+                on_line(line)
+            code = proc.wait()
+        finally:
+            done.set()
+            guard.join()
+            with self._lock:
+                self._running.discard(proc)
         if hung:
-            raise CacheDeadlineExceeded(request.target, hung[0]) from None
-        raise EngineError(f"build of target {request.target} failed: {_stderr(err)}") from None
-    finally:
-        done.set()
-        guard.join()
-    if hung:
-        raise CacheDeadlineExceeded(request.target, hung[0])
-    try:
-        return cast(dict[str, Any], json.loads(request.metadata_file.read_text()))
-    except (OSError, ValueError) as err:
-        raise EngineError(f"build of target {request.target}: no readable metadata file ({err})") from None
+            raise CacheDeadlineExceeded(request.name, hung[0])
+        return self._metadata(request, code, last.text)
 
+    def _start(self, request: BuildRequest) -> subprocess.Popen[bytes]:
+        """Start the build in a process group of its own, unless the release is being stopped."""
+        argv = request.argv(self.docker())
+        with self._lock:
+            if self._stopped:
+                raise EngineError(f"build of target {request.name}: not started, the release is stopping")
+            proc = process.start(argv, stderr=subprocess.STDOUT, what=f"build of target {request.name}")
+            self._running.add(proc)
+        return proc
 
-def stop_builds() -> None:
-    """Stop every build this process started (an interrupted release)."""
-    _stop_build_processes("buildx")
+    def _metadata(self, request: BuildRequest, code: int, last_text: str) -> dict[str, Any]:
+        """The metadata buildx wrote; EngineError naming buildx's last words when the build failed or was stopped."""
+        if code != 0 or not request.metadata_file.exists():
+            if self._stopped:
+                raise EngineError(f"build of target {request.name} was stopped ({last_text or 'no output'})")
+            if code != 0:
+                raise EngineError(f"build of target {request.name} failed: {last_text or f'exit {code}'}")
+        try:
+            return cast(dict[str, Any], json.loads(request.metadata_file.read_text()))
+        except (OSError, ValueError) as err:
+            raise EngineError(f"build of target {request.name}: no readable metadata file ({err})") from None
 
+    def stop_all(self) -> None:
+        """Stop the process group of every running build; refuse to start more."""
+        with self._lock:
+            self._stopped = True
+            running = list(self._running)
+        for proc in running:
+            process.stop_group(proc.pid, STOP_TIMEOUT_S)
 
-def prune_builder_cache(builder: str | None) -> None:
-    """Drop the builder's local cache (`docker buildx prune -af`)."""
-    from python_on_whales.exceptions import DockerException
-    from python_on_whales.utils import run
-
-    docker = _docker()
-    try:
-        run([*docker.docker_cmd, "buildx", "prune", "--all", "--force", *(["--builder", builder] if builder else [])])
-    except DockerException as err:
-        raise EngineError(f"buildx prune failed: {_stderr(err)}") from None
+    def prune(self, builder: str | None) -> None:
+        """Drop the builder's local cache (`docker buildx prune --all --force`)."""
+        answer = _ask(
+            [*self.docker(), "buildx", "prune", "--all", "--force", *(["--builder", builder] if builder else [])]
+        )
+        if answer.code != 0:
+            lines = [line for line in answer.err.strip().splitlines() if line.strip()]
+            raise EngineError(f"buildx prune failed: {lines[-1] if lines else f'exit {answer.code}'}")

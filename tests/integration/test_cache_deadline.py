@@ -16,8 +16,8 @@ from loopback_proxy import LoopbackProxy
 from ruamel.yaml import YAML
 from test_release_driver import ROOT, assert_in_registry, events, image_refs, release, targets_with_context
 
+from release.build.cache import cache_scope
 from release.imageref import ImageRef, parse_image_ref, parse_pinned_ref
-from release.plan import cache_scope
 
 if TYPE_CHECKING:
     from conftest import Devstack

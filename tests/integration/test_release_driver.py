@@ -18,8 +18,8 @@ import pytest
 from ruamel.yaml import YAML
 from standins import HangingRegistry
 
+from release.build.cache import cache_scope
 from release.imageref import parse_pinned_ref
-from release.plan import cache_scope
 from release.registry import RegistryClient
 from release.topology import load_topology
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from release.engine import preflight
+from release.adapters.buildx import Buildx
 from release.errors import EngineError
 
 
@@ -34,21 +34,21 @@ def test_no_docker_at_all_is_refused(path_with) -> None:  # type: ignore[no-unty
     # Without docker on PATH the release stops before any work and names the workflow to run.
     path_with(None)
     with pytest.raises(EngineError, match=r"docker is not installed here; releases run in CI.*runtime-release\.yml"):
-        preflight(None)
+        Buildx().preflight(None)
 
 
 def test_workspace_stub_that_exits_127_is_refused(path_with) -> None:  # type: ignore[no-untyped-def]
     # The workspace's hard-walled docker stub (exit 127) is named as such.
     path_with("exit 127\n")
     with pytest.raises(EngineError, match=r"workspace stub \(exit 127\)"):
-        preflight(None)
+        Buildx().preflight(None)
 
 
 def test_missing_buildx_plugin_is_refused(path_with) -> None:  # type: ignore[no-untyped-def]
     # A docker CLI without the buildx plugin is refused with the CLI's own words.
     path_with("echo \"docker: 'buildx' is not a docker command.\" >&2\nexit 1\n")
     with pytest.raises(EngineError, match=r"docker buildx is missing \(docker: 'buildx' is not a docker command\.\)"):
-        preflight(None)
+        Buildx().preflight(None)
 
 
 def test_docker_driver_without_the_containerd_store_cannot_export_a_cache(path_with) -> None:  # type: ignore[no-untyped-def]
@@ -58,13 +58,13 @@ def test_docker_driver_without_the_containerd_store_cannot_export_a_cache(path_w
         'echo \'[["Backing Filesystem","extfs"]]\'\n'
     )
     with pytest.raises(EngineError, match=r"builder default \(docker driver\) cannot export a registry cache"):
-        preflight(None)
+        Buildx().preflight(None)
 
 
 def test_docker_container_builder_passes_and_is_named(path_with) -> None:  # type: ignore[no-untyped-def]
     # A docker-container builder needs no containerd store; preflight returns the builder's own name.
     path_with('printf "Name:   shared\\nDriver: docker-container\\nNodes:\\nName:   shared0\\n"\n')
-    assert preflight("shared") == "shared"
+    assert Buildx().preflight("shared") == "shared"
 
 
 def test_unknown_builder_is_a_configuration_error(path_with) -> None:  # type: ignore[no-untyped-def]
@@ -73,7 +73,7 @@ def test_unknown_builder_is_a_configuration_error(path_with) -> None:  # type: i
 
     path_with('if [ "$1" = buildx ]; then echo \'ERROR: no builder "nosuch" found\' >&2; exit 1; fi\n')
     with pytest.raises(ConfigError, match=r"'nosuch': ERROR: no builder \"nosuch\" found"):
-        preflight("nosuch")
+        Buildx().preflight("nosuch")
 
 
 def test_docker_28_without_buildx_and_daemon_names_both_and_the_way_out(path_with) -> None:  # type: ignore[no-untyped-def]
@@ -86,7 +86,7 @@ def test_docker_28_without_buildx_and_daemon_names_both_and_the_way_out(path_wit
         "echo null; exit 1\n"
     )
     with pytest.raises(EngineError) as caught:
-        preflight(None)
+        Buildx().preflight(None)
     assert str(caught.value).startswith(
         "docker buildx is missing (docker: unknown command: docker buildx) and no Docker daemon answers at "
         "unix:///var/run/docker.sock; "
@@ -101,4 +101,4 @@ def test_kubernetes_builder_needs_no_local_daemon(path_with) -> None:  # type: i
         'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2\n'
         "echo null; exit 1\n"
     )
-    assert preflight("shared") == "shared"
+    assert Buildx().preflight("shared") == "shared"
