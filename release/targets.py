@@ -172,11 +172,16 @@ def parse_targets(data: Any, source: str) -> dict[str, Target]:
         raise ConfigError(f"{source}: targets: {{}}: at least one target is needed")
     result: dict[str, Target] = {}
     for name, body in raw.targets.items():
-        if "name" in body:
-            from release.yamlfile import field_path, shown
+        from release.yamlfile import field_path, shown
 
+        if "name" in body:
             raise ConfigError(
                 f"{source}: {field_path(('targets', name, 'name'))}: {shown(body['name'])}: the name is the key; remove it"
+            )
+        if "target" in body:  # the key before `stage:`; read as nothing else, so it is refused by name
+            raise ConfigError(
+                f"{source}: {field_path(('targets', name, 'target'))}: {shown(body['target'])}: unknown key; "
+                "the Dockerfile stage is `stage:`"
             )
         try:
             result[name] = Target.model_validate({"name": name, **body})
