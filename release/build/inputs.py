@@ -150,7 +150,9 @@ def _repo_root(explicit: Path | None) -> Path:
 
     if explicit is not None:
         if not (explicit / RELATIVE_PATH).is_file():
-            raise ConfigError(f"FRACTALOPS_REPO_ROOT={str(explicit)!r}: not a repository root (no {RELATIVE_PATH} there)")
+            raise ConfigError(
+                f"FRACTALOPS_REPO_ROOT={str(explicit)!r}: not a repository root (no {RELATIVE_PATH} there)"
+            )
         return explicit.resolve()
     return repo_root(Path.cwd()) or Path.cwd()
 

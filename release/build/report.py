@@ -109,7 +109,9 @@ def announce(plan: ReleasePlan, builder: str, cache: CacheCheck, say: Callable[[
     )
 
 
-def record_events(built: Sequence[Built], plan: ReleasePlan, inputs: ReleaseInputs, builder: str, streams: Streams) -> None:
+def record_events(
+    built: Sequence[Built], plan: ReleasePlan, inputs: ReleaseInputs, builder: str, streams: Streams
+) -> None:
     """One Build Plane Event per build, appended to the JSONL file and POSTed when a sink is set; never fails."""
     from release.events import BuildEvent, append_events, post_events
 
