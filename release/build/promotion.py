@@ -91,16 +91,28 @@ class _PreviewRegistry:
         return self.real.image_labels(ref)
 
 
-def _shared(inputs: ReleaseInputs, names: Sequence[str]) -> dict[str, Any]:
-    """What every promotion (or preview) of this release shares: repository, configuration, newest-wins policy."""
+def _source_commits(inputs: ReleaseInputs, images: Mapping[str, str]) -> dict[str, str] | None:
+    """Each image's source commit: this release's (the promotion's monotonic guard compares them)."""
     commit = inputs.source_commit
-    return {
-        "repo_root": inputs.root,
-        "topology": inputs.topology,
-        "targets": inputs.configured,
-        "source_commits": {name: commit for name in names} if commit else None,
-        "policy": "monotonic",
-    }
+    return {name: commit for name in images} if commit else None
+
+
+def _plan(
+    inputs: ReleaseInputs, images: Mapping[str, str], factory: Callable[[str], _PreviewRegistry] | None = None
+) -> PromotionPlan:
+    """The promotion of `images` as planned now (nothing written): the diff, the guards' decisions."""
+    from release.build._compat import plan_promotion
+
+    return plan_promotion(
+        images,
+        repo_root=inputs.root,
+        topology=inputs.topology,
+        targets=inputs.configured,
+        source_commits=_source_commits(inputs, images),
+        policy="monotonic",  # newest wins: a concurrent release of a newer commit is never overwritten
+        registry_client_factory=factory,
+        docker_config=inputs.loaded.context.docker_config_dir,
+    )
 
 
 def start_preview(plan: ReleasePlan, inputs: ReleaseInputs) -> Future[PromotionPlan]:
@@ -109,17 +121,11 @@ def start_preview(plan: ReleasePlan, inputs: ReleaseInputs) -> Future[PromotionP
     The real digests replace the placeholders in its diff afterwards (`show_preview`), so the preview costs the
     release no time of its own: its git and registry questions are answered while BuildKit works.
     """
-    from release.build._compat import plan_promotion
-
     images = {t.name: f"{t.repository}@{_placeholder(t.name)}" for t in plan.targets}
     placeholders = {_placeholder(t.name) for t in plan.targets}
 
     def preview() -> PromotionPlan:
-        return plan_promotion(
-            images,
-            **_shared(inputs, list(images)),
-            registry_client_factory=lambda registry: _PreviewRegistry(registry, placeholders, inputs),
-        )
+        return _plan(inputs, images, lambda registry: _PreviewRegistry(registry, placeholders, inputs))
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview")
     future = pool.submit(preview)
@@ -131,8 +137,6 @@ def show_preview(
     preview: Future[PromotionPlan], results: Sequence[TargetResult], inputs: ReleaseInputs, say: Say
 ) -> None:
     """Print the diff a promotion of the built images would commit (a smoke build leaves GitOps untouched)."""
-    from release.build._compat import plan_promotion
-
     images = {r.target: r.image_ref for r in results if r.image_ref}
     texts = {t.name: inputs.root / t.values.file for t in inputs.targets}
     already = any(
@@ -141,7 +145,7 @@ def show_preview(
     )
     try:
         # A pinned digest came back (a fully cached rebuild): plan with the real refs, for a no-op diff.
-        planned = plan_promotion(images, **_shared(inputs, list(images))) if already else preview.result()
+        planned = _plan(inputs, images) if already else preview.result()
     except ReleaseError as err:
         say(f"note: no promotion preview: {err}")
         return
@@ -162,7 +166,11 @@ def promote_built(results: Sequence[TargetResult], inputs: ReleaseInputs, say: S
     try:
         result = promote(
             images,
-            **_shared(inputs, list(images)),
+            repo_root=inputs.root,
+            topology=inputs.topology,
+            targets=inputs.configured,
+            source_commits=_source_commits(inputs, images),
+            policy="monotonic",
             force=inputs.request.force,
             remote=settings.gitops_remote,
             branch=settings.gitops_branch,
