@@ -50,7 +50,8 @@ def stack_manifest_digest(ref: ImageRef) -> str | None:
     request.add_header("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.headers.get("Docker-Content-Digest")
+            digest: str | None = response.headers.get("Docker-Content-Digest")
+            return digest
     except urllib.error.HTTPError as err:
         if err.code == 404:
             return None

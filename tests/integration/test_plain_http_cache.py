@@ -295,4 +295,4 @@ def test_release_imports_the_build_cache_from_a_plain_http_registry_on_a_non_loo
         check=False,
     )
     assert promote.returncode == 0, promote.stderr[-3000:]
-    assert parse_pinned_ref(built["image_ref"]).digest in promote.stdout + promote.stderr
+    assert str(parse_pinned_ref(built["image_ref"]).digest) in promote.stdout + promote.stderr

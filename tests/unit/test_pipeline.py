@@ -107,8 +107,13 @@ class World:
         return {event["target"]: event for event in map(json.loads, lines)}
 
 
-def new_streams() -> Streams:
-    return Streams(io.StringIO(), io.StringIO())
+class Captured:
+    """Streams that write into memory, and what was written."""
+
+    def __init__(self) -> None:
+        """Empty stdout and stderr."""
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.streams = Streams(self.out, self.err)
 
 
 @pytest.fixture
@@ -154,10 +159,10 @@ def test_a_smoke_release_prints_verified_image_refs_records_events_and_previews_
     # Both targets build (recorded progress), their pushed digests are confirmed in the registry, one event each,
     # and the promotion preview shows the real digests replacing the pinned ones while GitOps stays untouched.
     engine = FakeBuildx(world.registry, {name: [Attempt("api-cold-miss.rawjson")] for name in ("api", "worker")})
-    streams = new_streams()
+    output = Captured()
     head = git(world.root, "rev-parse", "HEAD").strip()
-    assert world.release(engine, streams) == 0
-    refs = image_refs(streams.out.getvalue())
+    assert world.release(engine, output.streams) == 0
+    refs = image_refs(output.out.getvalue())
     assert set(refs) == {"api", "worker"}
     events = world.recorded()
     assert {name: (e["result"], e["cache_import"], e["cache_export"]) for name, e in events.items()} == {
@@ -165,7 +170,7 @@ def test_a_smoke_release_prints_verified_image_refs_records_events_and_previews_
         "worker": ("ok", "miss", "ok"),
     }
     assert events["api"]["image_ref"] == refs["api"] and events["api"]["builder"] == "fake-builder"
-    err = streams.err.getvalue()
+    err = output.err.getvalue()
     assert f"release: api, worker from {head} on builder fake-builder; cache at 127.0.0.1:" in err
     assert "promotion preview (smoke build: GitOps untouched" in err
     assert f"-  digest: {world.pinned['api']}" in err
@@ -180,9 +185,9 @@ def test_a_smoke_release_prints_verified_image_refs_records_events_and_previews_
 def test_a_dry_run_prints_the_plan_and_asks_the_engine_nothing(world: World) -> None:
     # --dry-run prints the plan with the values edits it would make; the engine is neither asked nor used.
     engine = FakeBuildx(world.registry, {})
-    streams = new_streams()
-    assert world.release(engine, streams, ReleaseRequest(targets=("api",), dry_run=True)) == 0
-    plan = json.loads(streams.out.getvalue())
+    output = Captured()
+    assert world.release(engine, output.streams, ReleaseRequest(targets=("api",), dry_run=True)) == 0
+    plan = json.loads(output.out.getvalue())
     (api,) = plan["targets"]
     assert api["values_edits"]["image.digest"] == {"from": world.pinned["api"], "to": "<digest of this build>"}
     assert api["command"][:3] == ["docker", "buildx", "build"] and "--target" in api["command"]
@@ -194,7 +199,7 @@ def test_a_builder_the_engine_does_not_know_stops_the_release_before_any_build(w
     # The engine's preflight refusal ends the release (exit 2 for a configuration error); nothing is built or recorded.
     engine = FakeBuildx(world.registry, {}, unknown_builder=True)
     with pytest.raises(ConfigError, match="no builder 'nosuch' found"):
-        world.release(engine, new_streams(), FRACTALOPS_BUILDER="nosuch")
+        world.release(engine, Captured().streams, FRACTALOPS_BUILDER="nosuch")
     assert engine.requests == [] and world.recorded() == {}
 
 
@@ -209,13 +214,13 @@ def test_a_transient_registry_error_is_built_once_more(world: World) -> None:
         "worker": [Attempt("api-cold-miss.rawjson")],
     }
     engine = FakeBuildx(world.registry, script)
-    streams = new_streams()
-    assert world.release(engine, streams) == 0
+    output = Captured()
+    assert world.release(engine, output.streams) == 0
     assert [r.name for r in engine.requests].count("api") == 2
-    assert "warning: api: registry answered with a server error; building once more" in streams.err.getvalue()
+    assert "warning: api: registry answered with a server error; building once more" in output.err.getvalue()
     api = world.recorded()["api"]
     assert (api["result"], api["cache_import"], api["cache_hit_ratio"]) == ("ok", "hit", 1.0)
-    assert set(image_refs(streams.out.getvalue())) == {"api", "worker"}
+    assert set(image_refs(output.out.getvalue())) == {"api", "worker"}
 
 
 def test_a_failed_build_is_not_retried_fails_its_target_and_leaves_the_other(world: World) -> None:
@@ -228,13 +233,13 @@ def test_a_failed_build_is_not_retried_fails_its_target_and_leaves_the_other(wor
         ],
     }
     engine = FakeBuildx(world.registry, script)
-    streams = new_streams()
-    assert world.release(engine, streams) == 1
+    output = Captured()
+    assert world.release(engine, output.streams) == 1
     assert [r.name for r in engine.requests].count("worker") == 1
-    assert set(image_refs(streams.out.getvalue())) == {"api"}
-    errors = [line for line in streams.err.getvalue().splitlines() if line.startswith("error: ")]
+    assert set(image_refs(output.out.getvalue())) == {"api"}
+    errors = [line for line in output.err.getvalue().splitlines() if line.startswith("error: ")]
     assert errors == ["error: worker: build of target worker failed: ERROR: failed to solve: exit code: 3"]
-    assert "promotion preview" not in streams.err.getvalue()
+    assert "promotion preview" not in output.err.getvalue()
     worker = world.recorded()["worker"]
     assert (worker["result"], worker["cache_export"]) == ("failed", "skipped")
 
@@ -254,15 +259,15 @@ def test_an_interrupt_stops_the_builds_and_records_the_stopped_ones_interrupted(
     signal.signal(signal.SIGTERM, _terminate)  # as the CLI does: SIGTERM ends a run the way Ctrl-C does
     script = {"api": [Attempt("api-cold-miss.rawjson")], "worker": [Attempt(interrupt=signum, after="api", push=False)]}
     engine = FakeBuildx(world.registry, script)
-    streams = new_streams()
+    output = Captured()
     with pytest.raises(raised):
-        world.release(engine, streams)
+        world.release(engine, output.streams)
     assert engine.stopped.is_set()
     events = world.recorded()
     assert events["api"]["result"] == "ok"
     assert events["worker"]["result"] == "interrupted"
     assert events["worker"]["error"].startswith("interrupted (the build stopped: build of target worker was stopped")
-    assert streams.out.getvalue() == ""
+    assert output.out.getvalue() == ""
 
 
 @pytest.mark.parametrize(
@@ -285,15 +290,15 @@ def test_each_build_records_its_cache_outcome(world: World, attempt: Attempt, ou
     # The cache import (hit/miss/unavailable) and export (ok/failed/skipped) come from the build's own progress, or
     # from a cache step the deadline cut: an export cut after the push keeps the pushed, verified image.
     engine = FakeBuildx(world.registry, {"api": [attempt]})
-    streams = new_streams()
-    code = world.release(engine, streams, ReleaseRequest(targets=("api",)))
+    output = Captured()
+    code = world.release(engine, output.streams, ReleaseRequest(targets=("api",)))
     api = world.recorded()["api"]
     assert (api["result"], api["cache_import"], api["cache_export"]) == outcome
     assert code == (0 if outcome[0] == "ok" else 1)
-    refs = image_refs(streams.out.getvalue())
+    refs = image_refs(output.out.getvalue())
     assert (api["image_ref"] is not None) == (outcome[0] == "ok") == ("api" in refs)
     if attempt.hang == "exporting cache to registry":
-        assert "warning: api: the cache export made no progress for 0.5 s" in streams.err.getvalue()
+        assert "warning: api: the cache export made no progress for 0.5 s" in output.err.getvalue()
     if attempt.hang and attempt.hang.startswith("importing"):
         assert "before its image was built" in api["error"]
 
@@ -307,15 +312,15 @@ def test_a_build_without_the_cache_records_it_disabled_or_unavailable_and_passes
     if how == "probe-fails":
         write_topology(world.topology, world.registry.host, closed_port())
     engine = FakeBuildx(world.registry, {"api": [Attempt("api-cold-miss.rawjson")]})
-    streams = new_streams()
+    output = Captured()
     request = ReleaseRequest(targets=("api",), use_cache=how != "no-cache")
-    assert world.release(engine, streams, request) == 0
+    assert world.release(engine, output.streams, request) == 0
     (built,) = engine.requests
     assert built.cache_from == () and built.cache_to is None
     api = world.recorded()["api"]
     expected = "disabled" if how == "no-cache" else "unavailable"
     assert (api["cache_import"], api["cache_export"]) == (expected, "skipped")
-    assert ("warning: build cache unavailable" in streams.err.getvalue()) == (how == "probe-fails")
+    assert ("warning: build cache unavailable" in output.err.getvalue()) == (how == "probe-fails")
 
 
 def test_cache_outcome_of_a_build_the_probe_kept_off_the_cache_is_the_probes() -> None:
@@ -335,12 +340,12 @@ def test_a_promoting_release_commits_pushes_and_records_beside_the_events(world:
     git(world.root, "branch", "-q", "--set-upstream-to=origin/main")
     script = {name: [Attempt("api-warm-hit.rawjson")] for name in ("api", "worker")}
     engine = FakeBuildx(world.registry, script)
-    streams = new_streams()
+    output = Captured()
     code = world.release(
-        engine, streams, ReleaseRequest(json_output=True), FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1"
+        engine, output.streams, ReleaseRequest(json_output=True), FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1"
     )
-    assert code == 0, streams.err.getvalue()
-    document = json.loads(streams.out.getvalue())
+    assert code == 0, output.err.getvalue()
+    document = json.loads(output.out.getvalue())
     built = {t["target"]: t["image_ref"] for t in document["targets"]}
     pinned = git(remote, "show", f"main:{API_VALUES}")
     assert built["api"].rsplit("@", 1)[1] in pinned

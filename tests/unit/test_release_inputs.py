@@ -243,6 +243,12 @@ def test_validators_match_the_whole_value() -> None:
         def is_ancestor(self, older: str, newer: str) -> bool:
             return True
 
+        def is_shallow(self) -> bool:
+            return False
+
+        def unshallow(self) -> str | None:
+            return None
+
     decision = monotonic("api", "a" * 40, "b" * 40 + "\n", History())
     assert decision.verdict == "refuse"
 
