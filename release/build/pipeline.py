@@ -28,7 +28,7 @@ def run_release(request: ReleaseRequest, loaded: Loaded, streams: Streams, engin
         with tempfile.TemporaryDirectory(prefix="fractalops-release-") as workdir:
             plan = make_plan(inputs, Path(workdir))
             values = current_values(plan, inputs.root)
-            if preflight is None:
+            if preflight is None:  # a dry run: the plan, with the values it would replace, is the answer
                 streams.out.write(json.dumps(dry_run_document(plan, values), indent=2) + "\n")
                 return 0
             probing = early.submit(probe_for, inputs)
