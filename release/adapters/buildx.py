@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -115,6 +116,12 @@ class _Answer:
     err: str
 
 
+def _answer(proc: subprocess.Popen[bytes]) -> _Answer:
+    """A started question's exit code and output."""
+    out, err = proc.communicate()
+    return _Answer(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
 def _ask(argv: Sequence[str]) -> _Answer:
     """Run a short docker command through python-on-whales; its answer, failures included."""
     from python_on_whales.exceptions import DockerException
@@ -174,7 +181,7 @@ class _LastText:
 
 
 class Buildx:
-    """The BuildEngine of the docker CLI: python-on-whales for its questions, the process adapter for builds."""
+    """The BuildEngine of the docker CLI: python-on-whales resolves its command; builds run through the process adapter."""
 
     def __init__(self, client: Any = None) -> None:
         """Use `client` (a python_on_whales.DockerClient), else a default one made on first use."""
@@ -194,19 +201,35 @@ class Buildx:
         except ClientNotFoundError:
             raise EngineError(f"docker is not installed here; {RELEASE_HELP}") from None
 
+    def _asking(self) -> list[str]:
+        """The docker command for the preflight questions: the given client's, else the docker on PATH.
+
+        That is what python-on-whales' default client resolves to; finding it without importing python-on-whales
+        lets the questions start at once (the import takes longer than the answers).
+        """
+        if self._client is not None:
+            return self.docker()
+        found = shutil.which("docker")
+        if found is None:
+            raise EngineError(f"docker is not installed here; {RELEASE_HELP}")
+        return [found]
+
     def preflight(self, builder: str | None) -> str:
         """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing; its name."""
-        docker = self.docker()
-        inspect = _ask([*docker, "buildx", "inspect", *([builder] if builder else [])])
+        docker = self._asking()
+        questions = (
+            [*docker, "buildx", "inspect", *([builder] if builder else [])],
+            [*docker, "info", "--format", "{{json .DriverStatus}}"],
+        )
+        # Both questions at once; python-on-whales resolves the builds' docker command while the engine answers.
+        running = [process.start(argv, what=f"`docker {argv[1]}`") for argv in questions]
+        self.docker()
+        inspect, info = (_answer(proc) for proc in running)
         if inspect.code == 127:
             raise EngineError(
                 f"docker at {docker[0]} is the workspace stub (exit 127): this machine has no container runtime; "
                 f"{RELEASE_HELP}"
             )
-        fields = _fields(inspect.out) if inspect.code == 0 else {}
-        # `docker info` tells whether a daemon answers (when buildx is missing) and whether it has the containerd store.
-        wanted = fields.get("Driver") == "docker" or _NO_BUILDX.search(inspect.out + inspect.err) is not None
-        info = _ask([*docker, "info", "--format", "{{json .DriverStatus}}"]) if wanted else _Answer(0, "", "")
         missing = _missing_parts(inspect.out + inspect.err, info.err)
         if missing:
             raise EngineError(f"{' and '.join(missing)}; {RELEASE_HELP}")
@@ -216,6 +239,7 @@ class Buildx:
             if "no builder" in reason and "found" in reason:
                 raise ConfigError(f"--builder / FRACTALOPS_BUILDER: {builder!r}: {reason}")
             raise EngineError(f"builder {builder or '(current)'} is not usable: {reason}")
+        fields = _fields(inspect.out)
         name = fields.get("Name", builder or "default")
         if fields.get("Driver") == "docker" and "io.containerd.snapshotter" not in info.out:
             raise EngineError(

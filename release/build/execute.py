@@ -6,7 +6,7 @@ import re
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,23 +55,54 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+class _Builds(threading.Thread):
+    """Starts every build and collects the results, off the main thread.
+
+    Python raises an interrupt in the main thread only, so an interrupt can never land between starting a build
+    and counting it: the main thread just waits for `finished`.
+    """
+
+    def __init__(self, plan: ReleasePlan, session: BuildSession, stopping: threading.Event) -> None:
+        """Nothing started yet."""
+        super().__init__(name="builds", daemon=True)
+        self.plan, self.session, self.stopping = plan, session, stopping
+        self.built: list[Built] = []
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        """One thread per target; the results in the plan's order."""
+        try:
+            with ThreadPoolExecutor(max_workers=len(self.plan.targets), thread_name_prefix="build") as pool:
+                futures = [pool.submit(build_target, t, self.session, self.stopping) for t in self.plan.targets]
+                self.built = [future.result() for future in futures]
+        except BaseException as err:  # a bug in a build: the main thread raises it
+            self.error = err
+        finally:
+            self.finished.set()
+
+
 def build_all(plan: ReleasePlan, session: BuildSession) -> tuple[list[Built], KeyboardInterrupt | None]:
     """Build every target concurrently; (the builds, the interrupt that stopped them, if one did).
 
     On Ctrl-C or SIGTERM the running builds are stopped, and those that ended by it are relabelled `interrupted`.
     """
     stopping = threading.Event()
-    futures: list[Future[Built]] = []
-    with ThreadPoolExecutor(max_workers=len(plan.targets), thread_name_prefix="build") as pool:
-        try:
-            for target in plan.targets:  # one at a time: an interrupt meanwhile stops those already started
-                futures.append(pool.submit(build_target, target, session, stopping))
-            return [future.result() for future in futures], None
-        except KeyboardInterrupt as interrupt:
-            _ignore_further_interrupts()
-            stopping.set()
-            session.engine.stop_all()
-            return [_relabel(future.result()) for future in futures], interrupt
+    builds = _Builds(plan, session, stopping)
+    interrupt: KeyboardInterrupt | None = None
+    try:
+        builds.start()
+        builds.finished.wait()
+    except KeyboardInterrupt as caught:
+        interrupt = caught
+        _ignore_further_interrupts()
+        stopping.set()
+        session.engine.stop_all()
+        if builds.ident is not None:  # it runs (an interrupt before it ran leaves nothing to wait for)
+            builds.finished.wait()
+    if builds.error is not None:
+        raise builds.error
+    return ([_relabel(b) for b in builds.built] if interrupt else builds.built), interrupt
 
 
 def build_target(target: TargetPlan, session: BuildSession, stopping: threading.Event) -> Built:

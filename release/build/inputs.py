@@ -11,16 +11,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from release import github
 from release.build import checks
 from release.build.optin import Switches, check_switches
 from release.errors import ConfigError, GuardRefusal, ReleaseError, UsageError
 from release.labels import DIRTY_LABEL, github_url, web_url
-from release.settings import Loaded
-from release.targets import Target, default_targets_path, load_targets
-from release.topology.model import Topology
 from release.urls import SinkURL, events_url
+
+if TYPE_CHECKING:  # the models are imported when `resolve` reads the files, after the engine's questions are asked
+    from release.settings import Loaded
+    from release.targets import Target
+    from release.topology.model import Topology
 
 PORTAL_MESSAGE = (
     "the portal image is released from yamonco/fractalops-frontend, not from this repository; run: "
@@ -100,6 +103,8 @@ def check(request: ReleaseRequest, loaded: Loaded) -> Checked:
 
 def resolve(checked: Checked, say: Callable[[str], None]) -> ReleaseInputs:
     """Read the topology and targets, find the source commit, refuse what a promotion could not pin."""
+    from release.targets import default_targets_path, load_targets
+
     settings = checked.loaded.settings
     root = _repo_root(settings.repo_root)
     topology = _load_topology(settings.topology, root)
