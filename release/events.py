@@ -19,9 +19,9 @@ from http.client import HTTPMessage
 from pathlib import Path
 from typing import IO, Any
 
-from release.checks import SinkURL
 from release.errors import ConfigError
 from release.fsutil import read_regular
+from release.urls import SinkURL
 
 SCHEMA = "fractalops.build-plane-event/v1"
 

@@ -28,7 +28,7 @@ def _relative(value: str) -> str:
 
 def _key_path(value: str) -> str:
     """A dotted key path the values editor understands."""
-    from release.gitops.yamledit import parse_path
+    from release.keypath import parse_path
 
     try:
         parse_path(value)
@@ -84,7 +84,7 @@ class Target(_Strict):
     name: str
     context: str
     dockerfile: str = "Dockerfile"
-    target: str
+    stage: str  # the Dockerfile stage built (buildx --target)
     image: str
     values: ValuesKeys
 
@@ -93,7 +93,7 @@ class Target(_Strict):
     def _paths(cls, value: str) -> str:
         return _relative(value)
 
-    @field_validator("name", "image", "target")
+    @field_validator("name", "image", "stage")
     @classmethod
     def _dns(cls, value: str) -> str:
         if not _NAME.fullmatch(value):
@@ -141,13 +141,8 @@ def read_values_file(root: Path, file: str) -> str:
     return read_text(in_repository(root, file, "values file", symlinks=False), "values file")
 
 
-def default_targets_path() -> Path:
+def default_targets_path(root: Path) -> Path:
     """`<repository root>/ops/containers/fractalops/targets.yaml`."""
-    from release.topology.load import repo_root
-
-    root = repo_root()
-    if root is None:
-        raise ConfigError(f"no repository root found (looked for the topology file); cannot find {RELATIVE_PATH}")
     return root / RELATIVE_PATH
 
 
@@ -177,11 +172,16 @@ def parse_targets(data: Any, source: str) -> dict[str, Target]:
         raise ConfigError(f"{source}: targets: {{}}: at least one target is needed")
     result: dict[str, Target] = {}
     for name, body in raw.targets.items():
-        if "name" in body:
-            from release.yamlfile import field_path, shown
+        from release.yamlfile import field_path, shown
 
+        if "name" in body:
             raise ConfigError(
                 f"{source}: {field_path(('targets', name, 'name'))}: {shown(body['name'])}: the name is the key; remove it"
+            )
+        if "target" in body:  # the key before `stage:`; read as nothing else, so it is refused by name
+            raise ConfigError(
+                f"{source}: {field_path(('targets', name, 'target'))}: {shown(body['target'])}: unknown key; "
+                "the Dockerfile stage is `stage:`"
             )
         try:
             result[name] = Target.model_validate({"name": name, **body})
@@ -190,10 +190,9 @@ def parse_targets(data: Any, source: str) -> dict[str, Target]:
     return result
 
 
-def load_targets(path: Path | str | None = None) -> dict[str, Target]:
-    """Read and validate the targets file (default: see `default_targets_path`)."""
+def load_targets(path: Path | str) -> dict[str, Target]:
+    """Read and validate the targets file at `path`."""
     from release.yamlfile import read_yaml
 
-    targets_path = Path(path) if path else default_targets_path()
-    data = read_yaml(targets_path, "targets file")
-    return parse_targets(data, str(targets_path))
+    data = read_yaml(Path(path), "targets file")
+    return parse_targets(data, str(path))

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from release.cli.app import App, SettingsCommand, pass_app, targets_file_option
 
 if TYPE_CHECKING:
-    from release.settings import Loaded
+    pass
 
 
 @click.command("runtime", cls=SettingsCommand)
@@ -70,58 +69,12 @@ def runtime(
         allow_local_runtime_release=allow_local,
         runtime_release_update_gitops=update_gitops,
     )
+    from release.build.inputs import ReleaseRequest
+
     request = ReleaseRequest(
         targets=targets, json_output=json_output, dry_run=dry_run, use_cache=not no_cache, force=force
     )
-    return run_release(request, loaded, _streams())
+    from release.build.pipeline import run_release
+    from release.build.report import Streams
 
-
-# --- MERGE: remove from here to the end once release.build is merged, and import instead: ----------------------------
-#   from release.build.inputs import ReleaseRequest
-#   from release.build.pipeline import run_release
-#   from release.build.report import Streams   (or release.streams, where the build half put it)
-# A thin adapter onto today's release.driver.run_release, so this branch stays green until then.
-
-
-@dataclass(frozen=True)
-class ReleaseRequest:
-    """What only the command line says (stand-in for release.build.inputs.ReleaseRequest)."""
-
-    targets: tuple[str, ...] = ()
-    json_output: bool = False
-    dry_run: bool = False
-    use_cache: bool = True
-    force: bool = False
-
-
-def _streams() -> Any:
-    """The release's output streams (stand-in for release.build.report.Streams())."""
-    from release.driver import Streams
-
-    return Streams()
-
-
-def run_release(request: ReleaseRequest, loaded: Loaded, streams: Any) -> int:
-    """Map onto the driver: settings given by flag go in as options; the driver reads the rest from the environment."""
-    import os
-
-    from release.driver import ReleaseOptions
-    from release.driver import run_release as drive
-
-    settings, flagged = loaded.settings, {name for name, source in loaded.sources.items() if source == "flag"}
-    options = ReleaseOptions(
-        targets=request.targets,
-        builder=settings.builder if "builder" in flagged else None,
-        platforms=settings.platform if "platform" in flagged else (),
-        json_output=request.json_output,
-        dry_run=request.dry_run,
-        allow_local=settings.allow_local_runtime_release if "allow_local_runtime_release" in flagged else None,
-        update_gitops=settings.runtime_release_update_gitops if "runtime_release_update_gitops" in flagged else None,
-        use_cache=request.use_cache,
-        progress=settings.progress,
-        topology_path=loaded.topology_file,
-        targets_path=loaded.targets_file,
-        events_file=settings.build_events_file if "build_events_file" in flagged else None,
-        force=request.force,
-    )
-    return drive(options, dict(os.environ), streams)
+    return run_release(request, loaded, Streams())

@@ -53,11 +53,11 @@ def parse_pairs(pairs: list[str]) -> dict[str, str]:
 
 def _check_github_output(loaded: Loaded) -> Path | None:
     """$GITHUB_OUTPUT, checked before anything is pushed (a file that cannot be appended to would lose the refs)."""
-    from release.checks import output_file
+    from release.github import check_appendable
 
     path = loaded.context.github_output
     if path is not None:
-        output_file("GITHUB_OUTPUT", {"GITHUB_OUTPUT": str(path)})
+        check_appendable("GITHUB_OUTPUT", path)
     return path
 
 
@@ -118,7 +118,7 @@ def run_promote(
     if request.json_output:
         out.write(json.dumps(record, indent=2) + "\n")
     if github_output is not None:
-        from release.outputs import write_github_image_refs
+        from release.github import append_image_refs
 
-        write_github_image_refs(github_output, images)
+        append_image_refs(github_output, images)
     return 0

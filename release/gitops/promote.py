@@ -15,7 +15,7 @@ from release.gitops.changes import Candidate, PinnedLookup, PromotionPlan, Targe
 from release.gitops.guards import Decision
 from release.gitops.writer import ensure_clean, finish, recover, write_and_commit
 from release.imageref import ImageRef, parse_pinned_ref
-from release.plan import DIRTY_LABEL, REVISION_LABEL  # MERGE: from release.labels (the build half adds it)
+from release.labels import DIRTY_LABEL, REVISION_LABEL
 from release.targets import RELATIVE_PATH as TARGETS_PATH
 from release.targets import Target, load_targets, read_values_file
 

@@ -26,7 +26,7 @@ def test_committed_targets_pin_their_images_in_the_committed_values_files() -> N
     topology = load_topology(PROJECT / "ops/topology/fractalops.yaml")
     assert sorted(targets) == ["api", "worker"]
     for name, target in targets.items():
-        assert target.target == name
+        assert target.stage == name
         assert target.image == f"fractalops-{name}"
         assert (PROJECT / target.values.file).is_file()
         assert (PROJECT / target.context / target.dockerfile).is_file()
@@ -39,26 +39,26 @@ def test_committed_targets_pin_their_images_in_the_committed_values_files() -> N
     ("body", "problem"),
     [
         (
-            "targets:\n  api: {context: c, target: api, image: i, values: {file: f, repository: r, digest: d}, extra: 1}\n",
+            "targets:\n  api: {context: c, stage: api, image: i, values: {file: f, repository: r, digest: d}, extra: 1}\n",
             "targets.api.extra: 1: unknown key",
         ),
         (
-            "targets:\n  api: {context: /abs, target: api, image: i, values: {file: f, repository: r, digest: d}}\n",
+            "targets:\n  api: {context: /abs, stage: api, image: i, values: {file: f, repository: r, digest: d}}\n",
             "targets.api.context: '/abs'",
         ),
         (
-            "targets:\n  api: {context: c, target: api, image: i, values: {file: ../f, repository: r, digest: d}}\n",
+            "targets:\n  api: {context: c, stage: api, image: i, values: {file: ../f, repository: r, digest: d}}\n",
             "targets.api.values.file",
         ),
         (
-            "targets:\n  api: {context: c, target: api, image: i, values: {file: f, repository: 'a..b', digest: d}}\n",
+            "targets:\n  api: {context: c, stage: api, image: i, values: {file: f, repository: 'a..b', digest: d}}\n",
             "targets.api.values.repository",
         ),
         (
-            "targets:\n  api: {context: c, target: api, image: Bad_Name, values: {file: f, repository: r, digest: d}}\n",
+            "targets:\n  api: {context: c, stage: api, image: Bad_Name, values: {file: f, repository: r, digest: d}}\n",
             "targets.api.image",
         ),
-        ("targets:\n  api: {context: c, target: api, image: i}\n", "targets.api.values"),
+        ("targets:\n  api: {context: c, stage: api, image: i}\n", "targets.api.values"),
         ("targets: {}\n", "at least one target"),
         ("targets: [\n", "not valid YAML"),
     ],

@@ -16,8 +16,8 @@ from loopback_proxy import LoopbackProxy
 from ruamel.yaml import YAML
 from test_release_driver import ROOT, assert_in_registry, events, image_refs, release, targets_with_context
 
+from release.build.cache import cache_scope
 from release.imageref import ImageRef, parse_image_ref, parse_pinned_ref
-from release.plan import cache_scope
 
 if TYPE_CHECKING:
     from conftest import Devstack
@@ -50,7 +50,8 @@ def stack_manifest_digest(ref: ImageRef) -> str | None:
     request.add_header("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.headers.get("Docker-Content-Digest")
+            digest: str | None = response.headers.get("Docker-Content-Digest")
+            return digest
     except urllib.error.HTTPError as err:
         if err.code == 404:
             return None

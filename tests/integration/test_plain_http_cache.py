@@ -23,12 +23,11 @@ import pytest
 from ruamel.yaml import YAML
 
 from release.adapters.registry import RegistryClient
+from release.build.cache import CacheCheck, cache_scope, probe_cache
 from release.devstack import processes
 from release.devstack.configs import render_daemon_config
 from release.devstack.install import read_marker
-from release.driver import _probe_cache
 from release.imageref import ImageRef, parse_pinned_ref
-from release.plan import cache_scope
 from release.targets import load_targets
 from release.topology.load import load_topology
 
@@ -247,7 +246,7 @@ def test_cache_probe_answers_over_plain_http_on_a_non_loopback_address(
     topology = load_topology(netns_topology)
     targets = list(load_targets(ROOT / "ops/containers/fractalops/targets.yaml").values())
     started = time.monotonic()
-    assert _probe_cache(topology, targets, "main", via, True) == (None, None)
+    assert probe_cache(topology, targets, "main", via, use_cache=True) == CacheCheck()
     assert time.monotonic() - started < 2.0
     assert topology.registry_scheme(namespaced_registry.endpoint) == "http"
 
@@ -296,4 +295,4 @@ def test_release_imports_the_build_cache_from_a_plain_http_registry_on_a_non_loo
         check=False,
     )
     assert promote.returncode == 0, promote.stderr[-3000:]
-    assert parse_pinned_ref(built["image_ref"]).digest in promote.stdout + promote.stderr
+    assert str(parse_pinned_ref(built["image_ref"]).digest) in promote.stdout + promote.stderr

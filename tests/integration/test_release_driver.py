@@ -19,8 +19,8 @@ from ruamel.yaml import YAML
 from standins import HangingRegistry
 
 from release.adapters.registry import RegistryClient
+from release.build.cache import cache_scope
 from release.imageref import parse_pinned_ref
-from release.plan import cache_scope
 from release.topology import load_topology
 
 if TYPE_CHECKING:
@@ -502,7 +502,8 @@ def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130_or
     both_running = threading.Event()
 
     def read() -> None:
-        for line in proc.stderr:  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        for line in proc.stderr:
             lines.append(line)
             if all(any(f"{name}: a long step" in seen for seen in lines) for name in ("api", "worker")):
                 both_running.set()

@@ -102,7 +102,7 @@ def test_smoke_build_then_promote_pins_the_digests_in_one_pushed_commit(
     )
     assert git(local, "status", "--porcelain") == ""
     assert git(remote, "rev-parse", "main") == before
-    assert "promotion preview" in smoke.stderr and parse_pinned_ref(refs["api"]).digest in smoke.stderr
+    assert "promotion preview" in smoke.stderr and str(parse_pinned_ref(refs["api"]).digest) in smoke.stderr
 
     outputs = tmp_path / "github_output"
     promoted = run(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from release.buildcontext import files_sent, ignored
+from release.build.context import files_sent, ignored
 
 
 @pytest.mark.parametrize(

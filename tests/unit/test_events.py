@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from release.checks import events_url
 from release.cli import main
 from release.errors import ConfigError
 from release.events import BuildEvent, append_events, post_events, read_events, summarize
+from release.urls import events_url
 
 
 def event(target: str = "api", result: str = "ok", duration: float = 1.0, cache: str = "hit") -> BuildEvent:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from release import settings
+from release.build.inputs import ReleaseInputs, ReleaseRequest
+from release.build.plan import PACKAGE_BUILD_ARGS, make_plan
 from release.devstack.packages import (
     CONTAINERS,
     image_spec,
@@ -16,7 +19,6 @@ from release.devstack.packages import (
     python_version_of,
 )
 from release.errors import ConfigError, OperationError
-from release.plan import PACKAGE_BUILD_ARGS, make_plan
 from release.targets import load_targets
 from release.topology.env import render_env
 from release.topology.load import load_topology
@@ -95,18 +97,24 @@ def test_the_release_plan_passes_the_package_urls_from_the_topology_to_every_tar
     topology = load_topology(ROOT / "ops/topology/fractalops.yaml")
     local = topology.model_copy(update={"nexus": topology.nexus.model_copy(update={"packages_host": "10.213.5.1"})})
     for topo, host in ((topology, "nexus.nexus.svc"), (local, "10.213.5.1")):
-        plan = make_plan(
-            topo,
-            list(load_targets(ROOT / "ops/containers/fractalops/targets.yaml").values()),
-            root=ROOT,
-            source_commit="0" * 40,
-            branch="main",
-            builder=None,
-            platforms=(),
+        targets = load_targets(ROOT / "ops/containers/fractalops/targets.yaml")
+        inputs = ReleaseInputs(
+            request=ReleaseRequest(),
+            loaded=settings.load({}),
             update_gitops=False,
-            workdir=tmp_path,
+            root=ROOT,
+            topology=topo,
+            configured=targets,
+            targets=tuple(targets.values()),
+            source_commit="0" * 40,
+            source_url=None,
+            dirty=(),
+            branch="main",
+            platforms=(),
+            sink=None,
             run_stamp="t",
         )
+        plan = make_plan(inputs, tmp_path)
         env = render_env(topo)
         for target in plan.targets:
             args = {k: v for k, v in target.request.build_args.items() if k in PACKAGE_BUILD_ARGS}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from release.plan import cache_scope
+from release.build.cache import cache_scope
 
 
 def test_only_main_writes_the_main_cache() -> None:

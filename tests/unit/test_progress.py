@@ -13,8 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from release import progress
-from release.progress import LiveBoard, ProgressTracker
+from release.build import progress
+from release.build.progress import LiveBoard, ProgressTracker
 
 T0, T1 = "2026-11-28T10:00:00.000000000Z", "2026-11-28T10:00:02.500000000Z"
 

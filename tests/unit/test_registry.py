@@ -23,12 +23,12 @@ import pytest
 from ruamel.yaml import YAML
 
 from release.adapters.registry import RegistryClient, Retry
+from release.build.cache import cache_probe_target
 from release.devstack.configs import daemon_config, stack_topology
 from release.devstack.paths import StackPaths
 from release.devstack.ports import PortLayout
 from release.errors import ConfigError, RegistryError
 from release.imageref import parse_image_ref
-from release.plan import cache_probe_target
 from release.targets import load_targets
 from release.topology.buildkitd import daemon_registries, render_buildkitd
 from release.topology.load import load_topology, parse_topology

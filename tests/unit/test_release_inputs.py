@@ -128,7 +128,7 @@ def targets_with(tmp_path: Path, name: str, changes: dict[str, str]) -> Path:
     [
         ({"context": "ops/nowhere"}, "targets.api.context: 'ops/nowhere': no such folder"),
         ({"dockerfile": "NoSuchDockerfile"}, "targets.api.dockerfile: 'NoSuchDockerfile': cannot read"),
-        ({"target": "nosuchstage"}, "targets.api.target: 'nosuchstage': no such stage"),
+        ({"stage": "nosuchstage"}, "targets.api.stage: 'nosuchstage': no such stage"),
         ({"values.digest": "image.nokey"}, "image.nokey: key not found"),
     ],
 )
@@ -206,14 +206,14 @@ def test_value_with_a_trailing_newline_is_refused_before_any_build(engine_log: P
 def test_validators_match_the_whole_value() -> None:
     # Every validator in release/ refuses a value that is valid but for a trailing newline.
     from release.adapters.git import parse_author
+    from release.build.checks import source_commit
     from release.buildersetup import plan_builder
-    from release.checks import source_commit
     from release.errors import ConfigError
     from release.gitops.guards import monotonic
     from release.imageref import DIGEST, parse_image_ref
 
     with pytest.raises(ConfigError):
-        source_commit({"FRACTALOPS_SOURCE_COMMIT": "c" * 40 + "\n"})
+        source_commit("c" * 40 + "\n", None)
     with pytest.raises(ConfigError):
         parse_image_ref("ghcr.io/yamonco/fractalops-api@sha256:" + "d" * 64 + "\n")
     with pytest.raises(ConfigError):
@@ -243,6 +243,12 @@ def test_validators_match_the_whole_value() -> None:
         def is_ancestor(self, older: str, newer: str) -> bool:
             return True
 
+        def is_shallow(self) -> bool:
+            return False
+
+        def unshallow(self) -> str | None:
+            return None
+
     decision = monotonic("api", "a" * 40, "b" * 40 + "\n", History())
     assert decision.verdict == "refuse"
 
@@ -268,7 +274,7 @@ def test_gitops_author_with_a_control_character_is_refused(engine_log: Path, aut
     result = release(
         engine_log, "--dry-run", FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="1", FRACTALOPS_GITOPS_AUTHOR=author
     )
-    assert_refused(result, engine_log, "FRACTALOPS_GITOPS_AUTHOR", "control character")
+    assert_refused(result, engine_log, "FRACTALOPS_GITOPS_AUTHOR=")
 
 
 @pytest.mark.parametrize(

@@ -198,7 +198,7 @@ def test_buildkitd_via_clusterip_names_the_ip(topo: Topology) -> None:
 @pytest.mark.parametrize("via", ["service", "clusterip"])
 def test_buildcache_host_is_plain_http_in_the_builder_config_for_either_way_in(topo: Topology, via: str) -> None:
     # The cache host the env and the driver use is the one buildkitd.toml marks plain HTTP (so the cache is not lost).
-    from release.plan import cache_refs
+    from release.build.cache import cache_refs
     from release.topology.buildkitd import render_buildkitd
 
     registries = tomllib.loads(render_buildkitd(topo, via))["registry"]

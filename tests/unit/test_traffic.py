@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from release.traffic import CacheTraffic, endpoints
+from release.build.traffic import CacheTraffic, endpoints
 
 
 @pytest.fixture

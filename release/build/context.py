@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from release.targets import Target
 
 
 def ignore_patterns(context: Path, dockerfile: str) -> list[str]:
@@ -80,3 +85,20 @@ def files_sent(context: str, dockerfile: str, paths: list[str], root: Path) -> l
         if not ignored(relative, patterns):
             sent.append(path)
     return sent
+
+
+def differences(
+    root: Path, targets: Iterable[Target], changed: list[str], given: str | None, head: str | None
+) -> list[str]:
+    """Why the build input is not the source commit `given` (empty when it is): another checkout, changed files sent.
+
+    `changed` are the repository's files that differ from HEAD (changed, untracked or ignored), `head` its commit.
+    """
+    reasons: list[str] = []
+    if given and head and head != given:
+        reasons.append(f"the checkout is {head[:12]}, not the source commit {given[:12]}")
+    files = sorted({path for t in targets for path in files_sent(t.context, t.dockerfile, changed, root)})
+    if files:
+        listed = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        reasons.append(f"uncommitted: {listed}")
+    return reasons

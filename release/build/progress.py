@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-# Dockerfile instruction vertices look like `[base 2/3] RUN …` or `[2/3] COPY …`.
 _DECODER = json.JSONDecoder()
 _MAX_BUFFER = 4 * 1024 * 1024
+# Dockerfile instruction vertices look like `[base 2/3] RUN …` or `[2/3] COPY …`.
 _STEP = re.compile(r"^\[(?:[^\]]*\s)?\d+/\d+\]\s+(?P<instruction>[A-Z]+)")
 
 
@@ -57,6 +57,15 @@ class Vertex:
         """An executed Dockerfile instruction: not internal work, and not FROM (a source, never executed)."""
         match = _STEP.match(self.name)
         return match is not None and match.group("instruction") != "FROM"
+
+
+Mode = Literal["auto", "plain", "tty"]
+
+
+def board_for(mode: Mode, stream: TextIO, *, in_ci: bool, term: str | None) -> LiveBoard | None:
+    """A live board at a terminal (progress tty, or auto at a terminal outside CI); None for plain lines."""
+    tty = mode == "tty" or (mode == "auto" and stream.isatty() and not in_ci and term != "dumb")
+    return LiveBoard(stream) if tty else None
 
 
 class LiveBoard:
@@ -243,7 +252,7 @@ class ProgressTracker:
         """The digest BuildKit reported pushing under `tag` (`pushing manifest for <tag>@<digest>`, finished), if any."""
         return self.pushed.get(tag)
 
-    def cache_import_outcome(self) -> str | None:
+    def cache_import_outcome(self) -> Literal["miss", "unavailable"] | None:
         """'unavailable' if every cache import failed, 'miss' if each found no cache yet; None if one worked or none ran."""
         imports = [v for v in self.vertices.values() if v.name.startswith("importing cache manifest from")]
         if not imports or any(not v.error for v in imports):

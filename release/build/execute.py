@@ -1,0 +1,234 @@
+"""Run a plan's builds side by side: each attempt, its retry, the digest check, the cache outcome, interrupts."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from release.adapters.buildx import BuildEngine, BuildRequest, CacheDeadlineExceeded
+from release.build.cache import Skipped, classify, is_import
+from release.build.plan import ReleasePlan, TargetPlan, without_cache
+from release.build.progress import ProgressTracker
+from release.build.report import Built, Streams, TargetResult
+from release.build.traffic import CacheTraffic
+from release.errors import OperationError, ReleaseError
+from release.imageref import parse_image_ref
+
+BUILD_ATTEMPTS = 2
+# A registry's transient server error during push: worth one more (fully cached) build.
+_TRANSIENT = re.compile(r"\b50[0234]\b[^\n]*(Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)", re.I)
+
+
+@dataclass(frozen=True)
+class BuildSession:
+    """What every build of a run shares: the engine, the builder, the cache decision, the deadline, the output."""
+
+    engine: BuildEngine
+    builder: str
+    skipped: Skipped | None  # the cache is not used this run (unavailable or disabled); None: it is
+    deadline_s: float
+    streams: Streams
+    docker_config: Path | None = None
+
+
+class _Watch:
+    """One target's progress across its attempts: the current tracker and the cache step cut at the deadline."""
+
+    def __init__(self, name: str, streams: Streams) -> None:
+        """A fresh tracker for the first attempt."""
+        self.name, self.streams = name, streams
+        self.hung: str | None = None
+        self.restart()
+
+    def restart(self) -> None:
+        """A new attempt starts counting from nothing."""
+        self.tracker = ProgressTracker(prefix=f"[{self.name}]", echo=self.streams.say, board=self.streams.board)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class _Builds(threading.Thread):
+    """Starts every build and collects the results, off the main thread.
+
+    Python raises an interrupt in the main thread only, so an interrupt can never land between starting a build
+    and counting it: the main thread just waits for `finished`.
+    """
+
+    def __init__(self, plan: ReleasePlan, session: BuildSession, stopping: threading.Event) -> None:
+        """Nothing started yet."""
+        super().__init__(name="builds", daemon=True)
+        self.plan, self.session, self.stopping = plan, session, stopping
+        self.built: list[Built] = []
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        """One thread per target; the results in the plan's order."""
+        try:
+            with ThreadPoolExecutor(max_workers=len(self.plan.targets), thread_name_prefix="build") as pool:
+                futures = [pool.submit(build_target, t, self.session, self.stopping) for t in self.plan.targets]
+                self.built = [future.result() for future in futures]
+        except BaseException as err:  # a bug in a build: the main thread raises it
+            self.error = err
+        finally:
+            self.finished.set()
+
+
+def build_all(plan: ReleasePlan, session: BuildSession) -> tuple[list[Built], KeyboardInterrupt | None]:
+    """Build every target concurrently; (the builds, the interrupt that stopped them, if one did).
+
+    On Ctrl-C or SIGTERM the running builds are stopped, and those that ended by it are relabelled `interrupted`.
+    """
+    stopping = threading.Event()
+    builds = _Builds(plan, session, stopping)
+    interrupt: KeyboardInterrupt | None = None
+    try:
+        builds.start()
+        builds.finished.wait()
+    except KeyboardInterrupt as caught:
+        interrupt = caught
+        _ignore_further_interrupts()
+        stopping.set()
+        session.engine.stop_all()
+        if builds.ident is not None:  # it runs (an interrupt before it ran leaves nothing to wait for)
+            builds.finished.wait()
+    if builds.error is not None:
+        raise builds.error
+    return ([_relabel(b) for b in builds.built] if interrupt else builds.built), interrupt
+
+
+def build_target(target: TargetPlan, session: BuildSession, stopping: threading.Event) -> Built:
+    """Build, push and verify one target; whatever happens, its result."""
+    started_at, started = _now(), time.monotonic()
+    request = target.request if session.skipped is None else without_cache(target.request)
+    watch = _Watch(target.name, session.streams)
+    image_ref: str | None = None
+    error: str | None = None
+    try:
+        digest = attempt_with_retry(target, request, session, watch, stopping)
+        image_ref = verify(target, digest, session.docker_config)
+        if watch.hung is not None:
+            session.streams.say(
+                f"warning: {target.name}: the cache export made no progress for {session.deadline_s:g} s "
+                "(FRACTALOPS_CACHE_DEADLINE) and was stopped; the image had been pushed (its digest is in the registry), "
+                "the cache was not written"
+            )
+    except ReleaseError as err:
+        error = str(err)
+    duration = round(time.monotonic() - started, 3)
+    tracker = watch.tracker
+    if session.streams.board is not None:
+        outcome = "pushed and verified" if error is None else "FAILED"
+        status = tracker.status_line().split(" · ")[0]
+        session.streams.board.update(tracker.prefix, f"{status} · {outcome} in {duration:.1f} s")
+    cache_import, cache_export = classify(session.skipped, watch.hung, tracker, built=error is None)
+    result = TargetResult(
+        target=target.name,
+        image_ref=image_ref,
+        duration_s=duration,
+        result="ok" if error is None else "failed",  # an interrupted run relabels its failures (see build_all)
+        error=error,
+        cache_import=cache_import,
+        cache_export=cache_export,
+        cache_hit_ratio=tracker.cache_hit_ratio,
+    )
+    return Built(result, started_at, _now())
+
+
+def attempt_with_retry(
+    target: TargetPlan, request: BuildRequest, session: BuildSession, watch: _Watch, stopping: threading.Event
+) -> str:
+    """The pushed digest, building once more after a registry's transient server error."""
+    for attempt in range(1, BUILD_ATTEMPTS + 1):
+        if stopping.is_set():
+            raise OperationError(f"{target.name}: interrupted before the build started")
+        try:
+            return attempt_once(request, session, watch)
+        except OperationError as err:
+            if attempt == BUILD_ATTEMPTS or not _TRANSIENT.search(str(err)):
+                raise
+            session.streams.say(f"warning: {target.name}: registry answered with a server error; building once more")
+            watch.restart()
+    raise OperationError(f"{target.name}: no build attempt left")  # pragma: no cover - the loop returns or raises
+
+
+def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) -> str:
+    """One build with its cache steps watched; the digest it pushed (also when an export was cut after the push)."""
+    traffic = CacheTraffic(request.cache_registries())
+
+    def stalled() -> str | None:
+        """A cache step with no BuildKit status and no bytes to or from the cache host for the deadline."""
+        moved = traffic.moved_at() if watch.tracker.running_cache_steps() else None
+        return watch.tracker.stalled_cache_step(session.deadline_s, moved)
+
+    try:
+        metadata = session.engine.build(request, watch.tracker.feed, stalled)
+    except CacheDeadlineExceeded as err:
+        # The client is stopped; the engine itself may stay blocked on that connection until it closes
+        # (seen with dockerd 26: even a build without cache flags waits), so a rebuild here could hang.
+        watch.hung = err.step
+        return pushed_before_cut(request, watch.tracker, err.step, session.deadline_s)
+    finally:
+        traffic.close()
+    digest = metadata.get("containerimage.digest")
+    if not isinstance(digest, str):
+        raise OperationError(f"{request.name}: buildx metadata has no containerimage.digest")
+    return digest
+
+
+def pushed_before_cut(request: BuildRequest, tracker: ProgressTracker, step: str, deadline: float) -> str:
+    """The digest of the image a build pushed before its cache step was cut off; OperationError if there is none.
+
+    buildx was stopped before writing its metadata file, so the digest comes from BuildKit's own report of the
+    push (`pushing manifest for <tag>@<digest>`, finished) for this run's tag; the caller then checks that the
+    registry holds it. A cut import comes before any push: that build failed.
+    """
+    cut = (
+        f"{request.name}: '{step}' made no progress for {deadline:g} s (FRACTALOPS_CACHE_DEADLINE: no BuildKit "
+        "status, no bytes to or from the cache host) and the build was stopped"
+    )
+    if is_import(step):
+        raise OperationError(
+            f"{cut} before its image was built; the cache host answered the probe and then hung, and the engine "
+            "may stay blocked until that connection closes"
+        )
+    for tag in request.tags:
+        digest = tracker.pushed_digest(tag)
+        if digest is not None:
+            return digest
+    raise OperationError(f"{cut}; buildx reported no finished push of {', '.join(request.tags)} before it")
+
+
+def verify(target: TargetPlan, digest: str, docker_config: Path | None) -> str:
+    """The image_ref `repository@digest`, once the registry confirms it holds that digest."""
+    from release.adapters.registry import RegistryClient
+
+    ref = parse_image_ref(target.repository).with_digest(digest)
+    client = RegistryClient(ref.registry, scheme=target.registry_scheme, docker_config=docker_config)
+    if client.manifest_digest(ref) != digest:
+        raise OperationError(f"{target.name}: {ref} is not in the registry after the push")
+    return str(ref)
+
+
+def _relabel(built: Built) -> Built:
+    """A build that failed while the release was being interrupted was stopped by it: `interrupted`."""
+    result = built.result
+    if result.result == "failed":
+        result.result = "interrupted"
+        result.error = f"interrupted (the build stopped: {result.error})"
+    return built
+
+
+def _ignore_further_interrupts() -> None:
+    """The run is ending: more Ctrl-C (a key held down, `timeout`'s second signal) must not cut the clean-up short."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
