@@ -1,9 +1,26 @@
-"""Stand-ins for parts that cannot misbehave on demand: a cache registry that hangs (used by tests and bench)."""
+"""Stand-ins: a cache registry that hangs on demand (used by tests and bench), a targets file built from another context."""
 
 from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def targets_with_context(folder: Path, context: str) -> Path:
+    """A copy of the targets file whose targets all build from `context` (written into `folder`)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    for target in data["targets"].values():
+        target["context"] = context
+    path = folder / "targets.yaml"
+    with path.open("w") as handle:
+        yaml.dump(data, handle)
+    return path
 
 
 class HangingRegistry:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from release.errors import ConfigError, GuardRefusal
+from release.keypath import parse_path
 
 MAX_DEPTH = 100
-_SEGMENT = re.compile(r'"([^"]+)"|([^."]+)')
 _NULLS = frozenset(["", "~", "null", "Null", "NULL"])
 
 Edits = Mapping[str, tuple[str | None, str]]
@@ -36,24 +35,6 @@ class Located:
     flow: bool
     document: int
     event: int = -1  # its position in the file's event stream
-
-
-def parse_path(path: str) -> tuple[str, ...]:
-    """Split a dotted key path; a segment holding dots is written in double quotes (`a."b.c"`)."""
-    parts: list[str] = []
-    position = 0
-    while position <= len(path):
-        match = _SEGMENT.match(path, position)
-        if not match:
-            raise ConfigError(f"key path {path!r} is malformed (want dotted keys, e.g. image.tag)")
-        parts.append(match.group(1) or match.group(2))
-        position = match.end()
-        if position == len(path):
-            return tuple(parts)
-        if path[position] != ".":
-            raise ConfigError(f"key path {path!r} is malformed (want dotted keys, e.g. image.tag)")
-        position += 1
-    raise ConfigError(f"key path {path!r} is malformed (ends with a dot)")
 
 
 def _events(text: str, pure: bool) -> tuple[Iterator[Any], int]:

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from release.errors import ConfigError, GuardRefusal
-from release.gitops.yamledit import parse_path, read_values, replace_values
+from release.gitops.yamledit import read_values, replace_values
+from release.keypath import parse_path
 
 GOLDEN = Path(__file__).parent / "golden"
 DIGEST = "sha256:" + "b" * 64

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import SESSION_PORT_BASE, SESSION_STATE_DIR, Devstack, cannot_install_reason
+from standins import targets_with_context
 
 from release.devstack.cluster.credentials import read_credentials
 from release.devstack.cluster.hosts import NETNS_ETC, ClusterNet, link_exists, netns_exists
@@ -65,16 +66,7 @@ def cli(*args: str, timeout: float = 900.0, **env: str) -> subprocess.CompletedP
 
 def tiny_targets(folder: Path) -> Path:
     """A copy of the targets file whose targets build from the tiny stand-in context."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
-    for target in data["targets"].values():
-        target["context"] = TINY_CONTEXT
-    path = folder / "targets.yaml"
-    with path.open("w") as handle:
-        yaml.dump(data, handle)
-    return path
+    return targets_with_context(folder, TINY_CONTEXT)
 
 
 def release_on(runner: str, events: Path) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from ruamel.yaml import YAML
-from standins import HangingRegistry
+from standins import HangingRegistry, targets_with_context
 
 from release.adapters.registry import RegistryClient
 from release.build.cache import cache_scope
@@ -64,18 +64,6 @@ def release_env(stack: Devstack, tmp_path: Path, topology: Path | None = None, *
     )
     full.update(env)
     return full
-
-
-def targets_with_context(tmp_path: Path, context: str) -> Path:
-    """A copy of the targets file whose targets all build from `context`."""
-    yaml = YAML()
-    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
-    for target in data["targets"].values():
-        target["context"] = context
-    path = tmp_path / "targets.yaml"
-    with path.open("w") as handle:
-        yaml.dump(data, handle)
-    return path
 
 
 def tiny(tmp_path: Path) -> tuple[str, str]:
