@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -11,7 +10,7 @@ import re
 import shutil
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from release.devstack.install import (
 )
 from release.devstack.paths import StackPaths
 from release.errors import OperationError
+from release.fsutil import file_lock
 
 Log = Callable[[str], None]
 
@@ -270,16 +270,9 @@ def copy_build(build: BuildkitBinaries, folder: Path) -> BuildkitBinaries:
     return BuildkitBinaries(folder / "bin" / "buildkitd", folder / "bin" / "buildctl", build.version, marker)
 
 
-@contextlib.contextmanager
-def machine_lock(machine_cache: Path) -> Iterator[None]:
+def machine_lock(machine_cache: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the machine cache's lock, so two stacks or test sessions never build at the same time."""
-    machine_cache.mkdir(parents=True, exist_ok=True)
-    with (machine_cache / "buildkit.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(machine_cache / "buildkit.lock")
 
 
 def ensure_buildkit(cache_dir: Path, log: Log, machine_cache: Path = MACHINE_CACHE) -> BuildkitBinaries:

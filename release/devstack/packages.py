@@ -14,7 +14,6 @@ pool holding exactly the packages the images install on top of the base image.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ from release.devstack.install import APT_ENV, apt_install, archive_source, engin
 from release.devstack.nexusweb import APT_REPOSITORY, PYPI_REPOSITORY
 from release.devstack.paths import StackPaths
 from release.errors import ConfigError, OperationError
+from release.fsutil import file_lock
 
 Log = Callable[[str], None]
 
@@ -122,16 +122,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def locked(folder: Path) -> Iterator[None]:
+def locked(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on a folder (two stacks seeding at once fetch once)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(folder / ".lock")
 
 
 def fresh_dir(path: Path) -> Path:

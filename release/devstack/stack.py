@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from release.devstack.probes import http_request, port_listening, unix_http_get,
 from release.devstack.seed import catalog, ensure_mirrored, registry_answers, seed_base_image
 from release.devstack.status import ComponentStatus, StackStatus
 from release.errors import EngineError, OperationError, UsageError
+from release.fsutil import file_lock
 
 Log = Callable[[str], None]
 READY_TIMEOUT = 60.0
@@ -128,16 +128,9 @@ def link_if_changed(link: Path, target: str) -> bool:
     return True
 
 
-@contextmanager
-def state_lock(paths: StackPaths) -> Iterator[None]:
+def state_lock(paths: StackPaths) -> AbstractContextManager[None]:
     """Hold an exclusive lock on the state dir so two up/down runs do not interleave."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with (paths.root / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(paths.root / ".lock")
 
 
 def recorded_port_base(paths: StackPaths) -> int | None:
