@@ -94,6 +94,13 @@ class Settings(BaseModel):
         "cache host) before it is stopped (default 120); a step that keeps moving is never stopped.",
         commands=RELEASE,
     )
+    build_order: Literal["sequential", "parallel"] = _setting(
+        "sequential",
+        "`sequential` (default): targets build one after another; `parallel`: side by side. BuildKit can leave a "
+        "step out of one target's cache export, or miss it on import, when targets that share a stage build at "
+        "once (moby/buildkit#4674, docker/buildx#414): the next runner then rebuilds it.",
+        commands=RELEASE,
+    )
     progress: Literal["auto", "plain", "tty"] = _setting(
         "auto",
         "`auto` (default: tty at a terminal outside CI), `plain` or `tty`; `--progress`.",

@@ -71,9 +71,10 @@ class _Builds(threading.Thread):
         self.finished = threading.Event()
 
     def run(self) -> None:
-        """One thread per target; the results in the plan's order."""
+        """The targets one after another, or one thread each (`build_order`); the results in the plan's order."""
+        workers = len(self.plan.targets) if self.plan.build_order == "parallel" else 1
         try:
-            with ThreadPoolExecutor(max_workers=len(self.plan.targets), thread_name_prefix="build") as pool:
+            with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="build") as pool:
                 futures = [pool.submit(build_target, t, self.session, self.stopping) for t in self.plan.targets]
                 self.built = [future.result() for future in futures]
         except BaseException as err:  # a bug in a build: the main thread raises it
@@ -83,7 +84,7 @@ class _Builds(threading.Thread):
 
 
 def build_all(plan: ReleasePlan, session: BuildSession) -> tuple[list[Built], KeyboardInterrupt | None]:
-    """Build every target concurrently; (the builds, the interrupt that stopped them, if one did).
+    """Build every target in the plan's order; (the builds, the interrupt that stopped them, if one did).
 
     On Ctrl-C or SIGTERM the running builds are stopped, and those that ended by it are relabelled `interrupted`.
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from release.adapters.buildx import BuildRequest
 from release.build.cache import cache_probe_target, cache_refs
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from release.build.inputs import ReleaseInputs
     from release.targets import Target
     from release.topology.model import Scheme
+
+BuildOrder = Literal["sequential", "parallel"]
 
 DIGEST_PLACEHOLDER = "<digest of this build>"
 
@@ -51,6 +53,7 @@ class ReleasePlan:
     update_gitops: bool
     cache_probe: tuple[str, str] | None = None
     cache_scheme: Scheme = "https"
+    build_order: BuildOrder = "sequential"
     targets: tuple[TargetPlan, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +66,7 @@ class ReleasePlan:
             "cache_scheme": self.cache_scheme,
             "update_gitops": self.update_gitops,
             "cache_probe": "{}:{}".format(*self.cache_probe) if self.cache_probe else None,
+            "build_order": self.build_order,
             "targets": [t.to_dict() for t in self.targets],
         }
 
@@ -89,6 +93,7 @@ def make_plan(inputs: ReleaseInputs, workdir: Path) -> ReleasePlan:
         update_gitops=inputs.update_gitops,
         cache_probe=probe,
         cache_scheme=scheme,
+        build_order=inputs.loaded.settings.build_order,
         targets=tuple(_target_plan(inputs, target, workdir) for target in inputs.targets),
     )
 

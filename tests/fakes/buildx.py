@@ -45,6 +45,7 @@ class Attempt:
     after: str | None = None  # start only once this target's build has ended (orders concurrent builds)
     fail: str | None = None  # buildx's last words when the build fails (an EngineError)
     metadata: bool = True  # write the metadata file (buildx stopped early writes none)
+    hold: float = 0.0  # seconds the build stays under way after its progress (lets another build start meanwhile)
 
 
 def recording(name: str) -> list[str]:
@@ -72,6 +73,8 @@ class FakeBuildx:
     _left: dict[str, list[Attempt]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ended: dict[str, threading.Event] = field(default_factory=dict)
+    running: int = 0  # builds under way now
+    most_at_once: int = 0  # the most builds that were under way at the same time
 
     def _end(self, name: str) -> threading.Event:
         """Set when a build of `name` has ended (its result returned or raised)."""
@@ -89,9 +92,14 @@ class FakeBuildx:
         self, request: BuildRequest, on_line: Callable[[str], None], stalled: Callable[[], str | None] | None = None
     ) -> dict[str, Any]:
         """Play the target's next scripted attempt."""
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
         try:
             return self._play(request, on_line, stalled)
         finally:
+            with self._lock:
+                self.running -= 1
             self._end(request.name).set()
 
     def _play(
@@ -108,6 +116,7 @@ class FakeBuildx:
         for line in recording(attempt.recording) if attempt.recording else []:
             on_line(line)
         digest = self._push(request, number, on_line) if attempt.push else None
+        time.sleep(attempt.hold)
         if attempt.hang is not None:
             self._hang(request, attempt.hang, on_line, stalled)
         if attempt.interrupt is not None:

@@ -223,6 +223,23 @@ def test_a_transient_registry_error_is_built_once_more(world: World) -> None:
     assert set(image_refs(output.out.getvalue())) == {"api", "worker"}
 
 
+def test_targets_build_one_after_another_unless_the_build_order_is_parallel(world: World) -> None:
+    # The default order is sequential (BuildKit can drop a shared stage's step from a cache export when targets
+    # build at once); `parallel` runs them side by side: api waits for worker's build to end, so both are under way.
+    script = {"api": [Attempt("api-cold-miss.rawjson", hold=0.5)], "worker": [Attempt("api-cold-miss.rawjson")]}
+    engine = FakeBuildx(world.registry, script)
+    assert world.release(engine, Captured().streams) == 0
+    assert engine.most_at_once == 1 and [r.name for r in engine.requests] == ["api", "worker"]
+    script = {"api": [Attempt("api-cold-miss.rawjson", after="worker")], "worker": [Attempt("api-cold-miss.rawjson")]}
+    engine = FakeBuildx(world.registry, script)
+    output = Captured()
+    assert world.release(engine, output.streams, FRACTALOPS_BUILD_ORDER="parallel") == 0
+    assert engine.most_at_once == 2 and set(image_refs(output.out.getvalue())) == {"api", "worker"}
+    plan = Captured()
+    assert world.release(engine, plan.streams, ReleaseRequest(dry_run=True)) == 0
+    assert json.loads(plan.out.getvalue())["build_order"] == "sequential"
+
+
 def test_a_failed_build_is_not_retried_fails_its_target_and_leaves_the_other(world: World) -> None:
     # A build that fails for its own reasons is built once: exit 1, its error on one line, no preview, the other target printed.
     script = {
