@@ -167,7 +167,9 @@ def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) ->
 
     def stalled() -> str | None:
         """A cache step with no BuildKit status and no bytes to or from the cache host for the deadline."""
-        moved = traffic.moved_at() if watch.tracker.running_cache_steps() else None
+        quiet = watch.tracker.cache_quiet_s()
+        # Bytes are counted only once a cache step has gone quiet for a while: most finish long before that.
+        moved = traffic.moved_at() if quiet is not None and quiet >= _count_bytes_after(session.deadline_s) else None
         return watch.tracker.stalled_cache_step(session.deadline_s, moved)
 
     try:
@@ -183,6 +185,11 @@ def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) ->
     if not isinstance(digest, str):
         raise OperationError(f"{request.name}: buildx metadata has no containerimage.digest")
     return digest
+
+
+def _count_bytes_after(deadline_s: float) -> float:
+    """How long a cache step may be quiet before its bytes are counted: a second, or a quarter of a short deadline."""
+    return min(1.0, deadline_s / 4)
 
 
 def pushed_before_cut(request: BuildRequest, tracker: ProgressTracker, step: str, deadline: float) -> str:

@@ -234,6 +234,12 @@ class ProgressTracker:
             if v.is_cache_step and v.started and not v.completed and not v.error and v.progressed_at is not None
         ]
 
+    def cache_quiet_s(self) -> float | None:
+        """Seconds since the quietest running cache step last reported progress; None when none runs."""
+        now = time.monotonic()
+        quiet = [now - (v.progressed_at or now) for v in self.running_cache_steps()]
+        return max(quiet) if quiet else None
+
     def stalled_cache_step(self, deadline_s: float, bytes_moved_at: float | None = None) -> str | None:
         """The name of a running cache step that made no progress for more than `deadline_s` seconds, if any.
 

@@ -461,22 +461,28 @@ def test_dry_run_with_a_missing_values_key_is_a_config_error(devstack: Devstack,
 
 
 @pytest.mark.parametrize(
-    ("signum", "group", "code"),
-    [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143), (signal.SIGINT, None, 130)],
-    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-driver-alone", "ctrl-c-held-down"],
+    ("signum", "group", "code", "order"),
+    [
+        (signal.SIGINT, True, 130, "parallel"),
+        (signal.SIGTERM, False, 143, "parallel"),
+        (signal.SIGINT, None, 130, "parallel"),
+        (signal.SIGTERM, False, 143, "sequential"),
+    ],
+    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-driver-alone", "ctrl-c-held-down", "sigterm-sequential"],
 )
 def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130_or_143(
-    devstack: Devstack, tmp_path: Path, signum: int, group: bool | None, code: int
+    devstack: Devstack, tmp_path: Path, signum: int, group: bool | None, code: int, order: str
 ) -> None:
     # Ctrl-C (SIGINT to the foreground process group), SIGTERM to the driver alone (a cancelled CI job), or an
     # impatient Ctrl-C held down while the builds are being stopped, mid-build: exit 130/143, no image_ref, one
-    # 'interrupted' event per target, no build process left behind.
+    # 'interrupted' event per target (one that had not started yet too), no build process left behind.
     import threading
 
     from release.devstack.processes import pids_mentioning
 
     targets_file = targets_with_context(tmp_path, "tests/integration/slow")
-    env = release_env(devstack, tmp_path, FRACTALOPS_PROGRESS="plain")
+    env = release_env(devstack, tmp_path, FRACTALOPS_PROGRESS="plain", FRACTALOPS_BUILD_ORDER=order)
+    running = ("api", "worker") if order == "parallel" else ("api",)
     proc = subprocess.Popen(
         [str(RELEASE_SH), "--no-cache", "--targets-file", str(targets_file)],
         env=env,
@@ -493,7 +499,7 @@ def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130_or
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if all(any(f"{name}: a long step" in seen for seen in lines) for name in ("api", "worker")):
+            if all(any(f"{name}: a long step" in seen for seen in lines) for name in running):
                 both_running.set()
 
     reader = threading.Thread(target=read, daemon=True)
@@ -512,7 +518,8 @@ def test_interrupt_stops_the_builds_records_them_as_interrupted_and_exits_130_or
     assert proc.stdout.read() == ""
     assert any(line.startswith(("interrupted:", "terminated:")) for line in lines)
     recorded = {e["target"]: e for e in events(tmp_path)}
-    assert {name: e["result"] for name, e in recorded.items()} == {"api": "interrupted", "worker": "interrupted"}
+    results = {name: e["result"] for name, e in recorded.items()}
+    assert results == {"api": "interrupted", "worker": "interrupted"}, (recorded, "".join(lines[-20:]))
     assert not pids_mentioning(str(ROOT / "tests/integration/slow"))
 
 
