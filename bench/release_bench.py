@@ -31,6 +31,7 @@ PYTHON = ROOT / ".venv/bin/python" if (ROOT / ".venv/bin/python").exists() else 
 # ruamel.yaml) and the engine boundary (python-on-whales, which the build goes through).
 FLOOR_IMPORTS = "import click, pydantic, ruamel.yaml, python_on_whales"
 PLAIN_CAP_S = 120.0
+ORDERS = ("sequential", "parallel")  # the default build order first
 BENCH_STACK = Path(os.environ.get("BENCH_DEVSTACK_DIR", "/tmp/fractalops-bench-devstack"))
 BENCH_PORT_BASE = int(os.environ.get("BENCH_DEVSTACK_PORT_BASE", "35580"))
 
@@ -46,6 +47,9 @@ class Bench:
         self.env = {**os.environ, **stack.env, "PATH": f"{stack.path_prefix}:{os.environ['PATH']}"}
         for name in ("CI", "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
             self.env.pop(name, None)
+        # As a runner releases: Python keeps the compiled modules it wrote on the first run (a shell that forbids
+        # writing them would time compiling the whole package on every release instead).
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.update(
             {"FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE": "1", "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS": "0"}
         )
@@ -72,11 +76,14 @@ class Bench:
         """Drop the builder's local cache."""
         subprocess.run(["docker", "buildx", "prune", "-af"], env=self.env, check=True, capture_output=True)
 
-    def driver(self, topology: Path, *args: str) -> tuple[float, dict[str, Any]]:
-        """Time one release; return (seconds, --json document)."""
+    def driver(self, topology: Path, *args: str, release_sh: Path = RELEASE_SH) -> tuple[float, dict[str, Any]]:
+        """Time one release (of this checkout, or the one `release_sh` belongs to); return (seconds, --json document)."""
         env = {**self.env, "FRACTALOPS_TOPOLOGY": str(topology)}
+        if release_sh != RELEASE_SH:
+            env.pop("FRACTALOPS_BUILD_ORDER", None)  # an older checkout may not know it (it built side by side)
+            env["FRACTALOPS_REPO_ROOT"] = str(release_sh.parents[3])
         started = time.perf_counter()
-        proc = subprocess.run([str(RELEASE_SH), "--json", *args], env=env, capture_output=True, text=True, check=False)
+        proc = subprocess.run([str(release_sh), "--json", *args], env=env, capture_output=True, text=True, check=False)
         elapsed = time.perf_counter() - started
         if proc.returncode != 0:
             raise SystemExit(f"driver failed: {proc.stderr[-2000:]}")
@@ -140,41 +147,67 @@ def interpreter_seconds(code: str) -> float:
     return time.perf_counter() - started
 
 
-def bench_overhead(b: Bench) -> dict[str, Any]:
-    """1. A warm smoke release of both targets vs the same plain buildx commands; the same measured cold, for scale.
-
-    Beside it, the import floor: a bare interpreter loading the libraries a release needs before its first build.
-    """
-    topology = b.topology_for(cache_repo=f"bench-warm-{uuid.uuid4().hex[:6]}")
-    b.driver(topology)  # warm the builder and the registry cache
+def _warm(b: Bench, topology: Path, order: str, baseline: Path | None) -> dict[str, Any]:
+    """Warm releases in one build order, alternating with the same plain buildx commands (and a baseline checkout)."""
+    b.env["FRACTALOPS_BUILD_ORDER"] = order
     commands = b.plan_commands(topology)
-    driver, plain, floor, bare = [], [], [], []
+    driver, plain, floor, bare, before = [], [], [], [], []
     for _ in range(WARM_REPEATS):
         plain.append(b.plain(commands))
         driver.append(b.driver(topology)[0])
+        if baseline is not None:
+            before.append(b.driver(topology, release_sh=baseline)[0])
         floor.append(interpreter_seconds(FLOOR_IMPORTS))
         bare.append(interpreter_seconds("pass"))
+    ratio = median(driver) / median(plain)
+    result: dict[str, Any] = {
+        "build_order": order,
+        "repeats": WARM_REPEATS,
+        "driver_s": median(driver),
+        "plain_buildx_s": median(plain),
+        "ratio": round(ratio, 3),
+        "overhead_s": round(median(driver) - median(plain), 3),
+        "interpreter_s": median(bare),
+        "import_floor_s": median(floor),
+        "import_floor": FLOOR_IMPORTS,
+        "best_possible_ratio": round((median(plain) + median(floor)) / median(plain), 3),
+        "overhead_beyond_import_floor_s": round(median(driver) - median(plain) - median(floor), 3),
+    }
+    if before:
+        result["baseline"] = {
+            "checkout": str(baseline),
+            "driver_s": median(before),
+            "ratio": round(median(before) / median(plain), 3),
+            "overhead_s": round(median(before) - median(plain), 3),
+        }
+    return result
+
+
+def bench_overhead(b: Bench) -> dict[str, Any]:
+    """1. A warm smoke release of both targets vs the same plain buildx commands, in each build order; cold for scale.
+
+    Beside it, the import floor: a bare interpreter loading the libraries a release needs before its first build.
+    With BENCH_BASELINE_ROOT (another checkout, e.g. a `git worktree` of an older commit) its release.sh is timed in
+    the same loop, in the parallel order it always used, against the same plain commands.
+    """
+    baseline_root = os.environ.get("BENCH_BASELINE_ROOT")
+    baseline = Path(baseline_root) / RELEASE_SH.relative_to(ROOT) if baseline_root else None
+    topology = b.topology_for(cache_repo=f"bench-warm-{uuid.uuid4().hex[:6]}")
+    b.driver(topology)  # warm the builder and the registry cache
+    warm = {order: _warm(b, topology, order, baseline if order == "parallel" else None) for order in ORDERS}
+    b.env.pop("FRACTALOPS_BUILD_ORDER")
     cold_driver, cold_plain = [], []
     for _ in range(REPEATS):
         b.prune()
         cold_plain.append(b.plain(b.plan_commands(b.topology_for(cache_repo=f"bench-ocold-{uuid.uuid4().hex[:6]}"))))
         b.prune()
         cold_driver.append(b.driver(b.topology_for(cache_repo=f"bench-ocold-{uuid.uuid4().hex[:6]}"))[0])
-    ratio = median(driver) / median(plain)
+    ratio = warm[ORDERS[0]]["ratio"]
     return {
-        "warm": {
-            "repeats": WARM_REPEATS,
-            "driver_s": median(driver),
-            "plain_buildx_s": median(plain),
-            "ratio": round(ratio, 3),
-            "overhead_s": round(median(driver) - median(plain), 3),
-            "interpreter_s": median(bare),
-            "import_floor_s": median(floor),
-            "import_floor": FLOOR_IMPORTS,
-            "best_possible_ratio": round((median(plain) + median(floor)) / median(plain), 3),
-            "overhead_beyond_import_floor_s": round(median(driver) - median(plain) - median(floor), 3),
-        },
+        "warm": warm[ORDERS[0]],
+        "warm_parallel": warm["parallel"],
         "cold": {
+            "build_order": b.build_order,
             "driver_s": median(cold_driver),
             "plain_buildx_s": median(cold_plain),
             "ratio": round(median(cold_driver) / median(cold_plain), 3),
