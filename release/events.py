@@ -13,7 +13,7 @@ import statistics
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from http.client import HTTPMessage
 from pathlib import Path
@@ -248,6 +248,18 @@ def read_events(path: Path) -> EventLog:
             raise ConfigError(f"{where}: JSON nested too deeply to be a build event") from None
         events.append(check_event(line, where))
     return EventLog(events, torn)
+
+
+def unavailable_streak(events: Sequence[Mapping[str, Any]], target: str) -> int:
+    """How many of `target`'s latest builds in a row found the build cache unavailable (builds without it skipped)."""
+    count = 0
+    for event in reversed(events):
+        if event.get("target") != target or event.get("cache_import") == "disabled":
+            continue
+        if event.get("cache_import") != "unavailable":
+            break
+        count += 1
+    return count
 
 
 def _percentile(values: list[float], fraction: float) -> float:

@@ -40,3 +40,13 @@ def append_summary(path: Path, text: str) -> None:
     """Append Markdown to $GITHUB_STEP_SUMMARY."""
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def warning_annotation(title: str, message: str) -> str:
+    """A `::warning::` workflow command line, its title and message escaped as the Actions toolkit does."""
+
+    def data(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    prop = data(title).replace(":", "%3A").replace(",", "%2C")
+    return f"::warning title={prop}::{data(message)}"

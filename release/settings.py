@@ -101,6 +101,13 @@ class Settings(BaseModel):
         "once (moby/buildkit#4674, docker/buildx#414): the next runner then rebuilds it.",
         commands=RELEASE,
     )
+    cache_unavailable_warn_after: int = _setting(
+        3,
+        "a target whose build found the cache unavailable this many releases in a row (counted in the build events "
+        "file, so it must outlive the runner) gets a warning, a `::warning::` annotation in GitHub Actions and a "
+        "line in the step summary (default 3, at least 1).",
+        commands=RELEASE,
+    )
     progress: Literal["auto", "plain", "tty"] = _setting(
         "auto",
         "`auto` (default: tty at a terminal outside CI), `plain` or `tty`; `--progress`.",
@@ -178,6 +185,13 @@ class Settings(BaseModel):
     def _deadline(cls, value: float) -> float:
         if not (math.isfinite(value) and 0 < value <= 86400):
             raise ValueError("want seconds, more than 0 and at most 86400")
+        return value
+
+    @field_validator("cache_unavailable_warn_after")
+    @classmethod
+    def _streak(cls, value: int) -> int:
+        if not 1 <= value <= 10000:
+            raise ValueError("want a whole number from 1 to 10000")
         return value
 
     @field_validator("gitops_push_attempts")

@@ -13,7 +13,7 @@ from release.build.execute import BuildSession, build_all
 from release.build.inputs import ReleaseRequest, check, resolve
 from release.build.plan import make_plan
 from release.build.promotion import current_values, dry_run_document, promote_built, show_preview, start_preview
-from release.build.report import Streams, announce, publish, record_events
+from release.build.report import Streams, announce, cache_streaks, publish, record_events
 from release.settings import Loaded
 
 
@@ -40,6 +40,7 @@ def run_release(request: ReleaseRequest, loaded: Loaded, streams: Streams, engin
             with streams.live_board(loaded):
                 built, interrupt = build_all(plan, session)
             record_events(built, plan, inputs, builder, streams)
+            notes = cache_streaks([b.result for b in built], plan, inputs, streams)
             if interrupt is not None:
                 raise interrupt  # exit 130/143, once the builds are stopped and recorded
     results = [b.result for b in built]
@@ -47,4 +48,4 @@ def run_release(request: ReleaseRequest, loaded: Loaded, streams: Streams, engin
     promotion = promote_built(results, inputs, streams.say) if ok and plan.update_gitops else None
     if ok and preview is not None:
         show_preview(preview, results, inputs, streams.say)
-    return publish(results, inputs, builder, promotion, streams)
+    return publish(results, inputs, builder, promotion, streams, notes)

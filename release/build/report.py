@@ -87,8 +87,8 @@ def json_document(results: Sequence[TargetResult], extra: dict[str, Any]) -> str
     return json.dumps({**extra, "targets": [asdict(r) for r in results]}, indent=2, sort_keys=True) + "\n"
 
 
-def step_summary(results: Sequence[TargetResult], title: str) -> str:
-    """A Markdown table: target, image_ref, duration, cache outcome."""
+def step_summary(results: Sequence[TargetResult], title: str, notes: Sequence[str] = ()) -> str:
+    """A Markdown table: target, image_ref, duration, cache outcome; then a warning line per note."""
     rows = [f"### {title}", "", "| target | image_ref | duration | cache |", "| --- | --- | --- | --- |"]
     for r in results:
         ratio = "" if r.cache_hit_ratio is None else f", {r.cache_hit_ratio * 100:.0f}% steps cached"
@@ -96,7 +96,40 @@ def step_summary(results: Sequence[TargetResult], title: str) -> str:
         rows.append(
             f"| {r.target} | {ref} | {r.duration_s:.1f} s | import {r.cache_import}, export {r.cache_export}{ratio} |"
         )
+    rows += ["", *(f"> **Warning:** {note}" for note in notes)] if notes else []
     return "\n".join(rows) + "\n"
+
+
+def cache_streaks(
+    results: Sequence[TargetResult], plan: ReleasePlan, inputs: ReleaseInputs, streams: Streams
+) -> list[str]:
+    """A note per target whose build cache was unavailable in the last N releases in a row (this one included).
+
+    Said as a warning line, and in GitHub Actions as a `::warning::` annotation; never fails the release.
+    """
+    from release.errors import ReleaseError
+    from release.events import read_events, unavailable_streak
+
+    limit = inputs.loaded.settings.cache_unavailable_warn_after
+    if not any(r.cache_import == "unavailable" for r in results):
+        return []
+    try:
+        events = read_events(inputs.loaded.events_file).events
+    except ReleaseError as err:
+        streams.say(f"warning: cannot count releases without the build cache: {err}")
+        return []
+    streaks = {r.target: unavailable_streak(events, r.target) for r in results if r.cache_import == "unavailable"}
+    notes = [
+        f"{target}: the build cache at {plan.cache_registry} was unavailable in the last {streak} releases in a row "
+        f"(FRACTALOPS_CACHE_UNAVAILABLE_WARN_AFTER={limit}); each of them built cold"
+        for target, streak in streaks.items()
+        if streak >= limit
+    ]
+    for note in notes:
+        streams.say(f"warning: {note}")
+        if inputs.loaded.context.github_actions:
+            streams.say(github.warning_annotation("Build cache unavailable", note))
+    return notes
 
 
 def announce(plan: ReleasePlan, builder: str, cache: CacheCheck, say: Callable[[str], None]) -> None:
@@ -145,9 +178,14 @@ def record_events(
 
 
 def publish(
-    results: Sequence[TargetResult], inputs: ReleaseInputs, builder: str, promotion: Promotion | None, streams: Streams
+    results: Sequence[TargetResult],
+    inputs: ReleaseInputs,
+    builder: str,
+    promotion: Promotion | None,
+    streams: Streams,
+    notes: Sequence[str] = (),
 ) -> int:
-    """Print the image_refs (or the JSON document), append them to the GitHub files; the exit status."""
+    """Print the image_refs (or the JSON document), append them and the notes to the GitHub files; the exit status."""
     failed = any(r.result != "ok" for r in results)
     for r in results:
         if r.result != "ok":
@@ -161,7 +199,7 @@ def publish(
         github.append_image_refs(context.github_output, {r.target: r.image_ref for r in results if r.image_ref})
     if context.github_step_summary is not None:
         title = "FractalOps runtime release" + (" (promoted)" if inputs.update_gitops and not failed else " (smoke)")
-        github.append_summary(context.github_step_summary, step_summary(results, title))
+        github.append_summary(context.github_step_summary, step_summary(results, title, notes))
     if promotion is not None and promotion.exit_code:
         return promotion.exit_code
     return 1 if failed else 0

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from release.cli import main
 from release.errors import ConfigError
-from release.events import BuildEvent, append_events, post_events, read_events, summarize
+from release.events import BuildEvent, append_events, post_events, read_events, summarize, unavailable_streak
+from release.github import warning_annotation
 from release.urls import events_url
 
 
@@ -526,3 +527,20 @@ def test_sink_answer_is_escaped_in_the_warning() -> None:
         assert post_events([event()], events_url("URL", f"http://127.0.0.1:{port}/x"), warnings.append) is False
     assert len(warnings) == 1 and all(ch.isprintable() for ch in warnings[0]), repr(warnings)
     assert "\\x1b[2J\\r::error::pwned" in warnings[0]
+
+
+def test_the_unavailable_streak_counts_a_targets_latest_builds_and_skips_builds_without_the_cache() -> None:
+    # Newest last: worker's builds do not break api's streak, a build with the cache disabled neither counts nor
+    # breaks it, and the first build that reached the cache ends it.
+    outcomes = [("api", "hit"), ("api", "unavailable"), ("worker", "hit"), ("api", "disabled"), ("api", "unavailable")]
+    events = [{"target": t, "cache_import": c} for t, c in outcomes]
+    assert unavailable_streak(events, "api") == 2
+    assert unavailable_streak(events, "worker") == 0
+    assert unavailable_streak([*events, {"target": "api", "cache_import": "miss"}], "api") == 0
+
+
+def test_a_warning_annotation_escapes_its_title_and_message_as_the_actions_toolkit_does() -> None:
+    # Data: % CR LF; properties also : and , (a message cannot end the command or start a new one).
+    line = warning_annotation("Cache: down, again", "100% cold\n::error::not really")
+    assert line == "::warning title=Cache%3A down%2C again::100%25 cold%0A::error::not really"
+    assert "\n" not in line

@@ -240,6 +240,38 @@ def test_targets_build_one_after_another_unless_the_build_order_is_parallel(worl
     assert json.loads(plan.out.getvalue())["build_order"] == "sequential"
 
 
+def test_a_cache_unavailable_n_releases_in_a_row_is_said_loudly_and_a_hit_resets_the_count(
+    world: World, tmp_path: Path
+) -> None:
+    # The third release in a row that finds the cache unavailable warns, annotates (::warning::) and adds a line to
+    # the step summary, for each target; the first two say nothing of it, and a release with a hit starts over.
+    summary = tmp_path / "summary.md"
+    env = {
+        "FRACTALOPS_CACHE_UNAVAILABLE_WARN_AFTER": "3",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+
+    def release(recording: str) -> str:
+        engine = FakeBuildx(world.registry, {name: [Attempt(recording)] for name in ("api", "worker")})
+        output = Captured()
+        assert world.release(engine, output.streams, **env) == 0
+        return output.err.getvalue()
+
+    quiet = [release("api-cache-refused.rawjson") for _ in range(2)]
+    assert not [line for err in quiet for line in err.splitlines() if "releases in a row" in line]
+    loud = release("api-cache-refused.rawjson").splitlines()
+    warned = [line for line in loud if line.startswith("warning: ") and "in the last 3 releases in a row" in line]
+    assert [line.split(":")[1].strip() for line in warned] == ["api", "worker"]
+    annotations = [line for line in loud if line.startswith("::warning title=Build cache unavailable::")]
+    assert len(annotations) == 2 and "in the last 3 releases in a row" in annotations[0]
+    assert summary.read_text().count("> **Warning:** ") == 2
+    release("api-warm-hit.rawjson")
+    again = release("api-cache-refused.rawjson")
+    assert "releases in a row" not in again
+    assert summary.read_text().count("> **Warning:** ") == 2
+
+
 def test_a_failed_build_is_not_retried_fails_its_target_and_leaves_the_other(world: World) -> None:
     # A build that fails for its own reasons is built once: exit 1, its error on one line, no preview, the other target printed.
     script = {
