@@ -87,12 +87,18 @@ def json_document(results: Sequence[TargetResult], extra: dict[str, Any]) -> str
     return json.dumps({**extra, "targets": [asdict(r) for r in results]}, indent=2, sort_keys=True) + "\n"
 
 
+def _cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell and shows as typed (no pipes, lines, HTML or markup)."""
+    flat = " ".join(text.split())
+    return "".join("\\" + ch if ch in "\\`*_[]<>|#!~" else ch for ch in flat)
+
+
 def step_summary(results: Sequence[TargetResult], title: str, notes: Sequence[str] = ()) -> str:
     """A Markdown table: target, image_ref, duration, cache outcome; then a warning line per note."""
     rows = [f"### {title}", "", "| target | image_ref | duration | cache |", "| --- | --- | --- | --- |"]
     for r in results:
         ratio = "" if r.cache_hit_ratio is None else f", {r.cache_hit_ratio * 100:.0f}% steps cached"
-        ref = f"`{r.image_ref}`" if r.image_ref else f"failed: {r.error or 'unknown error'}"
+        ref = f"`{r.image_ref}`" if r.image_ref else f"failed: {_cell(r.error or 'unknown error')}"
         rows.append(
             f"| {r.target} | {ref} | {r.duration_s:.1f} s | import {r.cache_import}, export {r.cache_export}{ratio} |"
         )

@@ -22,7 +22,7 @@ from release.build.cache import classify
 from release.build.inputs import ReleaseRequest
 from release.build.pipeline import run_release
 from release.build.progress import ProgressTracker
-from release.build.report import Streams
+from release.build.report import Streams, TargetResult, step_summary
 from release.errors import ConfigError, Terminated
 from release.gitops.yamledit import read_values, replace_values
 from release.settings import load
@@ -417,3 +417,11 @@ def test_the_targets_file_names_the_stage_and_refuses_the_old_key(tmp_path: Path
     ):
         load_targets(old)
     assert YAML(typ="safe").load(text)["targets"]["api"]["stage"] == "api"
+
+
+def test_a_failed_targets_error_stays_in_its_step_summary_cell() -> None:
+    # buildx's last words can hold pipes, new lines and markup: the summary row keeps its four cells, shown as typed.
+    failed = TargetResult("api", None, 1.0, "failed", "ERROR: a | b\n<b>x</b> `y`", "miss", "skipped", None)
+    (row,) = [line for line in step_summary([failed], "t").splitlines() if line.startswith("| api |")]
+    assert row.replace("\\|", "").count("|") == 5
+    assert "failed: ERROR: a \\| b \\<b\\>x\\</b\\> \\`y\\`" in row

@@ -1,0 +1,326 @@
+"""Benchmarks in the cluster shape: runners, the shared builder and Nexus by its service name, on the real images.
+
+Run: `.venv/bin/python bench/cluster_bench.py [section ...]` (root; brings the cluster shape up and takes it down).
+Results: bench/results/cluster.json. Every release and plain buildx command runs on a runner through
+`devstack exec`, so both pay the same few hundred milliseconds of `exec` start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench/results/cluster.json"
+RELEASE_SH = "./ops/containers/fractalops/release.sh"
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+STATE = Path(os.environ.get("BENCH_CLUSTER_DIR", "/tmp/fractalops-bench-cluster"))
+PORT_BASE = int(os.environ.get("BENCH_CLUSTER_PORT_BASE", "35680"))
+CONTEXT = os.environ.get("BENCH_CONTEXT", "ops/containers/fractalops")  # the real api and worker images
+PYTHON = ROOT / ".venv/bin/python" if (ROOT / ".venv/bin/python").exists() else Path(sys.executable)
+RUNNERS = ("runner-1", "runner-2")
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+class Cluster:
+    """The cluster shape of the bench's own state folder, and helpers to run things on its hosts."""
+
+    def __init__(self) -> None:
+        """Bring the shape up; releases build `CONTEXT` through a targets file of the bench's own."""
+        from release.devstack.cluster.hosts import ClusterNet
+
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"CI", "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "PYTHONDONTWRITEBYTECODE"}
+        }
+        self.env.update({"FRACTALOPS_DEVSTACK_DIR": str(STATE), "FRACTALOPS_DEVSTACK_PORT_BASE": str(PORT_BASE)})
+        self.net = ClusterNet(PORT_BASE)
+        self.work = STATE.parent / f"{STATE.name}-work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.targets = self._targets_file()
+        self.cli("devstack", "up", "--shape", "cluster", timeout=3600)
+
+    def _targets_file(self) -> Path:
+        """The targets file with every target building from `CONTEXT`."""
+        from ruamel.yaml import YAML
+
+        yaml = YAML()
+        data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+        for target in data["targets"].values():
+            target["context"] = CONTEXT
+        path = self.work / "targets.yaml"
+        with path.open("w") as handle:
+            yaml.dump(data, handle)
+        return path
+
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 1800, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """`fractalops-release ARGS` from the checkout (with `env` over the bench's environment)."""
+        proc = subprocess.run(
+            [str(PYTHON), "-m", "release", *args],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args[:4])}: exit {proc.returncode}: {proc.stderr[-3000:]}")
+        return proc
+
+    def on(self, host: str, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command on a host of the shape (with `env` over the bench's environment)."""
+        return self.cli("devstack", "exec", "--host", host, "--", *command, env=env)
+
+    def prune(self, runner: str, builder: str | None = None) -> None:
+        """Empty a runner's builder (a fresh runner)."""
+        self.on(runner, "docker", "buildx", "prune", "-af", *(["--builder", builder] if builder else []))
+
+    def release_env(self, scope: str, events: Path, builder: str | None = None) -> dict[str, str]:
+        """A smoke release's settings: this bench's targets, its own cache scope and events file."""
+        env = {
+            "FRACTALOPS_TARGETS": str(self.targets),
+            "FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE": "1",
+            "FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS": "0",
+            "FRACTALOPS_CACHE_BRANCH": scope,
+            "FRACTALOPS_BUILD_EVENTS_FILE": str(events),
+        }
+        return {**env, "FRACTALOPS_BUILDER": builder} if builder else env
+
+    def release(self, runner: str, scope: str, builder: str | None = None) -> tuple[float, dict[str, Any]]:
+        """Time a smoke release on a runner; (seconds, its --json document)."""
+        events = self.work / f"{runner}-{uuid.uuid4().hex[:6]}.jsonl"
+        started = time.perf_counter()
+        proc = self.on(runner, RELEASE_SH, "--json", env=self.release_env(scope, events, builder))
+        return time.perf_counter() - started, json.loads(proc.stdout)
+
+    def plain_commands(self, runner: str, scope: str, builder: str | None = None) -> list[list[str]]:
+        """The plain buildx commands the release would run on that runner (its dry-run plan)."""
+        events = self.work / "dry-run.jsonl"
+        proc = self.on(runner, RELEASE_SH, "--dry-run", env=self.release_env(scope, events, builder))
+        plan = json.loads(proc.stdout)
+        commands = []
+        for target in plan["targets"]:
+            argv = [a.replace("--progress=rawjson", "--progress=plain") for a in target["command"]]
+            argv[argv.index("--metadata-file") + 1] = f"/tmp/fractalops-bench-{target['name']}.metadata.json"
+            commands.append(argv)
+        return commands
+
+    def plain(self, runner: str, commands: list[list[str]]) -> float:
+        """Time the plain buildx commands on a runner, one after another (the driver's default order)."""
+        started = time.perf_counter()
+        for argv in commands:
+            self.on(runner, *argv)
+        return time.perf_counter() - started
+
+    def link_bytes(self, host: str) -> int:
+        """Bytes both ways so far over a host's link (the hub's end of it)."""
+        shown = subprocess.run(
+            ["ip", "-n", self.net.hub, "-s", "-j", "link", "show", self.net.host(host).hub_link],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        stats = json.loads(shown.stdout)[0]["stats64"]
+        return int(stats["rx"]["bytes"]) + int(stats["tx"]["bytes"])
+
+    def image_bytes(self, image_refs: list[str]) -> int:
+        """Compressed layer bytes of the released images, as the hosted connector stores them."""
+        import base64
+        import urllib.request
+
+        from release.devstack.cluster.credentials import read_credentials
+        from release.devstack.cluster.paths import ClusterPaths
+        from release.devstack.paths import StackPaths
+        from release.imageref import parse_pinned_ref
+
+        credentials = read_credentials(ClusterPaths(StackPaths(STATE)).secrets)
+        assert credentials is not None
+        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
+        accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
+        hosted = f"http://{self.net.host('nexus').address}:8082"
+
+        def manifest(path: str, reference: str) -> dict[str, Any]:
+            request = urllib.request.Request(
+                f"{hosted}/v2/{path}/manifests/{reference}",
+                headers={"Accept": accept, "Authorization": f"Basic {token}"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return dict(json.loads(reply.read()))
+
+        total = 0
+        for ref in image_refs:
+            pinned = parse_pinned_ref(ref)
+            found = manifest(pinned.path, pinned.digest or "")
+            if "manifests" in found:  # an index: the image, not its attestation
+                kinds = [
+                    m for m in found["manifests"] if m.get("annotations", {}).get("vnd.docker.reference.type") is None
+                ]
+                found = manifest(pinned.path, kinds[0]["digest"])
+            total += sum(int(layer["size"]) for layer in found["layers"])
+        return total
+
+
+def hit_ratios(document: dict[str, Any]) -> list[float | None]:
+    """Each target's cache hit ratio in a --json document."""
+    return [t["cache_hit_ratio"] for t in document["targets"]]
+
+
+def refs(document: dict[str, Any]) -> list[str]:
+    """The image refs of a --json document."""
+    return [t["image_ref"] for t in document["targets"] if t["image_ref"]]
+
+
+def bench_fresh_runner(c: Cluster) -> dict[str, Any]:
+    """A fresh runner (empty builder) warm from the registry cache alone vs cold; plain buildx beside each."""
+    cold, warm, plain_cold, plain_warm, ratios = [], [], [], [], []
+    for _ in range(REPEATS):
+        scope = f"bench-{uuid.uuid4().hex[:6]}"
+        c.prune("runner-1")
+        cold.append(c.release("runner-1", scope)[0])
+        c.prune("runner-2")
+        seconds, document = c.release("runner-2", scope)
+        warm.append(seconds)
+        ratios += hit_ratios(document)
+        plain_scope = f"bench-{uuid.uuid4().hex[:6]}"
+        c.prune("runner-1")
+        plain_cold.append(c.plain("runner-1", c.plain_commands("runner-1", plain_scope)))
+        c.prune("runner-2")
+        plain_warm.append(c.plain("runner-2", c.plain_commands("runner-2", plain_scope)))
+    ratio = median(warm) / median(cold)
+    return {
+        "cold_s": median(cold),
+        "warm_from_registry_s": median(warm),
+        "ratio": round(ratio, 3),
+        "hit_ratios": ratios,
+        "plain_buildx_cold_s": median(plain_cold),
+        "plain_buildx_warm_from_registry_s": median(plain_warm),
+        "driver_vs_plain_cold": round(median(cold) / median(plain_cold), 3),
+        "driver_vs_plain_warm": round(median(warm) / median(plain_warm), 3),
+        "target": "<= 0.25 and every step CACHED",
+        "ok": ratio <= 0.25 and all(r == 1.0 for r in ratios),
+    }
+
+
+def bench_two_runners(c: Cluster) -> dict[str, Any]:
+    """Both runners, builders emptied, release at once into one cache that runner-1 filled: both succeed and hit."""
+    scope = f"bench-{uuid.uuid4().hex[:6]}"
+    c.prune("runner-1")
+    alone = c.release("runner-1", scope)[0]
+    for runner in RUNNERS:
+        c.prune(runner)
+    results: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def run(runner: str) -> None:
+        results[runner] = c.release(runner, scope)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in RUNNERS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ratios = {r: hit_ratios(results[r][1]) for r in RUNNERS if r in results}
+    ok = set(results) == set(RUNNERS) and all(x is not None and x >= 0.9 for v in ratios.values() for x in v)
+    return {
+        "cold_s": round(alone, 3),
+        "at_once_s": {r: round(results[r][0], 3) for r in results},
+        "hit_ratios": ratios,
+        "target": "both succeed, both hit (>= 0.9)",
+        "ok": ok,
+    }
+
+
+def bench_shared_builder(c: Cluster) -> dict[str, Any]:
+    """runner-2 through the shared builder after runner-1 used it, vs runner-2 warm from the registry cache alone."""
+    shared, registry, ratios = [], [], []
+    for _ in range(REPEATS):
+        scope = f"bench-{uuid.uuid4().hex[:6]}"
+        c.release("runner-1", scope, builder="shared")
+        seconds, document = c.release("runner-2", scope, builder="shared")
+        shared.append(seconds)
+        ratios += hit_ratios(document)
+        c.prune("runner-2")
+        registry.append(c.release("runner-2", scope)[0])
+    ratio = median(shared) / median(registry)
+    return {
+        "shared_builder_s": median(shared),
+        "warm_from_registry_s": median(registry),
+        "ratio": round(ratio, 3),
+        "hit_ratios": ratios,
+        "target": "<= 1.0",
+        "ok": ratio <= 1.0,
+    }
+
+
+def bench_bytes(c: Cluster) -> dict[str, Any]:
+    """Bytes over runner-2's link for a no-change release: its own engine (docker driver, emptied) vs the shared one."""
+    scope = f"bench-{uuid.uuid4().hex[:6]}"
+    _, document = c.release("runner-1", scope)
+    c.release("runner-1", scope, builder="shared")
+    image = c.image_bytes(refs(document))
+    moved: dict[str, Any] = {}
+    for name, builder in (("docker_driver_fresh", None), ("shared_buildkitd", "shared")):
+        if builder is None:
+            c.prune("runner-2")
+        before = c.link_bytes("runner-2")
+        seconds, done = c.release("runner-2", scope, builder=builder)
+        count = c.link_bytes("runner-2") - before
+        moved[name] = {
+            "bytes": count,
+            "percent_of_image": round(100 * count / image, 2),
+            "seconds": round(seconds, 3),
+            "hit_ratios": hit_ratios(done),
+        }
+    return {
+        "image_bytes": image,
+        **moved,
+        "target": "<= 1 % of the image's bytes with the recommended builder (shared buildkitd)",
+        "ok": moved["shared_buildkitd"]["percent_of_image"] <= 1.0,
+    }
+
+
+def main() -> None:
+    """Run the sections named on the command line (default: all), write the results file, take the shape down."""
+    benches: dict[str, Callable[[Cluster], dict[str, Any]]] = {
+        "fresh_runner": bench_fresh_runner,
+        "two_runners": bench_two_runners,
+        "shared_builder": bench_shared_builder,
+        "bytes_moved": bench_bytes,
+    }
+    only = set(sys.argv[1:])
+    c = Cluster()
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if only and RESULTS.exists() else {}
+    results.update(
+        {"repeats": REPEATS, "context": CONTEXT, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    )
+    try:
+        for name, func in benches.items():
+            if only and name not in only:
+                continue
+            print(f"== {name}", file=sys.stderr)
+            results[name] = func(c)
+            print(json.dumps(results[name], indent=2), file=sys.stderr)
+            RESULTS.parent.mkdir(exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        c.cli("devstack", "down", "--shape", "cluster", check=False)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
