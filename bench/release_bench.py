@@ -322,6 +322,145 @@ def bench_degraded(b: Bench) -> dict[str, Any]:
     return out
 
 
+CONTEXTS = ROOT / "bench/.contexts"  # generated build contexts (ignored by git)
+SIZES_MB = (0, 130, 430)  # random bytes added to the dependency layers: images of about 70, 200 and 500 MB
+
+
+def generated_context(b: Bench, name: str, pad_mb: int = 0) -> tuple[Path, Path]:
+    """A copy of the real images' context under bench/.contexts, `pad_mb` of incompressible bytes added to the
+    dependency layers; (the context, a targets file building both targets from it)."""
+    import shutil
+
+    from ruamel.yaml import YAML
+
+    context = CONTEXTS / name
+    shutil.rmtree(context, ignore_errors=True)
+    shutil.copytree(ROOT / "ops/containers/fractalops", context, ignore=shutil.ignore_patterns("__pycache__"))
+    if pad_mb:
+        dockerfile = context / "Dockerfile"
+        marker = "ENV PATH=/opt/venv/bin:$PATH"
+        pad = f"RUN head -c {pad_mb}M /dev/urandom > /opt/dependency-padding\n"
+        dockerfile.write_text(dockerfile.read_text().replace(marker, pad + marker, 1))
+    yaml = YAML()
+    data = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
+    for target in data["targets"].values():
+        target["context"] = str(context.relative_to(ROOT))
+    targets = b.workdir / f"targets-{name}.yaml"
+    with targets.open("w") as handle:
+        yaml.dump(data, handle)
+    return context, targets
+
+
+def compressed_bytes(document: dict[str, Any], b: Bench) -> int:
+    """Layer bytes of the released images as the hosted registry stores them (the image, not its attestation)."""
+    import urllib.request
+
+    from release.imageref import parse_pinned_ref
+
+    accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
+
+    def get(path: str, reference: str) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://{b.hosted}/v2/{path}/manifests/{reference}", headers={"Accept": accept}
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return dict(json.loads(reply.read()))
+
+    total = 0
+    for target in document["targets"]:
+        ref = parse_pinned_ref(target["image_ref"])
+        found = get(ref.path, ref.digest or "")
+        if "manifests" in found:
+            images = [
+                m for m in found["manifests"] if m.get("annotations", {}).get("vnd.docker.reference.type") is None
+            ]
+            found = get(ref.path, images[0]["digest"])
+        total += sum(int(layer["size"]) for layer in found["layers"])
+    return total
+
+
+def _cold_then_code_change(b: Bench, context: Path, driver: bool) -> tuple[float, float, list[float]]:
+    """Cold into a new cache, then a code-only change on an emptied builder; (cold s, change s, hit ratios)."""
+    topology = b.topology_for(cache_repo=f"bench-code-{uuid.uuid4().hex[:6]}")
+    module = context / "app/fractalops/__init__.py"
+    original = module.read_text()
+
+    def once() -> tuple[float, list[float]]:
+        b.prune()
+        if not driver:
+            return b.plain(b.plan_commands(topology)), []
+        seconds, document = b.driver(topology)
+        return seconds, [t["cache_hit_ratio"] for t in document["targets"]]
+
+    try:
+        cold, _ = once()
+        module.write_text(original + f"\nCHANGE = {uuid.uuid4().hex!r}  # a code-only change\n")
+        change, ratios = once()
+    finally:
+        module.write_text(original)
+    return cold, change, ratios
+
+
+def bench_code_change(b: Bench) -> dict[str, Any]:
+    """5. A code-only change on a fresh builder (registry cache alone) vs cold, driver and plain buildx."""
+    cold: list[float] = []
+    change: list[float] = []
+    plain_cold: list[float] = []
+    plain_change: list[float] = []
+    ratios: list[float] = []
+    for n in range(REPEATS):
+        context, targets = generated_context(b, f"code-change-{n}")
+        b.env["FRACTALOPS_TARGETS"] = str(targets)
+        seconds, changed, hits = _cold_then_code_change(b, context, driver=True)
+        cold.append(seconds)
+        change.append(changed)
+        ratios += hits
+        seconds, changed, _ = _cold_then_code_change(b, context, driver=False)
+        plain_cold.append(seconds)
+        plain_change.append(changed)
+    b.env.pop("FRACTALOPS_TARGETS")
+    ratio = median(change) / median(cold)
+    return {
+        "cold_s": median(cold),
+        "code_change_fresh_builder_s": median(change),
+        "ratio": round(ratio, 3),
+        "hit_ratios": ratios,
+        "plain_buildx_cold_s": median(plain_cold),
+        "plain_buildx_code_change_s": median(plain_change),
+        "plain_ratio": round(median(plain_change) / median(plain_cold), 3),
+        "target": "<= 0.35",
+        "ok": ratio <= 0.35,
+    }
+
+
+def bench_sizes(b: Bench) -> dict[str, Any]:
+    """6. How the warm release grows with the dependency layers' size: driver vs plain buildx at each size."""
+    rows = []
+    for pad in SIZES_MB:
+        _, targets = generated_context(b, f"size-{pad}")
+        b.env["FRACTALOPS_TARGETS"] = str(targets)
+        topology = b.topology_for(cache_repo=f"bench-size-{uuid.uuid4().hex[:6]}")
+        b.prune()
+        cold, document = b.driver(topology)
+        commands = b.plan_commands(topology)
+        driver, plain = [], []
+        for _ in range(REPEATS):
+            plain.append(b.plain(commands))
+            driver.append(b.driver(topology)[0])
+        rows.append(
+            {
+                "padding_mb": pad,
+                "image_mb": round(compressed_bytes(document, b) / 2**20, 1),
+                "cold_s": round(cold, 3),
+                "warm_driver_s": median(driver),
+                "warm_plain_buildx_s": median(plain),
+                "warm_ratio": round(median(driver) / median(plain), 3),
+            }
+        )
+    b.env.pop("FRACTALOPS_TARGETS")
+    return {"both_images": rows}
+
+
 def main() -> None:
     """Run every benchmark and write the results file."""
     b = Bench()
@@ -330,6 +469,8 @@ def main() -> None:
         "concurrency": bench_concurrency,
         "registry_cache_warm": bench_registry_warm,
         "degraded_cache": bench_degraded,
+        "code_change": bench_code_change,
+        "image_size": bench_sizes,
     }
     only = set(sys.argv[1:])
     # Running a subset (names on the command line) updates those sections and keeps the others.
