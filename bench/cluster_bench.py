@@ -294,6 +294,27 @@ def bench_bytes(c: Cluster) -> dict[str, Any]:
     }
 
 
+def bench_shaped_link(c: Cluster) -> dict[str, Any]:
+    """runner-2's link at 5 MB/s: a cold release into a new cache exports over it and succeeds, however long."""
+    rate = os.environ.get("BENCH_LINK_RATE", "5mbps")
+    scope = f"bench-{uuid.uuid4().hex[:6]}"
+    c.prune("runner-2")
+    c.cli("devstack", "link", "--host", "runner-2", "--rate", rate)
+    try:
+        seconds, document = c.release("runner-2", scope)
+    finally:
+        c.cli("devstack", "link", "--host", "runner-2", "--clear", check=False)
+    exports = [t["cache_export"] for t in document["targets"]]
+    return {
+        "rate": rate,
+        "cold_release_s": round(seconds, 3),
+        "cache_exports": exports,
+        "image_bytes": c.image_bytes(refs(document)),
+        "target": "the release succeeds with its cache export",
+        "ok": exports == ["ok"] * len(exports),
+    }
+
+
 def main() -> None:
     """Run the sections named on the command line (default: all), write the results file, take the shape down."""
     benches: dict[str, Callable[[Cluster], dict[str, Any]]] = {
@@ -301,6 +322,7 @@ def main() -> None:
         "two_runners": bench_two_runners,
         "shared_builder": bench_shared_builder,
         "bytes_moved": bench_bytes,
+        "shaped_link": bench_shaped_link,
     }
     only = set(sys.argv[1:])
     c = Cluster()
