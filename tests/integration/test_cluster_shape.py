@@ -205,7 +205,7 @@ def test_both_image_refs_resolve_in_the_hosted_connector_and_pass_the_smoke_chec
     started = time.monotonic()
     smoked = cli(
         "devstack", "exec", "--host", "runner-1", "--",
-        sys.executable, "-m", "release", "devstack", "smoke", f"api={by_role['api']}", f"worker={by_role['worker']}",
+        "python", "-m", "release", "devstack", "smoke", f"api={by_role['api']}", f"worker={by_role['worker']}",
     )  # fmt: skip
     print(f"smoke on runner-1: {time.monotonic() - started:.1f} s", file=sys.stderr)
     assert smoked.returncode == 0, smoked.stdout + smoked.stderr[-3000:]

@@ -26,7 +26,7 @@ from release.devstack.cluster.credentials import (
     htpasswd_matches,
     write_htpasswd,
 )
-from release.devstack.cluster.execute import command_env
+from release.devstack.cluster.execute import command_env, host_env
 from release.devstack.cluster.hosts import HOST_NAMES, ClusterNet, render_hosts_file, restore_cgroups_script
 from release.devstack.cluster.links import (
     LinkShape,
@@ -40,6 +40,7 @@ from release.devstack.cluster.links import (
 )
 from release.devstack.cluster.nexus import connectors, registry_config
 from release.devstack.cluster.oci import gunzipped_sha256, gzip_layer_image, layer_tar, one_layer_image, sha256
+from release.devstack.cluster.paths import ClusterPaths
 from release.devstack.cluster.runners import daemon_config
 from release.devstack.cluster.topology import (
     BUILDER_NAME,
@@ -48,6 +49,7 @@ from release.devstack.cluster.topology import (
     production_topology,
     render_cluster_topology,
 )
+from release.devstack.install import Binaries
 from release.devstack.paths import StackPaths
 from release.errors import UsageError
 from release.topology.load import load_topology
@@ -335,6 +337,18 @@ def test_exec_environment_is_the_hosts_over_the_callers() -> None:
     assert env["FRACTALOPS_BUILD_EVENTS_FILE"] == "/mine.jsonl"
     assert env["HOME"] == "/root"
     assert "DOCKER_HOST" not in command_env({"PATH": "/bin"}, caller)
+
+
+def test_a_hosts_path_finds_the_engines_client_first_then_the_toolkits_interpreter(tmp_path: Path) -> None:
+    # `devstack exec -- python -m release devstack smoke …` runs the toolkit that made the shape, with the runner's docker.
+    import os
+    import sys
+
+    paths = ClusterPaths(StackPaths(tmp_path))
+    binaries = Binaries("dockerd", "docker", "buildx", "containerd", "registry", "busybox", "/usr/sbin:/usr/bin")
+    folders = host_env(paths, "runner-1", binaries)["PATH"].split(":")
+    assert folders[:2] == [str(paths.bin_dir), os.path.dirname(sys.executable)]
+    assert folders[2:] == ["/usr/sbin", "/usr/bin"]
 
 
 def test_cli_up_offers_the_two_shapes_and_local_stays_the_default() -> None:
