@@ -30,6 +30,8 @@ BASE_PACKAGES = (
     "busybox-static",
     "ca-certificates",
 )
+# What only the cluster shape runs: its DNS server (dnsmasq without a system service), installed by `up --shape cluster`.
+CLUSTER_PACKAGES = ("dnsmasq-base",)
 # The engine, client and buildx; too old or missing on Debian 12, so taken from Debian 13 there.
 ENGINE_PACKAGES = ("docker.io", "docker-cli", "docker-buildx")
 # Suites whose own engine is too old, mapped to the suite the engine comes from. Never sid: it moves.

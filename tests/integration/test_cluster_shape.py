@@ -1,8 +1,10 @@
 """The devstack's cluster shape end to end: hosts in namespaces, Nexus connectors with credentials, two runners.
 
 `devstack up --shape cluster` once for the module (its own subnet and namespaces, from the tests' port base); the
-smoke release runs on runner-1, then on runner-2 (a fresh engine with an empty builder), which must build from
-the cache runner-1 exported to the hosted connector. The last tests take the shape down and check nothing is left
+smoke release of the real images (ops/containers/fractalops: debian:trixie-slim through the group connector, Debian
+and Python packages from the nexus host's web port, resolved by the cluster DNS) runs on runner-1, then on runner-2
+(a fresh engine with an empty builder), which must build from the cache runner-1 exported to the hosted connector;
+the released images pass the smoke check. The last tests take the shape down and check nothing is left
 (`down --shape cluster`: the loopback stack of the session, in the same state dir, keeps running).
 """
 
@@ -21,8 +23,8 @@ from typing import Any
 
 import pytest
 from conftest import SESSION_PORT_BASE, SESSION_STATE_DIR, Devstack, cannot_install_reason
-from standins import targets_with_context
 
+from release.devstack.cluster import dns
 from release.devstack.cluster.credentials import read_credentials
 from release.devstack.cluster.hosts import NETNS_ETC, ClusterNet, link_exists, netns_exists
 from release.devstack.cluster.oci import PlainRegistry, sha256
@@ -35,9 +37,6 @@ pytestmark = [pytest.mark.devstack, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 NET = ClusterNet(SESSION_PORT_BASE)
 PATHS = ClusterPaths(StackPaths(SESSION_STATE_DIR))
-# The cluster shape does not serve the real images' base image and packages yet: its releases build the tiny
-# stand-in context (busybox, seeded into the shape's upstream) through the same targets file, cache and connectors.
-TINY_CONTEXT = "tests/integration/tiny"
 SCOPE = f"itest-{uuid.uuid4().hex[:8]}"  # this run's cache tags: runner-2's hits can only come from runner-1's export
 
 
@@ -64,16 +63,10 @@ def cli(*args: str, timeout: float = 900.0, **env: str) -> subprocess.CompletedP
     )
 
 
-def tiny_targets(folder: Path) -> Path:
-    """A copy of the targets file whose targets build from the tiny stand-in context."""
-    return targets_with_context(folder, TINY_CONTEXT)
-
-
 def release_on(runner: str, events: Path) -> subprocess.CompletedProcess[str]:
     """The smoke release through `devstack exec` on a runner, its events in a file of the test's own."""
     return cli(
         "devstack", "exec", "--host", runner, "--", "./ops/containers/fractalops/release.sh",
-        FRACTALOPS_TARGETS=str(tiny_targets(events.parent)),
         FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE="1",
         FRACTALOPS_RUNTIME_RELEASE_UPDATE_GITOPS="0",
         FRACTALOPS_CACHE_BRANCH=SCOPE,
@@ -129,6 +122,8 @@ def releases(cluster: None, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         print(f"release on {runner}: {time.monotonic() - started:.1f} s", file=sys.stderr)
         assert result.returncode == 0, f"{runner}: {result.stderr[-3000:]}"
         done[runner] = {"result": result, "events": events_of(folder / f"{runner}.jsonl")}
+        ratios = {t: e["cache_hit_ratio"] for t, e in done[runner]["events"].items()}
+        print(f"{runner} cache hit ratios: {ratios}", file=sys.stderr)
     return done
 
 
@@ -192,43 +187,70 @@ def test_runner_2_builds_both_targets_from_the_cache_runner_1_exported_to_nexus(
     assert "build cache unavailable" not in first["result"].stderr + second["result"].stderr
 
 
-def test_both_image_refs_resolve_in_the_hosted_connector_and_run_on_a_runner(releases: dict[str, Any]) -> None:
-    # Each image_ref runner-2 printed is served by the hosted connector and runs on runner-2's engine.
+def test_both_image_refs_resolve_in_the_hosted_connector_and_pass_the_smoke_check(releases: dict[str, Any]) -> None:
+    # Each image_ref runner-2 printed is served by the hosted connector; on runner-1 (which pulls them by digest)
+    # the api answers HTTP on its port and the worker runs its job loop.
     refs = [line.removeprefix("image_ref=") for line in releases["runner-2"]["result"].stdout.splitlines()]
     assert len(refs) == 2
     credentials = read_credentials(PATHS.secrets)
     assert credentials is not None
     hosted = PlainRegistry(f"{NET.host('nexus').address}:8082", credentials.username, credentials.password)
+    by_role = {}
     for ref in refs:
         pinned = parse_pinned_ref(ref)
         assert pinned.registry == "nexus.nexus.svc:8082"
         assert hosted.manifest_digest(pinned.path, pinned.digest or "") == pinned.digest
-        ran = cli(
-            "devstack",
-            "exec",
-            "--host",
-            "runner-2",
-            "--",
-            "sh",
-            "-c",
-            f"docker pull -q {ref} >/dev/null && docker run --rm {ref}",
-        )
-        assert ran.returncode == 0, ran.stderr[-2000:]
-        assert ran.stdout.strip() == pinned.path.rsplit("/", 1)[-1]  # the image prints its role
+        by_role[pinned.path.rsplit("-", 1)[-1]] = ref
+    assert set(by_role) == {"api", "worker"}
+    started = time.monotonic()
+    smoked = cli(
+        "devstack", "exec", "--host", "runner-1", "--",
+        "python", "-m", "release", "devstack", "smoke", f"api={by_role['api']}", f"worker={by_role['worker']}",
+    )  # fmt: skip
+    print(f"smoke on runner-1: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    assert smoked.returncode == 0, smoked.stdout + smoked.stderr[-3000:]
+    assert '"/healthz": [200, {"service": "fractalops-api", "status": "ok"}]' in smoked.stdout
+    assert "smoke worker: ok:" in smoked.stdout and "job 2 done" in smoked.stdout
+
+
+# A RUN step that must find the web port by the service name in DNS: the build container's /etc/hosts (BuildKit's
+# own) does not name it. bash's /dev/tcp resolves with getaddrinfo, as pip and apt do.
+PROBE_DOCKERFILE = """\
+FROM debian:trixie-slim
+RUN ["bash", "-c", "! grep -q nexus.nexus.svc /etc/hosts && getent hosts nexus.nexus.svc && exec 3<>/dev/tcp/nexus.nexus.svc/8081 && printf 'GET /repository/pypi-group/simple/ HTTP/1.0\\r\\n\\r\\n' >&3 && head -1 <&3 | tee /dev/stderr | grep -q ' 200 '"]
+"""
+
+
+@pytest.mark.parametrize("builder", ["default", "shared"])
+def test_build_steps_find_the_web_port_through_the_cluster_dns(cluster: None, builder: str, tmp_path: Path) -> None:
+    # On a runner's own engine (RUN containers NATed out of its docker0) and on the shared buildkitd, a RUN step
+    # resolves the Nexus service name through the cluster DNS on the nexus host and gets the pypi-group index.
+    nexus = NET.host("nexus")
+    pid = PATHS.host("nexus").pidfile(dns.DNS).read_text().split()[0]
+    where = subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True, check=True)
+    assert where.stdout.strip() == nexus.namespace
+    assert dns.lookup(nexus.address, "nexus.nexus.svc") == nexus.address
+    (tmp_path / "Dockerfile").write_text(PROBE_DOCKERFILE)
+    built = cli(
+        "devstack", "exec", "--host", "runner-1", "--",
+        "docker", "buildx", "build", "--builder", builder, "--no-cache", "--progress=plain", str(tmp_path),
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert re.search(rf"{re.escape(nexus.address)}\s+nexus\.nexus\.svc", built.stderr), built.stderr[-3000:]
+    assert "HTTP/1.1 200 OK" in built.stderr or "HTTP/1.0 200 OK" in built.stderr
 
 
 def test_runners_release_through_the_shared_buildkit_of_the_builder_host(
     releases: dict[str, Any], tmp_path: Path
 ) -> None:
     # Each runner has builder `shared` (remote driver, mutual TLS, buildkit.fractalops.svc in the builder host);
-    # runner-2's release through it after runner-1's has every step cached.
+    # the real images, released through it from each runner, have every step cached on runner-2.
     pid = (PATHS.host("builder").root / "buildkitd" / "buildkitd.pid").read_text().split()[0]
     where = subprocess.run(["ip", "netns", "identify", pid], capture_output=True, text=True, check=True)
     assert where.stdout.strip() == NET.host("builder").namespace
     for runner in ("runner-1", "runner-2"):
         result = cli(
             "devstack", "exec", "--host", runner, "--", "./ops/containers/fractalops/release.sh",
-            FRACTALOPS_TARGETS=str(tiny_targets(tmp_path)),
             FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE="1",
             FRACTALOPS_BUILDER="shared",
             FRACTALOPS_CACHE_BRANCH=SCOPE,
@@ -250,7 +272,10 @@ def test_status_lists_the_hosts_and_what_each_registry_holds(releases: dict[str,
     hosted = next(line for line in shown.stdout.splitlines() if "nexus/registry-hosted" in line)
     assert "fractalops/buildcache (" in hosted and "yamonco/fractalops-api (" in hosted
     group = next(line for line in shown.stdout.splitlines() if "nexus/registry-group" in line)
-    assert "library/busybox (1.36)" in group
+    assert "library/debian (trixie-slim)" in group  # pulled through for the runners' builds
+    web = next(line for line in shown.stdout.splitlines() if "nexus/nexus-web" in line)
+    assert f"{NET.host('nexus').address}:8081" in web and "pypi-group (" in web and "apt-debian (trixie" in web
+    assert "answers nexus.nexus.svc" in next(line for line in shown.stdout.splitlines() if "nexus/dns" in line)
     credentials = read_credentials(PATHS.secrets)
     assert credentials is not None and credentials.password not in shown.stdout + shown.stderr
     hosted_registry = PlainRegistry(f"{NET.host('nexus').address}:8082", credentials.username, credentials.password)

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from release.cli import main
-from release.devstack.cluster import delay
+from release.devstack.cluster import delay, dns, web
 from release.devstack.cluster.credentials import (
     BCRYPT_ROUNDS,
     Credentials,
@@ -26,7 +26,7 @@ from release.devstack.cluster.credentials import (
     htpasswd_matches,
     write_htpasswd,
 )
-from release.devstack.cluster.execute import command_env
+from release.devstack.cluster.execute import command_env, host_env
 from release.devstack.cluster.hosts import HOST_NAMES, ClusterNet, render_hosts_file, restore_cgroups_script
 from release.devstack.cluster.links import (
     LinkShape,
@@ -39,7 +39,8 @@ from release.devstack.cluster.links import (
     tbf_args,
 )
 from release.devstack.cluster.nexus import connectors, registry_config
-from release.devstack.cluster.oci import layer_tar, one_layer_image, sha256
+from release.devstack.cluster.oci import gunzipped_sha256, gzip_layer_image, layer_tar, one_layer_image, sha256
+from release.devstack.cluster.paths import ClusterPaths
 from release.devstack.cluster.runners import daemon_config
 from release.devstack.cluster.topology import (
     BUILDER_NAME,
@@ -48,6 +49,7 @@ from release.devstack.cluster.topology import (
     production_topology,
     render_cluster_topology,
 )
+from release.devstack.install import Binaries
 from release.devstack.paths import StackPaths
 from release.errors import UsageError
 from release.topology.load import load_topology
@@ -272,6 +274,60 @@ def test_seed_image_manifest_names_its_config_and_layer_by_digest() -> None:
     assert image.digest == sha256(image.manifest)
 
 
+def test_debian_image_is_the_gzipped_rootfs_as_its_layer_named_by_its_uncompressed_digest(tmp_path: Path) -> None:
+    # The seeded rootfs tarball goes up as it is (no recompression); its diff_id is the digest of the plain tar.
+    tar = layer_tar({"etc/debian_version": b"13.1\n"}, {})
+    rootfs = tmp_path / "debian-trixie-slim.tar.gz"
+    rootfs.write_bytes(gzip.compress(tar, mtime=0))
+    image = gzip_layer_image(rootfs.read_bytes(), gunzipped_sha256(rootfs), cmd=["bash"], created_by="mmdebstrap")
+    config = json.loads(image.config)
+    assert image.layer == rootfs.read_bytes()
+    assert config["rootfs"]["diff_ids"] == [sha256(tar)]
+    assert config["config"]["Cmd"] == ["bash"] and config["history"] == [{"created_by": "mmdebstrap"}]
+    assert json.loads(image.manifest)["layers"][0]["digest"] == sha256(rootfs.read_bytes())
+
+
+def test_cluster_dns_answers_only_the_shapes_names_on_the_nexus_host_and_never_asks_upstream() -> None:
+    # dnsmasq listens on the nexus host's address only, reads no resolv.conf or /etc/hosts, and knows the topology's names.
+    nexus, builder = NET.host("nexus").address, NET.host("builder").address
+    topology = cluster_topology(production_topology(REPO), nexus)
+    lines = dns.render_config(host_names(topology, nexus, builder), nexus).splitlines()
+    assert {"no-resolv", "no-hosts", "bind-interfaces", "keep-in-foreground", f"listen-address={nexus}"} <= set(lines)
+    assert f"host-record=nexus.nexus.svc,{nexus}" in lines and f"host-record={BUILDER_NAME},{builder}" in lines
+    assert not [line for line in lines if line.startswith("server=")]
+    assert dns.render_resolv_conf(nexus).splitlines()[1:] == [f"nameserver {nexus}"]
+
+
+def _reply(qid: int, rcode: int, name: str, answers: list[tuple[int, bytes]]) -> bytes:
+    """A DNS reply to `query(name, qid)` with answers of (type, data), each name a pointer to the question."""
+    question = dns.query(name, qid)[12:]
+    header = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, len(answers), 0, 0)
+    records = b"".join(struct.pack("!HHHIH", 0xC00C, kind, 1, 60, len(data)) + data for kind, data in answers)
+    return header + question + records
+
+
+def test_dns_query_and_answer_are_read_as_a_resolver_would() -> None:
+    # The A record after a CNAME is found; another id, an error code or no answer give None, as does a torn reply.
+    query = dns.query("nexus.nexus.svc", 0x1234)
+    assert query[12:] == b"\x05nexus\x05nexus\x03svc\x00\x00\x01\x00\x01"
+    found = _reply(0x1234, 0, "nexus.nexus.svc", [(5, b"\xc0\x0c"), (1, bytes([10, 214, 84, 2]))])
+    assert dns.answer_address(found, 0x1234) == "10.214.84.2"
+    assert dns.answer_address(found, 0x4321) is None
+    assert dns.answer_address(_reply(0x1234, 5, "nexus.nexus.svc", []), 0x1234) is None  # REFUSED
+    assert dns.answer_address(found[:-3], 0x1234) is None
+
+
+def test_web_port_serves_the_seeded_packages_on_the_nexus_hosts_address_at_the_topologys_port() -> None:
+    # The stand-in runs inside the nexus namespace on <nexus address>:<web_port>, from the state folder's packages.
+    nexus = NET.host("nexus")
+    topology = cluster_topology(production_topology(REPO), nexus.address)
+    argv = web.argv(topology, nexus, Path("/state/packages"))
+    assert argv[:4] == ["ip", "netns", "exec", nexus.namespace]
+    assert argv[argv.index("--listen") + 1] == f"{nexus.address}:{topology.nexus.web_port}"
+    assert argv[argv.index("--root") + 1] == "/state/packages"
+    assert topology.nexus.repository_url("pypi-group") == "http://nexus.nexus.svc:8081/repository/pypi-group/"
+
+
 def test_exec_environment_is_the_hosts_over_the_callers() -> None:
     # A runner's DOCKER_HOST wins over the caller's; an events file the caller chose is kept; other hosts drop DOCKER_HOST.
     caller = {"DOCKER_HOST": "unix:///other.sock", "FRACTALOPS_BUILD_EVENTS_FILE": "/mine.jsonl", "HOME": "/root"}
@@ -281,6 +337,18 @@ def test_exec_environment_is_the_hosts_over_the_callers() -> None:
     assert env["FRACTALOPS_BUILD_EVENTS_FILE"] == "/mine.jsonl"
     assert env["HOME"] == "/root"
     assert "DOCKER_HOST" not in command_env({"PATH": "/bin"}, caller)
+
+
+def test_a_hosts_path_finds_the_engines_client_first_then_the_toolkits_interpreter(tmp_path: Path) -> None:
+    # `devstack exec -- python -m release devstack smoke …` runs the toolkit that made the shape, with the runner's docker.
+    import os
+    import sys
+
+    paths = ClusterPaths(StackPaths(tmp_path))
+    binaries = Binaries("dockerd", "docker", "buildx", "containerd", "registry", "busybox", "/usr/sbin:/usr/bin")
+    folders = host_env(paths, "runner-1", binaries)["PATH"].split(":")
+    assert folders[:2] == [str(paths.bin_dir), os.path.dirname(sys.executable)]
+    assert folders[2:] == ["/usr/sbin", "/usr/bin"]
 
 
 def test_cli_up_offers_the_two_shapes_and_local_stays_the_default() -> None:

@@ -204,22 +204,40 @@ def test_down_and_status_act_on_the_port_base_the_stack_recorded_not_the_exporte
     assert resolve(tmp_path / "fresh", None)[1].base == DEFAULT_PORT_BASE
 
 
-def _commands_run_by_the_devstack() -> set[str]:
-    """Every program name the devstack modules pass as the first element of a command list."""
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _commands_run_by_the_devstack(pattern: str = "*.py") -> set[str]:
+    """Every program name the devstack modules pass as the first element of a command list (inside a host, too)."""
     import ast
 
     names: set[str] = set()
-    for module in (Path(__file__).resolve().parents[2] / "release" / "devstack").glob("*.py"):
+    for module in (Path(__file__).resolve().parents[2] / "release" / "devstack").glob(pattern):
         for node in ast.walk(ast.parse(module.read_text())):
-            if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.List):
+            if not isinstance(node, ast.Call):
                 continue
-            callee = ast.unparse(node.func)
-            if callee.split(".")[-1] not in {"run", "Popen", "check_output"}:
-                continue
-            first = node.args[0].elts[0] if node.args[0].elts else None
+            callee = ast.unparse(node.func).split(".")[-1]
+            argv = None
+            if callee in {"run", "Popen", "check_output"} and node.args:
+                argv = node.args[0]
+            elif callee in {"in_netns", "daemon_in_netns"} and len(node.args) > 1:
+                argv = node.args[1]
+            first = argv.elts[0] if isinstance(argv, ast.List) and argv.elts else None
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 names.add(first.value)
     return names
+
+
+def _owning_packages(command: str) -> set[str]:
+    """The Debian packages that ship the command found on the system PATH."""
+    import shutil
+
+    found = shutil.which(command, path=SYSTEM_PATH)
+    assert found, f"{command} is not installed here"
+    owner = subprocess.run(["dpkg", "-S", str(Path(found).resolve())], capture_output=True, text=True)
+    if owner.returncode != 0:  # usrmerge: dpkg knows /bin/umount, not /usr/bin/umount
+        owner = subprocess.run(["dpkg", "-S", f"/bin/{command}", f"/sbin/{command}"], capture_output=True, text=True)
+    return {line.split(":", 1)[0].strip() for line in owner.stdout.splitlines() if ":" in line}
 
 
 def test_every_command_the_devstack_runs_comes_from_a_package_it_installs() -> None:
@@ -234,14 +252,27 @@ def test_every_command_the_devstack_runs_comes_from_a_package_it_installs() -> N
     for command in sorted(commands - {"apt-get", "apt-cache", "dpkg", "dpkg-query"}):
         if command in SEED_TOOLS and shutil.which(command) is None:
             continue  # a package of that name `up` installs before it seeds (not there on a fresh machine yet)
-        found = shutil.which(command)
-        assert found, f"{command} is not installed here"
-        owner = subprocess.run(["dpkg", "-S", str(Path(found).resolve())], capture_output=True, text=True)
-        if owner.returncode != 0:  # usrmerge: dpkg knows /bin/umount, not /usr/bin/umount
-            owner = subprocess.run(
-                ["dpkg", "-S", f"/bin/{command}", f"/sbin/{command}"], capture_output=True, text=True
-            )
-        packages = {line.split(":", 1)[0].strip() for line in owner.stdout.splitlines() if ":" in line}
+        packages = _owning_packages(command)
         assert packages & {*BASE_PACKAGES, *SEED_TOOLS}, (
             f"{command} comes from {packages or 'no package'}, not installed by up"
+        )
+
+
+def test_every_command_the_cluster_shape_runs_comes_from_a_package_it_installs() -> None:
+    # The cluster shape also runs dnsmasq (its DNS server) inside the nexus host: `up --shape cluster` installs it.
+    import shutil
+
+    from release.devstack.install import BASE_PACKAGES, CLUSTER_PACKAGES
+    from release.devstack.packages import SEED_TOOLS
+
+    commands = _commands_run_by_the_devstack("cluster/*.py")
+    assert {"ip", "tc", "dnsmasq"} <= commands, commands
+    # docker: the engine's own client (ENGINE_PACKAGES, unpacked into the state dir on Debian 12); sh: essential.
+    essential = {"coreutils"}  # `cat` of a host's /proc: in every Debian root (Essential: yes)
+    for command in sorted(commands - {"docker", "sh"}):
+        if command == "dnsmasq" and shutil.which(command, path=SYSTEM_PATH) is None:
+            continue  # installed by the first `up --shape cluster` (not there on a fresh machine yet)
+        packages = _owning_packages(command)
+        assert packages & {*BASE_PACKAGES, *SEED_TOOLS, *CLUSTER_PACKAGES, *essential}, (
+            f"{command} comes from {packages or 'no package'}, not installed by up --shape cluster"
         )

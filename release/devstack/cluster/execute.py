@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from release.devstack.cluster.credentials import read_credentials
 from release.devstack.cluster.hosts import RUNNERS, ClusterNet, in_netns, netns_exists
@@ -18,8 +20,9 @@ DEFAULTED = ("FRACTALOPS_BUILD_EVENTS_FILE",)
 
 def host_env(paths: ClusterPaths, name: str, binaries: Binaries) -> dict[str, str]:
     """Return what a host's commands see: the shape's topology and credentials; on a runner, its docker client."""
+    # PATH: the engine's docker client, the toolkit's own interpreter folder (`python -m release …`), the system's.
     env = {
-        "PATH": f"{paths.bin_dir}:{binaries.engine_path}",
+        "PATH": f"{paths.bin_dir}:{Path(sys.executable).parent}:{binaries.engine_path}",
         "FRACTALOPS_TOPOLOGY": str(paths.topology),
         "FRACTALOPS_DEVSTACK_DIR": str(paths.stack.root),
     }

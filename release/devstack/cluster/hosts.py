@@ -229,18 +229,22 @@ def create_network(net: ClusterNet, log: Log) -> list[str]:
     return created
 
 
+def write_netns_file(folder: Path, name: str, text: str) -> None:
+    """Write one file of /etc/netns/<ns>/ (0644, replaced atomically, untouched when it already says that)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    if not target.exists() or target.read_text() != text:
+        staged = folder / f".{name}.tmp"
+        staged.write_text(text)
+        staged.chmod(0o644)
+        staged.replace(target)
+
+
 def write_hosts_files(net: ClusterNet, names: Mapping[str, str]) -> None:
     """Write /etc/netns/<ns>/hosts for every host, so each resolves the given names inside its namespace only."""
     text = render_hosts_file(names)
     for host in net.hosts():
-        folder = NETNS_ETC / host.namespace
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "hosts"
-        if not target.exists() or target.read_text() != text:
-            staged = folder / ".hosts.tmp"
-            staged.write_text(text)
-            staged.chmod(0o644)
-            staged.replace(target)
+        write_netns_file(NETNS_ETC / host.namespace, "hosts", text)
 
 
 def netns_pids(namespace: str) -> list[int]:

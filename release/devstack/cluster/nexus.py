@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,10 +13,11 @@ from release.adapters import process
 from release.devstack import processes
 from release.devstack.cluster.credentials import Credentials
 from release.devstack.cluster.hosts import Host, in_netns
-from release.devstack.cluster.oci import PlainRegistry, layer_tar, one_layer_image
+from release.devstack.cluster.oci import PlainRegistry, gunzipped_sha256, gzip_layer_image, layer_tar, one_layer_image
 from release.devstack.cluster.topology import UPSTREAM_PORT
 from release.devstack.configs import BASE_IMAGE_REPOSITORY, BASE_IMAGE_TAGS, dump_yaml
 from release.devstack.install import Binaries
+from release.devstack.packages import Seed
 from release.devstack.paths import StackPaths
 from release.errors import OperationError
 from release.topology.model import Topology
@@ -165,6 +167,30 @@ def seed_upstream(host: Host, binaries: Binaries, log: Log) -> list[str]:
         log(f"devstack: seeding {BASE_IMAGE_REPOSITORY}:{tag} into the nexus host's upstream")
         upstream.push(BASE_IMAGE_REPOSITORY, tag, image)
     return missing
+
+
+def seed_debian(folder: StackPaths, host: Host, seed: Seed, log: Log) -> bool:
+    """Push debian:<suite>-slim (the seeded mmdebstrap rootfs as its one layer) to the upstream unless it holds it."""
+    upstream = PlainRegistry(f"{host.address}:{UPSTREAM_PORT}", timeout=300.0)
+    repository, tag = seed.spec.base_repository, seed.spec.base_tag
+    record = folder.root / "seed-debian.json"
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    same = isinstance(recorded, dict) and recorded.get("rootfs") == seed.rootfs.name and recorded.get("digest")
+    if same and upstream.manifest_digest(repository, tag) == recorded["digest"]:
+        return False
+    log(f"devstack: seeding {repository}:{tag} (mmdebstrap rootfs) into the nexus host's upstream")
+    image = gzip_layer_image(
+        seed.rootfs.read_bytes(),
+        gunzipped_sha256(seed.rootfs),
+        cmd=["bash"],
+        created_by=f"fractalops devstack seed (mmdebstrap {seed.spec.suite} minbase)",
+    )
+    digest = upstream.push(repository, tag, image)
+    record.write_text(json.dumps({"rootfs": seed.rootfs.name, "image": f"{repository}:{tag}", "digest": digest}) + "\n")
+    return True
 
 
 def describe_holdings(tags: dict[str, list[str]]) -> str:

@@ -13,6 +13,7 @@ import tarfile
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from release.errors import RegistryError
@@ -74,14 +75,29 @@ def layer_tar(files: Mapping[str, bytes], symlinks: Mapping[str, str], executabl
 
 def one_layer_image(tar: bytes, cmd: Sequence[str], env: Sequence[str] = (DEFAULT_PATH,)) -> Image:
     """Return an image of one gzip layer (the tar) for this machine's architecture."""
-    layer = gzip.compress(tar, compresslevel=6, mtime=0)
+    return gzip_layer_image(gzip.compress(tar, compresslevel=6, mtime=0), sha256(tar), cmd, env)
+
+
+def gunzipped_sha256(path: Path) -> str:
+    """Return the OCI digest of a gzip file's uncompressed bytes (a layer's diff_id), read in chunks."""
+    digest = hashlib.sha256()
+    with gzip.open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def gzip_layer_image(
+    layer: bytes, diff_id: str, cmd: Sequence[str], env: Sequence[str] = (DEFAULT_PATH,), created_by: str = ""
+) -> Image:
+    """Return an image of one layer already gzipped (`diff_id`: the digest of its uncompressed tar)."""
     config = json.dumps(
         {
             "architecture": ARCHITECTURES.get(platform.machine(), platform.machine()),
             "os": "linux",
             "config": {"Cmd": list(cmd), "Env": list(env)},
-            "rootfs": {"type": "layers", "diff_ids": [sha256(tar)]},
-            "history": [{"created_by": "fractalops devstack seed (one layer from files)"}],
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created_by": created_by or "fractalops devstack seed (one layer from files)"}],
         },
         sort_keys=True,
     ).encode()

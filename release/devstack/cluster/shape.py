@@ -10,13 +10,14 @@ from pathlib import Path
 
 from release.devstack import processes
 from release.devstack.buildkit_daemon import running_pid
-from release.devstack.cluster import buildkit_host, nexus, runners
+from release.devstack.cluster import buildkit_host, dns, nexus, runners, web
 from release.devstack.cluster.credentials import ensure_credentials, read_credentials, write_htpasswd
 from release.devstack.cluster.hosts import (
     BUILDER,
     NEXUS,
     RUNNERS,
     ClusterNet,
+    Host,
     check_subnet_free,
     create_network,
     leftovers,
@@ -32,12 +33,14 @@ from release.devstack.cluster.topology import (
     production_topology,
     render_cluster_topology,
 )
-from release.devstack.install import ensure_installed, read_marker
+from release.devstack.install import CLUSTER_PACKAGES, apt_install, ensure_installed, read_marker
+from release.devstack.packages import ensure_seeded, packages_dir, served_summary
 from release.devstack.paths import StackPaths
 from release.devstack.ports import DEFAULT_PORT_BASE, port_layout
 from release.devstack.stack import link_if_changed, state_lock, stderr_log, unmount_under, write_if_changed
 from release.devstack.status import ComponentStatus, StackStatus
 from release.errors import OperationError, UsageError
+from release.topology.model import Topology
 
 Log = Callable[[str], None]
 
@@ -104,6 +107,9 @@ def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> 
     with state_lock(paths.stack):
         _check_base(paths, net)
         binaries = ensure_installed(paths.stack, log)
+        apt_install(CLUSTER_PACKAGES, log)
+        # The images' base rootfs and packages, seeded once on the machine (shared with the loopback shape).
+        seed = ensure_seeded(paths.stack, log)
         production = production_topology()
         nexus_host, builder_host = net.host(NEXUS), net.host(BUILDER)
         topology = cluster_topology(production, nexus_host.address)
@@ -116,17 +122,25 @@ def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> 
         started: list[tuple[str, str]] = []
         try:
             created = create_network(net, log)
-            write_hosts_files(net, host_names(topology, nexus_host.address, builder_host.address))
+            names = host_names(topology, nexus_host.address, builder_host.address)
+            write_hosts_files(net, names)
+            # Before any engine starts: `ip netns exec` binds the files of /etc/netns/<ns>/ when a process starts.
+            dns.write_resolv_files(net, nexus_host.address)
             wrote = write_if_changed(paths.topology, render_cluster_topology(production, nexus_host.address))
             link_if_changed(paths.bin_dir / "docker", binaries.docker)
             credentials = ensure_credentials(paths.secrets)
             nexus_folder = paths.host(NEXUS)
+            if dns.start(nexus_folder, nexus_host, names, binaries.engine_path, log):
+                started.append((NEXUS, dns.DNS))
             reconfigured = nexus.write_configs(nexus_folder, topology, nexus_host, paths.htpasswd)
             if write_htpasswd(paths.htpasswd, credentials):
                 reconfigured |= {c.component for c in nexus.connectors(topology, nexus_host) if c.authenticated}
             for component in nexus.start(nexus_folder, topology, nexus_host, binaries, reconfigured, log):
                 started.append((NEXUS, component))
+            if web.start(nexus_folder, topology, nexus_host, seed, binaries.engine_path, log):
+                started.append((NEXUS, web.NEXUS_WEB))
             seeded = nexus.seed_upstream(nexus_host, binaries, log)
+            seeded += ["debian"] if nexus.seed_debian(nexus_folder, nexus_host, seed, log) else []
             logged_in: list[str] = []
             for name in RUNNERS:
                 folder, host = paths.host(name), net.host(name)
@@ -147,7 +161,7 @@ def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> 
         except BaseException:
             _undo(paths, net, started, remove_all=first, log=log)
             raise
-        changed = bool(created or started or seeded or wrote or logged_in)
+        changed = bool(created or started or seeded or wrote or logged_in or seed.changed)
         what = ", ".join(f"{h} {c}" for h, c in started) or "already running"
         log(f"devstack: cluster shape up on {net.subnet} ({what}); {paths.root}")
         return ClusterEnv(paths=paths, net=net, changed=changed)
@@ -179,6 +193,9 @@ def _teardown(paths: ClusterPaths, net: ClusterNet, log: Log) -> list[str]:
     for name in RUNNERS:
         if runners.stop(paths.host(name), name, log) is not None:
             done.append(f"{name} {runners.DOCKERD}")
+    for component, stop in ((web.NEXUS_WEB, web.stop), (dns.DNS, dns.stop)):
+        if stop(paths.host(NEXUS), log) is not None:
+            done.append(f"{NEXUS} {component}")
     done += [f"{NEXUS} {c}" for c in nexus.stop(paths.host(NEXUS), log)]
     removed = remove_network(net, log)
     for name in RUNNERS:
@@ -217,7 +234,32 @@ def down(state_dir: Path, log: Log = stderr_log) -> list[str]:
 
 def _components() -> list[tuple[str, str]]:
     """Return every (host, component) the shape runs."""
-    return [(NEXUS, f"registry-{role}") for role in nexus.ROLES] + [(r, runners.DOCKERD) for r in RUNNERS]
+    registries = [(NEXUS, f"registry-{role}") for role in nexus.ROLES]
+    return [*registries, (NEXUS, web.NEXUS_WEB), (NEXUS, dns.DNS), *((r, runners.DOCKERD) for r in RUNNERS)]
+
+
+def _service_status(
+    component: str, paths: ClusterPaths, topology: Topology, host: Host, running: bool
+) -> tuple[str, str, bool]:
+    """Return endpoint, detail and health of the nexus host's web port or DNS."""
+    if component == web.NEXUS_WEB:
+        where = web.endpoint(topology, host)
+        if not running:
+            return where, "not running", False
+        if not web.answers(topology, host):
+            return where, f"runs but does not answer; see {paths.host(NEXUS).logfile(component)}", False
+        return where, f"serves {served_summary(packages_dir(paths.stack))}", True
+    where, name = f"{host.address}:{dns.DNS_PORT}", topology.nexus.cluster_host
+    if not running:
+        return where, "not running", False
+    answer = dns.lookup(host.address, name)
+    if answer != host.address:
+        return (
+            where,
+            f"runs but answers {name} with {answer or 'nothing'}; see {paths.host(NEXUS).logfile(component)}",
+            False,
+        )
+    return where, f"answers {name} ({answer}) to every host", True
 
 
 def status(state_dir: Path) -> StackStatus:
@@ -265,6 +307,8 @@ def status(state_dir: Path) -> StackStatus:
                 detail, healthy = f"runs but cannot be read: {found}", False
             elif tracked is not None and not isinstance(found, str):
                 detail = f"holds: {nexus.describe_holdings(found)}"
+        elif component in (web.NEXUS_WEB, dns.DNS) and topology is not None:
+            endpoint, detail, healthy = _service_status(component, paths, topology, nexus_host, tracked is not None)
         elif healthy and not runners.engine_answers(folder):
             detail, healthy = f"runs but does not answer; see {folder.logfile(component)}", False
         components.append(
