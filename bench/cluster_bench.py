@@ -88,7 +88,9 @@ class Cluster:
         return self.cli("devstack", "exec", "--host", host, "--", *command, env=env)
 
     def prune(self, runner: str, builder: str | None = None) -> None:
-        """Empty a runner's builder (a fresh runner)."""
+        """Empty a runner's builder, and with its own engine's builder the engine's images too (a fresh runner)."""
+        if builder is None:  # the engine's image store keeps layers the build cache no longer names
+            self.on(runner, "docker", "system", "prune", "-af")
         self.on(runner, "docker", "buildx", "prune", "-af", *(["--builder", builder] if builder else []))
 
     def release_env(self, scope: str, events: Path, builder: str | None = None) -> dict[str, str]:
