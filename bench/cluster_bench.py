@@ -219,6 +219,28 @@ def bench_fresh_runner(c: Cluster) -> dict[str, Any]:
     }
 
 
+def bench_fresh_shared_builder(c: Cluster) -> dict[str, Any]:
+    """The same through the recommended builder: the shared BuildKit emptied before each release (cache alone)."""
+    cold, warm, ratios = [], [], []
+    for _ in range(REPEATS):
+        scope = f"bench-{uuid.uuid4().hex[:6]}"
+        c.prune("runner-1", builder="shared")
+        cold.append(c.release("runner-1", scope, builder="shared")[0])
+        c.prune("runner-2", builder="shared")
+        seconds, document = c.release("runner-2", scope, builder="shared")
+        warm.append(seconds)
+        ratios += hit_ratios(document)
+    ratio = median(warm) / median(cold)
+    return {
+        "cold_s": median(cold),
+        "warm_from_registry_s": median(warm),
+        "ratio": round(ratio, 3),
+        "hit_ratios": ratios,
+        "target": "<= 0.25 and every step CACHED",
+        "ok": ratio <= 0.25 and all(r == 1.0 for r in ratios),
+    }
+
+
 def bench_two_runners(c: Cluster) -> dict[str, Any]:
     """Both runners, builders emptied, release at once into one cache that runner-1 filled: both succeed and hit."""
     scope = f"bench-{uuid.uuid4().hex[:6]}"
@@ -321,6 +343,7 @@ def main() -> None:
     """Run the sections named on the command line (default: all), write the results file, take the shape down."""
     benches: dict[str, Callable[[Cluster], dict[str, Any]]] = {
         "fresh_runner": bench_fresh_runner,
+        "fresh_shared_builder": bench_fresh_shared_builder,
         "two_runners": bench_two_runners,
         "shared_builder": bench_shared_builder,
         "bytes_moved": bench_bytes,
