@@ -122,21 +122,16 @@ def test_package_standins_answer_apt_and_pip_from_inside_a_build(devstack: Devst
     assert "/repository/pypi-group/simple" in result.stderr
 
 
-def test_code_only_change_takes_every_dependency_step_from_the_registry_cache(
-    devstack: Devstack, tmp_path: Path
-) -> None:
-    # A fresh builder builds and exports the registry cache; another fresh builder (pruned) with that cache and a
-    # change to the application code alone re-runs only the code steps of api and worker: every package and
-    # dependency step is CACHED (rawjson).
-    context = tmp_path / "context"
-    shutil.copytree(CONTAINERS, context, ignore=shutil.ignore_patterns("__pycache__"))
+def code_change_misses(devstack: Devstack, context: Path) -> dict[str, list[str]]:
+    """Export each target's cache from an emptied builder, change the code, rebuild each target on an emptied
+    builder from its cache alone; the dependency steps that ran instead of coming from the cache, by target.
+
+    Fails at once when the code steps are not the two expected or one of them was cached after the change.
+    """
     scope = uuid.uuid4().hex[:8]
     caches = {t: f"{devstack.hosted}/fractalops/buildcache:codechange-{scope}-{t}" for t in ("api", "worker")}
     assert devstack.docker(["buildx", "prune", "-af"]).returncode == 0
-    # One target after the other, as the driver builds them: BuildKit can leave a step out of one target's cache
-    # export when targets that share a stage build at the same time (moby/buildkit#4674, docker/buildx#414); that
-    # happened here in about one run in three.
-    for target, cache in caches.items():
+    for target, cache in caches.items():  # one after the other, as the driver builds them
         first = devstack.docker(
             [
                 *("buildx", "build", "--target", target, *build_args(devstack)),
@@ -145,22 +140,15 @@ def test_code_only_change_takes_every_dependency_step_from_the_registry_cache(
             timeout=900,
         )
         assert first.returncode == 0, first.stderr[-4000:]
-    prune = devstack.docker(["buildx", "prune", "-af"])
-    assert prune.returncode == 0, prune.stderr
     module = context / "app" / "fractalops" / "__init__.py"
     module.write_text(module.read_text() + f'\nCHANGE = "{scope}"  # a code-only change\n')
+    misses = {}
     for target, cache in caches.items():
+        assert devstack.docker(["buildx", "prune", "-af"]).returncode == 0  # its own cache the only source
         again = devstack.docker(
             [
-                "buildx",
-                "build",
-                "--target",
-                target,
-                "--progress=rawjson",
-                *build_args(devstack),
-                "--cache-from",
-                f"type=registry,ref={cache}",
-                str(context),
+                *("buildx", "build", "--target", target, "--progress=rawjson", *build_args(devstack)),
+                *("--cache-from", f"type=registry,ref={cache}", str(context)),
             ],
             timeout=900,
         )
@@ -170,9 +158,27 @@ def test_code_only_change_takes_every_dependency_step_from_the_registry_cache(
         dependencies = [s for s in steps if s not in code]
         assert len(code) == 2, [s["name"] for s in steps]
         assert len(dependencies) >= 5, [s["name"] for s in steps]
-        ran = [s["name"] for s in dependencies if not s.get("cached")]
-        assert not ran, f"{target}: dependency steps ran instead of coming from the cache: {ran}"
         assert not [s["name"] for s in code if s.get("cached")], f"{target}: a code step was cached after the change"
+        misses[target] = [s["name"] for s in dependencies if not s.get("cached")]
+    return misses
+
+
+def test_code_only_change_takes_every_dependency_step_from_the_registry_cache(
+    devstack: Devstack, tmp_path: Path
+) -> None:
+    # A fresh builder builds and exports the registry cache; another fresh builder (pruned) with that cache and a
+    # change to the application code alone re-runs only the code steps of api and worker: every package and
+    # dependency step is CACHED (rawjson). BuildKit now and then leaves one step out of a registry cache export
+    # (moby/buildkit#4674, docker/buildx#414: seen here about one run in five, side by side more often), so one
+    # miss is repeated once with new caches; a Dockerfile whose code comes before its dependencies misses every time.
+    context = tmp_path / "context"
+    shutil.copytree(CONTAINERS, context, ignore=shutil.ignore_patterns("__pycache__"))
+    first = code_change_misses(devstack, context)
+    if not any(first.values()):
+        return
+    print(f"BuildKit dropped cached steps once (repeating): {first}", file=sys.stderr)
+    again = code_change_misses(devstack, context)
+    assert not any(again.values()), f"dependency steps ran instead of coming from the cache: {first} then {again}"
 
 
 def test_released_images_are_real_services_of_at_least_50_mb(devstack: Devstack, tmp_path: Path) -> None:
