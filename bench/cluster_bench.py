@@ -143,39 +143,22 @@ class Cluster:
 
     def image_bytes(self, image_refs: list[str]) -> int:
         """Compressed layer bytes of the released images, as the hosted connector stores them."""
-        import base64
-        import urllib.request
-
+        from release.adapters.registry import RegistryClient, basic_auth
         from release.devstack.cluster.credentials import read_credentials
         from release.devstack.cluster.paths import ClusterPaths
         from release.devstack.paths import StackPaths
+        from release.fsutil import write_atomic
         from release.imageref import parse_pinned_ref
 
         credentials = read_credentials(ClusterPaths(StackPaths(STATE)).secrets)
         assert credentials is not None
-        token = base64.b64encode(f"{credentials.username}:{credentials.password}".encode()).decode()
-        accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
-        hosted = f"http://{self.net.host('nexus').address}:8082"
-
-        def manifest(path: str, reference: str) -> dict[str, Any]:
-            request = urllib.request.Request(
-                f"{hosted}/v2/{path}/manifests/{reference}",
-                headers={"Accept": accept, "Authorization": f"Basic {token}"},
-            )
-            with urllib.request.urlopen(request, timeout=30) as reply:
-                return dict(json.loads(reply.read()))
-
-        total = 0
-        for ref in image_refs:
-            pinned = parse_pinned_ref(ref)
-            found = manifest(pinned.path, pinned.digest or "")
-            if "manifests" in found:  # an index: the image, not its attestation
-                kinds = [
-                    m for m in found["manifests"] if m.get("annotations", {}).get("vnd.docker.reference.type") is None
-                ]
-                found = manifest(pinned.path, kinds[0]["digest"])
-            total += sum(int(layer["size"]) for layer in found["layers"])
-        return total
+        hosted = f"{self.net.host('nexus').address}:8082"  # the root namespace cannot resolve the service name
+        token = basic_auth(credentials.username, credentials.password).removeprefix("Basic ")
+        config = self.work / "docker-config"
+        config.mkdir(mode=0o700, exist_ok=True)
+        write_atomic(config / "config.json", json.dumps({"auths": {hosted: {"auth": token}}}).encode(), mode=0o600)
+        client = RegistryClient(hosted, scheme="http", docker_config=config)
+        return sum(client.layer_bytes(parse_pinned_ref(ref)) for ref in image_refs)
 
 
 def hit_ratios(document: dict[str, Any]) -> list[float | None]:

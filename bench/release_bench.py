@@ -353,30 +353,11 @@ def generated_context(b: Bench, name: str, pad_mb: int = 0) -> tuple[Path, Path]
 
 def compressed_bytes(document: dict[str, Any], b: Bench) -> dict[str, int]:
     """Each released image's layer bytes as the hosted registry stores them (the image, not its attestation)."""
-    import urllib.request
-
+    from release.adapters.registry import RegistryClient
     from release.imageref import parse_pinned_ref
 
-    accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
-
-    def get(path: str, reference: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"http://{b.hosted}/v2/{path}/manifests/{reference}", headers={"Accept": accept}
-        )
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            return dict(json.loads(reply.read()))
-
-    sizes = {}
-    for target in document["targets"]:
-        ref = parse_pinned_ref(target["image_ref"])
-        found = get(ref.path, ref.digest or "")
-        if "manifests" in found:
-            images = [
-                m for m in found["manifests"] if m.get("annotations", {}).get("vnd.docker.reference.type") is None
-            ]
-            found = get(ref.path, images[0]["digest"])
-        sizes[target["target"]] = sum(int(layer["size"]) for layer in found["layers"])
-    return sizes
+    hosted = RegistryClient(b.hosted, scheme="http")
+    return {t["target"]: hosted.layer_bytes(parse_pinned_ref(t["image_ref"])) for t in document["targets"]}
 
 
 def _cold_then_code_change(b: Bench, context: Path, driver: bool) -> tuple[float, float, list[float]]:

@@ -373,10 +373,10 @@ class RegistryClient:
             raise RegistryError(f"{self.registry}{path}: the answer is not a JSON object")
         return document, answer.headers.get("content-type", "")
 
-    def image_labels(self, ref: ImageRef) -> dict[str, str]:
-        """The config labels of the image `ref` names (the first non-attestation manifest of an index)."""
+    def image_manifest(self, ref: ImageRef, deadline: float | None = None) -> dict[str, Any]:
+        """The manifest of the image `ref` names (the first non-attestation manifest of an index; {} if none)."""
         reference = ref.digest or ref.tag or "latest"
-        deadline = time.monotonic() + 3 * self.timeout  # up to three documents: index, manifest, config
+        deadline = deadline if deadline is not None else time.monotonic() + 2 * self.timeout  # index, manifest
         manifest, media_type = self._get_json(f"/v2/{ref.path}/manifests/{reference}", MANIFEST_TYPES, deadline)
         if manifest.get("mediaType", media_type) in INDEX_TYPES or "manifests" in manifest:
             images = [
@@ -387,6 +387,16 @@ class RegistryClient:
             if not images:
                 return {}
             manifest, _ = self._get_json(f"/v2/{ref.path}/manifests/{images[0]['digest']}", MANIFEST_TYPES, deadline)
+        return manifest
+
+    def layer_bytes(self, ref: ImageRef) -> int:
+        """The bytes of the image's layers as the registry stores them (compressed)."""
+        return sum(int(layer.get("size", 0)) for layer in self.image_manifest(ref).get("layers", []))
+
+    def image_labels(self, ref: ImageRef) -> dict[str, str]:
+        """The config labels of the image `ref` names (the first non-attestation manifest of an index)."""
+        deadline = time.monotonic() + 3 * self.timeout  # up to three documents: index, manifest, config
+        manifest = self.image_manifest(ref, deadline)
         config_digest = manifest.get("config", {}).get("digest")
         if not config_digest:
             return {}

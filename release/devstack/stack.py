@@ -235,15 +235,29 @@ def component_endpoint(component: str, paths: StackPaths, ports: PortLayout) -> 
 
 def wait_ready(components: list[str], paths: StackPaths, ports: PortLayout, timeout: float = READY_TIMEOUT) -> None:
     """Wait until the components answer; raise naming the one that died or never answered."""
+    wait_answering(paths, components, lambda c: component_ready(c, paths, ports), timeout)
+
+
+def wait_answering(
+    paths: StackPaths,
+    components: list[str],
+    answers: Callable[[str], bool],
+    timeout: float = READY_TIMEOUT,
+    detail: str = "",
+) -> None:
+    """Wait until `answers` holds for each started component; raise (with its log) for one that died or stayed silent.
+
+    `detail` goes before the error's words, e.g. "of runner-1 ".
+    """
     deadline = time.monotonic() + timeout
     pending = list(components)
     while pending:
-        pending = [c for c in pending if not component_ready(c, paths, ports)]
+        pending = [c for c in pending if not answers(c)]
         for component in pending:
             if processes.running(paths, component) is None:
-                raise failure(component, paths, "exited right after start")
+                raise failure(component, paths, f"{detail}exited right after start")
         if pending and time.monotonic() > deadline:
-            raise failure(pending[0], paths, f"did not answer within {timeout:.0f} s")
+            raise failure(pending[0], paths, f"{detail}did not answer within {timeout:.0f} s")
         if pending:
             time.sleep(0.1)
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from test_devstack import rawjson_vertices, step_vertices
 from test_release_driver import events, image_refs, release
 
+from release.adapters.registry import RegistryClient
 from release.devstack.packages import image_spec
 from release.imageref import parse_pinned_ref
 from release.topology.env import render_env
@@ -64,22 +63,7 @@ def build_args(devstack: Devstack) -> list[str]:
 def compressed_size(ref_text: str) -> int:
     """The bytes of an image's layers as its registry stores them (the first non-attestation manifest)."""
     ref = parse_pinned_ref(ref_text)
-    accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"
-
-    def get(reference: str) -> dict[str, Any]:
-        url = f"http://{ref.registry}/v2/{ref.path}/manifests/{reference}"
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": accept}), timeout=10) as reply:
-            return dict(json.loads(reply.read()))
-
-    manifest = get(ref.digest or "")
-    if "manifests" in manifest:
-        images = [
-            m
-            for m in manifest["manifests"]
-            if m.get("annotations", {}).get("vnd.docker.reference.type") != "attestation-manifest"
-        ]
-        manifest = get(images[0]["digest"])
-    return sum(int(layer["size"]) for layer in manifest["layers"])
+    return RegistryClient(ref.registry, scheme="http").layer_bytes(ref)
 
 
 def run_smoke(devstack: Devstack, *checks: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import socket
 import struct
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -107,7 +106,7 @@ def lookup(server: str, name: str, timeout: float = 1.0) -> str | None:
 
 def start(folder: StackPaths, host: Host, names: Mapping[str, str], engine_path: str, log: Log) -> bool:
     """Start dnsmasq inside the nexus host unless it runs (restarted when its records changed); return whether it started."""
-    from release.devstack.stack import failure, write_if_changed
+    from release.devstack.stack import wait_answering, write_if_changed
 
     changed = write_if_changed(config_file(folder), render_config(names, host.address))
     tracked = processes.running(folder, DNS)
@@ -121,13 +120,7 @@ def start(folder: StackPaths, host: Host, names: Mapping[str, str], engine_path:
     argv = in_netns(host.namespace, ["dnsmasq", f"--conf-file={config_file(folder)}"])
     processes.start(folder, DNS, argv, env={"PATH": engine_path})
     name, address = next(iter(names.items()))
-    deadline = time.monotonic() + READY_TIMEOUT
-    while lookup(host.address, name, timeout=0.5) != address:
-        if processes.running(folder, DNS) is None:
-            raise failure(DNS, folder, "exited right after start")
-        if time.monotonic() > deadline:
-            raise failure(DNS, folder, f"did not answer {name} within {READY_TIMEOUT:.0f} s")
-        time.sleep(0.1)
+    wait_answering(folder, [DNS], lambda _: lookup(host.address, name, timeout=0.5) == address, READY_TIMEOUT)
     return True
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,18 +98,15 @@ def client(host: Host, connector: Connector, credentials: Credentials | None, ti
 
 def wait_ready(folder: StackPaths, host: Host, pending: list[Connector], timeout: float = READY_TIMEOUT) -> None:
     """Wait until each registry answers `/v2/` (200, or 401 asking for credentials); raise with its log's cause."""
-    from release.devstack.stack import failure
+    from release.devstack.stack import wait_answering
 
-    deadline = time.monotonic() + timeout
-    while pending:
-        pending = [c for c in pending if client(host, c, None, timeout=2.0).answers() not in (200, 401)]
-        for connector in pending:
-            if processes.running(folder, connector.component) is None:
-                raise failure(connector.component, folder, "exited right after start")
-        if pending and time.monotonic() > deadline:
-            raise failure(pending[0].component, folder, f"did not answer within {timeout:.0f} s")
-        if pending:
-            time.sleep(0.1)
+    by_component = {c.component: c for c in pending}
+    wait_answering(
+        folder,
+        list(by_component),
+        lambda component: client(host, by_component[component], None, timeout=2.0).answers() in (200, 401),
+        timeout,
+    )
 
 
 def start(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,15 +71,9 @@ def engine_answers(folder: StackPaths) -> bool:
 
 def wait_ready(folder: StackPaths, name: str, timeout: float = READY_TIMEOUT) -> None:
     """Wait until the engine answers; raise with its log's cause when it died or stayed silent."""
-    from release.devstack.stack import failure
+    from release.devstack.stack import wait_answering
 
-    deadline = time.monotonic() + timeout
-    while not engine_answers(folder):
-        if processes.running(folder, DOCKERD) is None:
-            raise failure(DOCKERD, folder, f"of {name} exited right after start")
-        if time.monotonic() > deadline:
-            raise failure(DOCKERD, folder, f"of {name} did not answer within {timeout:.0f} s")
-        time.sleep(0.2)
+    wait_answering(folder, [DOCKERD], lambda _: engine_answers(folder), timeout, detail=f"of {name} ")
 
 
 def start(folder: StackPaths, host: Host, binaries: Binaries, reconfigured: bool, log: Log) -> bool:

@@ -7,7 +7,6 @@ subset), serving the packages `up` seeded once on the machine into the state fol
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def answers(topology: Topology, host: Host) -> bool:
 
 def start(folder: StackPaths, topology: Topology, host: Host, seed: Seed, engine_path: str, log: Log) -> bool:
     """Start the web port unless it runs (restarted when the packages were seeded again); return whether it started."""
-    from release.devstack.stack import failure
+    from release.devstack.stack import wait_answering
 
     tracked = processes.running(folder, NEXUS_WEB)
     if tracked is not None and seed.changed:
@@ -64,13 +63,7 @@ def start(folder: StackPaths, topology: Topology, host: Host, seed: Seed, engine
     log(f"devstack: starting the nexus web port on {endpoint(topology, host)} (pypi-group, apt-debian)")
     env = {"PATH": engine_path, "PYTHONPATH": str(PACKAGE_ROOT)}
     processes.start(folder, NEXUS_WEB, argv(topology, host, seed.root), env=env)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not answers(topology, host):
-        if processes.running(folder, NEXUS_WEB) is None:
-            raise failure(NEXUS_WEB, folder, "exited right after start")
-        if time.monotonic() > deadline:
-            raise failure(NEXUS_WEB, folder, f"did not answer within {READY_TIMEOUT:.0f} s")
-        time.sleep(0.1)
+    wait_answering(folder, [NEXUS_WEB], lambda _: answers(topology, host), READY_TIMEOUT)
     return True
 
 
