@@ -91,7 +91,15 @@ class Settings(BaseModel):
     cache_deadline: float = _setting(
         120.0,
         "seconds a cache import/export step may go without progress (no BuildKit status, no bytes to or from the "
-        "cache host) before it is stopped (default 120); a step that keeps moving is never stopped.",
+        "cache host at FRACTALOPS_CACHE_MIN_RATE) before it is stopped (default 120); a step that keeps moving is "
+        "never stopped.",
+        commands=RELEASE,
+    )
+    cache_min_rate: float = _setting(
+        500_000.0,
+        "the slowest a cache step's bytes may move and still count as progress, in bytes per second on average "
+        "(`500KB/s`, `2MB/s`, `64KiB/s` or a plain number; default 500KB/s; `0`: any byte counts): a step whose "
+        "bytes crawl below it, with no BuildKit status, is stopped at FRACTALOPS_CACHE_DEADLINE like a silent one.",
         commands=RELEASE,
     )
     build_order: Literal["sequential", "parallel"] = _setting(
@@ -186,6 +194,16 @@ class Settings(BaseModel):
         if not (math.isfinite(value) and 0 < value <= 86400):
             raise ValueError("want seconds, more than 0 and at most 86400")
         return value
+
+    @field_validator("cache_min_rate", mode="before")
+    @classmethod
+    def _rate(cls, value: object) -> float:
+        rate = parse_rate(value) if isinstance(value, str) else value
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not (math.isfinite(rate) and rate >= 0):
+            raise ValueError(
+                "want bytes per second: a number with an optional unit (500KB/s, 2MB/s, 64KiB/s), 0 or more"
+            )
+        return float(rate)
 
     @field_validator("cache_unavailable_warn_after")
     @classmethod
@@ -298,6 +316,18 @@ class Context:
             xdg_state_home=path("XDG_STATE_HOME"),
             term=text("TERM"),
         )
+
+
+_RATE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmg]i?)?b?(?:/s)?", re.IGNORECASE)
+_RATE_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def parse_rate(text: str) -> float | None:
+    """Bytes per second from `500KB/s`, `2MB/s`, `64KiB/s`, `1000` (k, M, G are powers of 1000); None if not one."""
+    match = _RATE.fullmatch(text.strip())
+    if match is None:
+        return None
+    return float(match.group("number")) * _RATE_UNITS[(match.group("unit") or "").lower()]
 
 
 def variable(name: str) -> str:

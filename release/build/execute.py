@@ -35,6 +35,9 @@ class BuildSession:
     deadline_s: float
     streams: Streams
     docker_config: Path | None = None
+    min_rate: float = (
+        0.0  # bytes/s a cache step's bytes must keep up with to count as progress (FRACTALOPS_CACHE_MIN_RATE)
+    )
 
 
 class _Watch:
@@ -119,7 +122,7 @@ def build_target(target: TargetPlan, session: BuildSession, stopping: threading.
         if watch.hung is not None:
             session.streams.say(
                 f"warning: {target.name}: the cache export made no progress for {session.deadline_s:g} s "
-                "(FRACTALOPS_CACHE_DEADLINE) and was stopped; the image had been pushed (its digest is in the registry), "
+                f"(FRACTALOPS_CACHE_DEADLINE; {_bytes_phrase(session.min_rate)}) and was stopped; the image had been pushed (its digest is in the registry), "
                 "the cache was not written"
             )
     except ReleaseError as err:
@@ -163,14 +166,15 @@ def attempt_with_retry(
 
 def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) -> str:
     """One build with its cache steps watched; the digest it pushed (also when an export was cut after the push)."""
-    traffic = CacheTraffic(request.cache_registries())
+    traffic = CacheTraffic(request.cache_registries(), session.min_rate)
 
     def stalled() -> str | None:
-        """A cache step with no BuildKit status and no bytes to or from the cache host for the deadline."""
-        quiet = watch.tracker.cache_quiet_s()
-        # Bytes are counted only once a cache step has gone quiet for a while: most finish long before that.
-        moved = traffic.moved_at() if quiet is not None and quiet >= _count_bytes_after(session.deadline_s) else None
-        return watch.tracker.stalled_cache_step(session.deadline_s, moved)
+        """A cache step that went silent (no BuildKit status, no bytes at the minimum rate, for the deadline) or crawls."""
+        age = watch.tracker.cache_step_age_s()
+        # Bytes are counted only once a cache step has run for a while: most finish long before that.
+        moved = traffic.moved_at() if age is not None and age >= _count_bytes_after(session.deadline_s) else None
+        silent = watch.tracker.stalled_cache_step(session.deadline_s, moved)
+        return silent or watch.tracker.crawling_cache_step(session.deadline_s, traffic.too_slow_since)
 
     try:
         metadata = session.engine.build(request, watch.tracker.feed, stalled)
@@ -178,7 +182,7 @@ def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) ->
         # The client is stopped; the engine itself may stay blocked on that connection until it closes
         # (seen with dockerd 26: even a build without cache flags waits), so a rebuild here could hang.
         watch.hung = err.step
-        return pushed_before_cut(request, watch.tracker, err.step, session.deadline_s)
+        return pushed_before_cut(request, watch.tracker, err.step, session.deadline_s, session.min_rate)
     finally:
         traffic.close()
     digest = metadata.get("containerimage.digest")
@@ -188,11 +192,13 @@ def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) ->
 
 
 def _count_bytes_after(deadline_s: float) -> float:
-    """How long a cache step may be quiet before its bytes are counted: a second, or a quarter of a short deadline."""
+    """How long a cache step runs before its bytes are counted: a second, or a quarter of a short deadline."""
     return min(1.0, deadline_s / 4)
 
 
-def pushed_before_cut(request: BuildRequest, tracker: ProgressTracker, step: str, deadline: float) -> str:
+def pushed_before_cut(
+    request: BuildRequest, tracker: ProgressTracker, step: str, deadline: float, min_rate: float = 0.0
+) -> str:
     """The digest of the image a build pushed before its cache step was cut off; OperationError if there is none.
 
     buildx was stopped before writing its metadata file, so the digest comes from BuildKit's own report of the
@@ -201,7 +207,7 @@ def pushed_before_cut(request: BuildRequest, tracker: ProgressTracker, step: str
     """
     cut = (
         f"{request.name}: '{step}' made no progress for {deadline:g} s (FRACTALOPS_CACHE_DEADLINE: no BuildKit "
-        "status, no bytes to or from the cache host) and the build was stopped"
+        f"status, {_bytes_phrase(min_rate)}) and the build was stopped"
     )
     if is_import(step):
         raise OperationError(
@@ -213,6 +219,13 @@ def pushed_before_cut(request: BuildRequest, tracker: ProgressTracker, step: str
         if digest is not None:
             return digest
     raise OperationError(f"{cut}; buildx reported no finished push of {', '.join(request.tags)} before it")
+
+
+def _bytes_phrase(min_rate: float) -> str:
+    """How the cut describes the bytes it saw: none, or too few for FRACTALOPS_CACHE_MIN_RATE."""
+    if min_rate <= 0:
+        return "no bytes to or from the cache host"
+    return f"bytes to or from the cache host below FRACTALOPS_CACHE_MIN_RATE={min_rate / 1000:g}KB/s"
 
 
 def verify(target: TargetPlan, digest: str, docker_config: Path | None) -> str:

@@ -45,6 +45,7 @@ class Vertex:
     cached: bool = False
     error: str | None = None
     progressed_at: float | None = None  # when (time.monotonic) it last reported anything: state, status or log
+    began_at: float | None = None  # when (time.monotonic) it was first seen started
     statuses: dict[str, tuple[object, object]] = field(default_factory=dict)
 
     @property
@@ -145,7 +146,9 @@ class ProgressTracker:
         now = time.monotonic()
         for raw in status.get("vertexes") or []:
             self._vertex(raw)
-            self.vertices[str(raw.get("digest", ""))].progressed_at = now
+            seen = self.vertices[str(raw.get("digest", ""))]
+            seen.progressed_at = now
+            seen.began_at = seen.began_at or (now if seen.started else None)
         for raw in status.get("statuses") or []:
             self._progress(raw, now)
         for log in status.get("logs") or []:
@@ -234,11 +237,24 @@ class ProgressTracker:
             if v.is_cache_step and v.started and not v.completed and not v.error and v.progressed_at is not None
         ]
 
-    def cache_quiet_s(self) -> float | None:
-        """Seconds since the quietest running cache step last reported progress; None when none runs."""
+    def cache_step_age_s(self) -> float | None:
+        """Seconds the oldest running cache step has run; None when none runs."""
         now = time.monotonic()
-        quiet = [now - (v.progressed_at or now) for v in self.running_cache_steps()]
-        return max(quiet) if quiet else None
+        ages = [now - (v.began_at or now) for v in self.running_cache_steps()]
+        return max(ages) if ages else None
+
+    def crawling_cache_step(self, deadline_s: float, too_slow: Callable[[float], bool]) -> str | None:
+        """The name of a cache step running longer than `deadline_s` whose bytes since it began were `too_slow`.
+
+        `too_slow(began_at)` says whether the bytes moved since then average below the minimum rate; BuildKit's
+        statuses do not save such a step (a crawl that finishes a small layer now and then is still a crawl).
+        """
+        now = time.monotonic()
+        for vertex in self.running_cache_steps():
+            began = vertex.began_at or now
+            if now - began > deadline_s and too_slow(began):
+                return vertex.name
+        return None
 
     def stalled_cache_step(self, deadline_s: float, bytes_moved_at: float | None = None) -> str | None:
         """The name of a running cache step that made no progress for more than `deadline_s` seconds, if any.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 _INET_DIAG_INFO = 2  # the tcp_info extension of a sock_diag request
@@ -31,6 +32,29 @@ def endpoints(registries: Iterable[str]) -> set[tuple[str, int]]:
     return found
 
 
+@dataclass
+class Pace:
+    """Bytes as progress only while they keep up with `min_rate` bytes per second (0: any byte is progress).
+
+    A crawl is a stall: progress is the moment the bytes moved since the last progress (or since watching began)
+    reach `min_rate` times the seconds since then, so a link that moves fewer bytes on average never progresses.
+    """
+
+    min_rate: float = 0.0
+    since: float | None = None
+    banked: int = 0
+    kept_at: float | None = None
+
+    def observe(self, now: float, moved: int) -> float | None:
+        """Add the bytes moved by `now` (time.monotonic); return when they last kept pace, if ever."""
+        if self.since is None:
+            self.since = now
+        self.banked += max(moved, 0)
+        if self.banked > 0 and self.banked >= self.min_rate * (now - self.since):
+            self.kept_at, self.since, self.banked = now, now, 0
+        return self.kept_at
+
+
 class CacheTraffic:
     """Watches the TCP connections of this network namespace to the cache registry for bytes moving.
 
@@ -39,17 +63,33 @@ class CacheTraffic:
     remote builder) it sees nothing, and only BuildKit's own statuses tell progress.
     """
 
-    def __init__(self, registries: Iterable[str]) -> None:
-        """Watch connections to any of `registries` (`host[:port]`), resolved when first sampled."""
+    def __init__(self, registries: Iterable[str], min_rate: float = 0.0) -> None:
+        """Watch connections to any of `registries` (`host[:port]`), resolved when first sampled; see Pace."""
         self.registries = list(registries)
         self.targets: set[tuple[str, int]] | None = None
         self.counts: dict[tuple[str, int, str, int], int] | None = None
-        self.last_moved: float | None = None
+        self.pace = Pace(min_rate)
+        self.min_rate = min_rate
+        self.total = 0  # bytes moved since the first sample
+        self.history: list[tuple[float, int]] = []  # (time.monotonic, total) of every sample
         self._diag: Any = None
         self.broken = not self.registries
 
+    def too_slow_since(self, began: float) -> bool:
+        """Whether the bytes sampled since `began` (time.monotonic) average below the minimum rate; False if unseen.
+
+        The span starts at the first sample at or after `began`, so bytes before watching began never count.
+        """
+        if self.broken or self.min_rate <= 0:
+            return False
+        start = next(((at, total) for at, total in self.history if at >= began), None)
+        if start is None or not self.history:
+            return False
+        (first_at, first_total), (last_at, last_total) = start, self.history[-1]
+        return last_at > first_at and last_total - first_total < self.min_rate * (last_at - first_at)
+
     def moved_at(self) -> float | None:
-        """Sample the connections now; return when (time.monotonic) bytes last moved on one of them, if ever seen."""
+        """Sample the connections now; return when (time.monotonic) their bytes last kept pace, if ever."""
         if self.targets is None and not self.broken:
             self.targets = endpoints(self.registries)  # here, not when the build starts: a slow resolver waits here
             self.broken = not self.targets
@@ -61,10 +101,12 @@ class CacheTraffic:
             self.broken = True
             self.close()
             return None
-        if self.counts is not None and any(moved > self.counts.get(key, 0) for key, moved in counts.items()):
-            self.last_moved = time.monotonic()
+        before, now = self.counts, time.monotonic()
+        moved = 0 if before is None else sum(max(n - before.get(key, 0), 0) for key, n in counts.items())
         self.counts = counts
-        return self.last_moved
+        self.total += moved
+        self.history.append((now, self.total))
+        return self.pace.observe(now, moved)
 
     def _sample(self) -> dict[tuple[str, int, str, int], int]:
         """Bytes acknowledged plus bytes received, per connection to a target."""

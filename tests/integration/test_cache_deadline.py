@@ -1,4 +1,4 @@
-"""The cache deadline on the local stack: a slow export that moves bytes completes; a silent one is cut after the push."""
+"""The cache deadline on the local stack: a slow export that moves bytes completes; a silent or crawling one is cut after the push."""
 
 from __future__ import annotations
 
@@ -149,3 +149,38 @@ def test_cache_host_that_goes_silent_mid_export_is_cut_and_the_pushed_image_is_r
     while established_to(proxy.port) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert established_to(proxy.port) == 0, "the engine still holds connections to the closed cache host"
+
+
+def test_cache_export_that_crawls_below_the_minimum_rate_is_cut_and_the_pushed_image_is_released(
+    devstack: Devstack, tmp_path: Path
+) -> None:
+    # The link to the cache host moves 100 KB/s: bytes keep trickling, but below FRACTALOPS_CACHE_MIN_RATE (500 KB/s
+    # by default) they are no progress, so the 200 MB export is stopped at the deadline instead of running for half
+    # an hour; the release prints the pushed image_ref, exits 0 and records the export failed.
+    proxy = LoopbackProxy(devstack.ports.hosted, rate=100e3).start()
+    try:
+        topology, _ = topology_with_cache_behind(devstack, tmp_path, proxy.port)
+        started = time.monotonic()
+        result = release(
+            devstack,
+            tmp_path,
+            "--target",
+            "api",
+            "--targets-file",
+            str(targets_with_context(tmp_path, "tests/integration/bigblob")),
+            topology=topology,
+            FRACTALOPS_CACHE_DEADLINE=f"{DEADLINE_S:g}",
+            FRACTALOPS_CACHE_BRANCH=f"itest-{uuid.uuid4().hex[:8]}",
+            FRACTALOPS_PROGRESS="plain",
+        )
+        elapsed = time.monotonic() - started
+        sent = proxy.sent_upstream
+    finally:
+        proxy.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ref,) = image_refs(result.stdout)
+    assert_in_registry(ref)
+    assert "below FRACTALOPS_CACHE_MIN_RATE=500KB/s" in result.stderr, result.stderr[-3000:]
+    assert [(e["result"], e["cache_export"]) for e in events(tmp_path)] == [("ok", "failed")]
+    assert 0 < sent < LAYER_BYTES / 4, "bytes crawled to the cache host and the big layer never got through"
+    assert elapsed < 120, "the deadline bounds the crawl; at 100 KB/s the layer alone takes over half an hour"

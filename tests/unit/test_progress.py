@@ -191,6 +191,24 @@ def test_a_cache_export_that_keeps_finishing_layers_is_never_stalled_however_lon
     assert tracker.vertices and any(v.name == EXPORT and v.completed for v in tracker.vertices.values())
 
 
+def test_a_cache_export_whose_bytes_crawl_is_cut_after_the_deadline_whatever_statuses_it_reports(
+    clock: list[float],
+) -> None:
+    # The recorded seven-layer export finishes a layer within every 2 s, so statuses alone never stall it; when its
+    # bytes since it began average below the minimum rate, it is crawling once it has run longer than the deadline.
+    objects = recorded("export-seven-layers.rawjson")
+    tracker = ProgressTracker("[api]", lambda _line: None)
+    crawling, fine, began = [], [], []
+    for moment in replay(tracker, clock, objects):
+        crawling.append((moment, tracker.crawling_cache_step(2.0, lambda since: began.append(since) or True)))
+        fine.append(tracker.crawling_cache_step(2.0, lambda _since: False))
+    first = next(moment for moment, step in crawling if step == EXPORT)
+    start = next(v.began_at for v in tracker.vertices.values() if v.name == EXPORT)
+    assert start is not None and 2.0 < first - start <= 2.1, "cut once the step has run for the deadline"
+    assert set(fine) == {None}
+    assert start in began, "the rate is judged from when the step began"
+
+
 def test_a_cache_step_with_no_status_and_no_bytes_for_the_deadline_is_stalled(clock: list[float]) -> None:
     # Recorded: the cache host went silent mid-layer. With no new status and no bytes moved for 3 s the export is
     # stalled; bytes moving (seen on the connections to the cache host) postpone the verdict by the deadline.

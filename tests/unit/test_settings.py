@@ -32,6 +32,8 @@ def test_a_flag_beats_the_environment_which_beats_the_default() -> None:
         ({"FRACTALOPS_GITOPS_AUTHOR": "A <a@b>\nInjected: x"}, "FRACTALOPS_GITOPS_AUTHOR="),
         ({"FRACTALOPS_NEXUS_VIA": "vpn"}, "FRACTALOPS_NEXUS_VIA='vpn'"),
         ({"FRACTALOPS_GITOPS_PUSH_ATTEMPTS": "0"}, "FRACTALOPS_GITOPS_PUSH_ATTEMPTS='0'"),
+        ({"FRACTALOPS_CACHE_MIN_RATE": "5mbit"}, "FRACTALOPS_CACHE_MIN_RATE='5mbit': want bytes per second"),
+        ({"FRACTALOPS_CACHE_MIN_RATE": "-1"}, "FRACTALOPS_CACHE_MIN_RATE='-1': want bytes per second"),
     ],
 )
 def test_a_bad_value_is_a_one_line_usage_error_naming_the_variable(environ: dict[str, str], message: str) -> None:
@@ -40,6 +42,15 @@ def test_a_bad_value_is_a_one_line_usage_error_naming_the_variable(environ: dict
         settings.load(environ)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("500KB/s", 500e3), ("2MB/s", 2e6), ("64KiB/s", 65536.0), ("100 kB/s", 100e3), ("1000", 1000.0), ("0", 0.0)],
+)
+def test_the_minimum_cache_rate_reads_bytes_per_second_with_units(text: str, rate: float) -> None:
+    # k, M, G are powers of 1000, Ki, Mi, Gi of 1024; a plain number is bytes per second.
+    assert settings.load({"FRACTALOPS_CACHE_MIN_RATE": text}).settings.cache_min_rate == rate
 
 
 def test_a_bad_flag_value_names_the_flag() -> None:

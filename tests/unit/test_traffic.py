@@ -6,10 +6,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
-from release.build.traffic import CacheTraffic, endpoints
+from release.build import traffic
+from release.build.traffic import CacheTraffic, Pace, endpoints
 
 
 @pytest.fixture
@@ -84,3 +86,74 @@ def test_endpoints_resolve_names_and_default_ports() -> None:
     assert endpoints(["localhost:5000"]) >= {("127.0.0.1", 5000)}
     assert endpoints(["127.0.0.1"]) == {("127.0.0.1", 443), ("127.0.0.1", 80)}
     assert endpoints(["no-such-host.invalid:5000"]) == set()
+
+
+def pace_of(min_rate: float, rate: float, seconds: float, step: float = 0.25) -> list[float | None]:
+    """Feed a Pace a link moving `rate` bytes/s, sampled every `step` s for `seconds`; the answers in order."""
+    pace = Pace(min_rate)
+    return [pace.observe(n * step, int(rate * step) if n else 0) for n in range(int(seconds / step) + 1)]
+
+
+def test_bytes_slower_than_the_minimum_rate_never_count_as_progress() -> None:
+    # A 100 KB/s crawl against a 500 KB/s floor: however long it runs, it never kept pace, so the deadline cuts it.
+    assert set(pace_of(500_000, 100_000, 600)) == {None}
+
+
+def test_bytes_at_or_above_the_minimum_rate_are_progress_at_every_sample() -> None:
+    # A 5 MB/s link keeps pace at every sample after the first (the baseline).
+    answers = pace_of(500_000, 5_000_000, 10)
+    assert answers[0] is None and answers[1:] == [n * 0.25 for n in range(1, len(answers))]
+
+
+def test_a_bursty_link_keeps_pace_when_its_average_reaches_the_minimum() -> None:
+    # 2 MB arrive every 2 s and nothing between (1 MB/s on average): progress at each burst, never between.
+    pace = Pace(500_000)
+    seen = [pace.observe(t / 4, 2_000_000 if t and t % 8 == 0 else 0) for t in range(0, 41)]
+    assert seen[8] == 2.0 and seen[15] == 2.0 and seen[16] == 4.0 and seen[40] == 10.0
+
+
+def test_without_a_minimum_rate_any_byte_is_progress_and_none_is_not() -> None:
+    # FRACTALOPS_CACHE_MIN_RATE=0: one byte is progress; a sample with nothing moved is not.
+    pace = Pace(0)
+    assert pace.observe(0.0, 0) is None
+    assert pace.observe(1.0, 1) == 1.0
+    assert pace.observe(9.0, 0) == 1.0
+
+
+class SteadyLink(CacheTraffic):
+    """A link to the cache host moving `rate` bytes per second (the kernel's counters stood in for by the clock)."""
+
+    def __init__(self, min_rate: float, rate: float, clock: list[float]) -> None:
+        """One connection to 127.0.0.1:1."""
+        super().__init__(["127.0.0.1:1"], min_rate)
+        self.targets, self.rate, self.clock = {("127.0.0.1", 1)}, rate, clock
+
+    def _sample(self) -> dict[tuple[str, int, str, int], int]:
+        return {("127.0.0.1", 40000, "127.0.0.1", 1): int(self.rate * self.clock[0])}
+
+
+@pytest.mark.parametrize(("rate", "slow"), [(100e3, True), (5e6, False), (499e3, True), (600e3, False)])
+def test_bytes_since_a_step_began_are_too_slow_only_below_the_minimum_rate(
+    monkeypatch: pytest.MonkeyPatch, rate: float, slow: bool
+) -> None:
+    # Sampled every 0.25 s for 10 s from 1 s on: the average since then, against a 500 KB/s floor.
+    clock = [0.0]
+    monkeypatch.setattr(traffic, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    link = SteadyLink(500e3, rate, clock)
+    for n in range(4, 45):
+        clock[0] = n * 0.25
+        link.moved_at()
+    assert link.too_slow_since(1.0) is slow
+    assert link.too_slow_since(100.0) is False, "nothing sampled since then: no verdict"
+
+
+def test_without_a_minimum_rate_or_a_byte_signal_nothing_is_too_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    # FRACTALOPS_CACHE_MIN_RATE=0, or a builder whose connections this host cannot see: only statuses judge.
+    clock = [0.0]
+    monkeypatch.setattr(traffic, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    off, blind = SteadyLink(0, 10.0, clock), CacheTraffic([])
+    for n in range(1, 40):
+        clock[0] = n * 0.25
+        off.moved_at()
+        blind.moved_at()
+    assert off.too_slow_since(0.0) is False and blind.too_slow_since(0.0) is False
