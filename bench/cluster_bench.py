@@ -322,6 +322,46 @@ def bench_shaped_link(c: Cluster) -> dict[str, Any]:
     }
 
 
+WARM_REPEATS = int(os.environ.get("BENCH_WARM_REPEATS", "9"))
+
+
+def bench_overhead(c: Cluster) -> dict[str, Any]:
+    """The warm release on a runner (nothing changed since its last release): the driver vs plain buildx, alternated.
+
+    Both are timed inside the runner (bench/timed.py), so reaching the host (`devstack exec`) counts on neither side.
+    """
+    scope = f"bench-{uuid.uuid4().hex[:6]}"
+    events = c.work / f"overhead-{scope}.jsonl"
+    env = c.release_env(scope, events)
+    driver_argv = [RELEASE_SH, "--json"]
+    plain_argvs = c.plain_commands("runner-1", scope)
+    c.release("runner-1", scope)  # cold: fills the builder and the cache
+    c.release("runner-1", scope)  # the first warm one, not counted
+
+    def timed(commands: list[list[str]]) -> float:
+        proc = c.on("runner-1", str(PYTHON), "bench/timed.py", json.dumps(commands), env=env)
+        answer = json.loads(proc.stdout.strip().splitlines()[-1])
+        if any(answer["codes"]):
+            raise SystemExit(f"a timed command failed: {answer}")
+        return float(answer["seconds"])
+
+    driver, plain = [], []
+    for _ in range(WARM_REPEATS):
+        driver.append(timed([driver_argv]))
+        plain.append(timed(plain_argvs))
+    ratio = median(driver) / median(plain)
+    return {
+        "driver_warm_s": median(driver),
+        "plain_buildx_warm_s": median(plain),
+        "ratio": round(ratio, 3),
+        "driver_runs_s": driver,
+        "plain_runs_s": plain,
+        "repeats": WARM_REPEATS,
+        "target": "<= 1.10",
+        "ok": ratio <= 1.10,
+    }
+
+
 def main() -> None:
     """Run the sections named on the command line (default: all), write the results file, take the shape down."""
     benches: dict[str, Callable[[Cluster], dict[str, Any]]] = {
@@ -331,6 +371,7 @@ def main() -> None:
         "shared_builder": bench_shared_builder,
         "bytes_moved": bench_bytes,
         "shaped_link": bench_shaped_link,
+        "driver_overhead": bench_overhead,
     }
     only = set(sys.argv[1:])
     c = Cluster()
