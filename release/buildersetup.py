@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,19 @@ def plan_builder(
     argv = ["docker", "buildx", "create", "--name", name, "--driver", driver]
     notes: list[str] = []
     if driver == "remote":
-        if not endpoint or not endpoint.startswith(REMOTE_SCHEMES):
+        # No endpoint given: the topology's shared BuildKit, and its server name unless `tls` names one.
+        if endpoint is None and topology.builder is not None:
+            endpoint = topology.builder.endpoint
+            notes.append(f"endpoint {endpoint} is the topology's shared BuildKit (builder.endpoint)")
+            servername = topology.builder.tls_servername
+            if tls is not None and tls.servername is None and servername is not None:
+                tls = replace(tls, servername=servername)
+        if endpoint is None:
+            raise UsageError(
+                "--endpoint: the remote driver needs the buildkitd address: give --endpoint tcp://HOST:PORT, "
+                "or a shared BuildKit in the topology (builder.endpoint)"
+            )
+        if not endpoint.startswith(REMOTE_SCHEMES):
             raise UsageError(
                 f"--endpoint: the remote driver needs one of {', '.join(REMOTE_SCHEMES)}, got {endpoint!r}"
             )

@@ -22,7 +22,9 @@ def builder_group() -> None:
     default="kubernetes",
     show_default=True,
 )
-@click.option("--endpoint", help="remote driver: the buildkitd address (tcp://…).")
+@click.option(
+    "--endpoint", help="remote driver: the buildkitd address (tcp://…; default: the topology's builder.endpoint)."
+)
 @click.option("--replicas", type=int, default=2, show_default=True, help="kubernetes driver: BuildKit pods.")
 @click.option("--namespace", default="buildkit", show_default=True, help="kubernetes driver: namespace.")
 @click.option(
@@ -41,7 +43,11 @@ def builder_group() -> None:
 @click.option("--tls-cacert", type=click.Path(path_type=Path), help="remote driver: CA that signed buildkitd's cert.")
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="remote driver: client certificate (mutual TLS).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="remote driver: client certificate's key.")
-@click.option("--tls-servername", help="remote driver: the name buildkitd's certificate is checked against.")
+@click.option(
+    "--tls-servername",
+    help="remote driver: the name buildkitd's certificate is checked against (default: the topology's "
+    "builder.tls_servername with its endpoint, else buildx takes the endpoint's host).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the docker buildx create command and the config; run nothing.")
 @pass_app
 def create(

@@ -34,6 +34,8 @@ def render_env(topology: Topology, via: str = "service") -> dict[str, str]:
     }
     if nexus.repositories.apt_ubuntu:
         env["FRACTALOPS_APT_UBUNTU_CACHE_URL"] = nexus.repository_url(nexus.repositories.apt_ubuntu, host)
+    if topology.builder is not None:
+        env["FRACTALOPS_BUILDKIT_ENDPOINT"] = topology.builder.endpoint
     return dict(sorted(env.items()))
 
 

@@ -1,4 +1,4 @@
-"""The topology model: Nexus, the `registry_cache` key, the node mirror, the release registry."""
+"""The topology model: Nexus, the `registry_cache` key, the node mirror, the release registry, the shared BuildKit."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Scheme = Literal["http", "https"]
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _CLUSTER_DNS = re.compile(r"(\.svc|\.svc\.cluster\.local|\.cluster\.local)\.?\Z")
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_TCP_ENDPOINT = re.compile(r"tcp://(?P<host>\[[^\]/]*\]|[^:/\[\]]*)(?::(?P<port>[^/]*))?(?P<rest>/.*)?", re.DOTALL)
 
 
 class _Strict(BaseModel):
@@ -151,6 +155,78 @@ class ReleaseRegistry(_Strict):
     scheme: Scheme = "https"
 
 
+def _is_ip(host: str) -> bool:
+    """True for an IPv4 or IPv6 address (the latter without its URL brackets)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_host(host: str) -> bool:
+    """True for a host name, an IPv4 address, or an IPv6 address in URL brackets."""
+    if host.startswith("["):
+        return ":" in host and host.endswith("]") and _is_ip(host[1:-1])
+    return _HOST_NAME.fullmatch(host) is not None
+
+
+class Builder(_Strict):
+    """The team's shared BuildKit: a standalone buildkitd that builders reach with the remote driver over mutual TLS."""
+
+    endpoint: str
+    # The name buildkitd's certificate is checked against, when it is not the endpoint's host (buildx's default).
+    tls_servername: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _tcp_endpoint(cls, value: str) -> str:
+        found = _TCP_ENDPOINT.fullmatch(value)
+        if found is None:
+            raise ValueError("must be a tcp:// address, tcp://HOST:PORT (the remote driver's endpoint)")
+        host, port, rest = found["host"], found["port"], found["rest"]
+        if not _valid_host(host):
+            raise ValueError("has no valid host: want tcp://HOST:PORT (a host name, an IPv4 address or [IPv6])")
+        if port is None or port == "":
+            raise ValueError("has no port: want tcp://HOST:PORT")
+        if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+        if rest:
+            raise ValueError("has a path: want tcp://HOST:PORT and nothing after the port")
+        return value
+
+    @field_validator("tls_servername")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST_NAME.fullmatch(value):
+            raise ValueError("must be a host name (letters, digits, '-', '.')")
+        return value
+
+    @property
+    def host(self) -> str:
+        """The endpoint's host: a name, or an address (an IPv6 one without brackets)."""
+        found = _TCP_ENDPOINT.fullmatch(self.endpoint)
+        assert found is not None  # validated
+        return str(found["host"]).removeprefix("[").removesuffix("]")
+
+    @property
+    def port(self) -> int:
+        """The endpoint's port."""
+        found = _TCP_ENDPOINT.fullmatch(self.endpoint)
+        assert found is not None  # validated
+        return int(found["port"])
+
+    @property
+    def host_is_name(self) -> bool:
+        """True when the endpoint names a host (resolved by DNS) rather than an address."""
+        return not _is_ip(self.host)
+
+    @property
+    def server_name(self) -> str:
+        """The name the builder's certificate must carry: `tls_servername`, else the endpoint's host (as buildx does)."""
+        return self.tls_servername or self.host
+
+
 class Topology(_Strict):
     """The whole topology file."""
 
@@ -158,6 +234,7 @@ class Topology(_Strict):
     registry_cache: RegistryCache
     node_mirror: NodeMirror
     release: ReleaseRegistry = ReleaseRegistry()
+    builder: Builder | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:

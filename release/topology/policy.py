@@ -83,6 +83,18 @@ def _rules(topology: Topology) -> list[tuple[re.Pattern[str], str]]:
     }
     if topology.node_mirror.node_port:
         ports[topology.node_mirror.node_port] = "the node mirror NodePort"
+    builder = topology.builder
+    if builder is not None:
+        names = dict.fromkeys((builder.host, builder.server_name))
+        for name in names:
+            suffix = r"(?:\.cluster\.local)?" if name.endswith(".svc") else ""
+            rules.append(
+                (
+                    re.compile(rf"(?<![\w.-]){re.escape(name)}{suffix}(?![\w-]|\.[\w-])", re.IGNORECASE),
+                    f"the shared BuildKit's host ({name}) is baked in; read builder.endpoint from the topology",
+                )
+            )
+        ports.setdefault(builder.port, "the shared BuildKit's port")
     for port, what in ports.items():
         rules.append(
             (

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from release.buildersetup import BuilderPlan, create_builder, plan_builder, run_docker
+from release.buildersetup import BuilderPlan, RemoteTLS, create_builder, plan_builder, run_docker
 from release.errors import EngineError, UsageError
 from release.imageref import parse_image_ref
 from release.topology.load import load_topology
-from release.topology.model import Topology
+from release.topology.model import Builder, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,6 @@ def test_config_text_mirrors_and_http(topology: Topology, tmp_path: Path, via: s
     ("driver", "kwargs", "message"),
     [
         ("podman", {"config_path": Path("x")}, "not one of"),
-        ("remote", {}, "remote driver needs"),
         ("remote", {"endpoint": "buildkitd:1234"}, "remote driver needs"),
         ("remote", {"endpoint": "tcp://b:1234", "config_path": Path("x")}, "no buildkitd config"),
         ("kubernetes", {}, "needs a path"),
@@ -109,6 +108,44 @@ def test_bad_requests_are_usage_errors(topology: Topology, driver: str, kwargs: 
     # Wrong combinations fail before anything runs, with exit code 2.
     with pytest.raises(UsageError, match=message):
         plan_builder(topology, "b", driver, **kwargs)
+
+
+def test_remote_plan_takes_the_endpoint_from_the_topology(topology: Topology) -> None:
+    # No --endpoint: the topology's shared BuildKit is the endpoint, and the dry-run text says where it came from.
+    assert topology.builder is not None
+    plan = plan_builder(topology, "shared", "remote")
+    assert plan.argv[-1] == topology.builder.endpoint == "tcp://buildkit.fractalops.svc:1234"
+    assert "note: endpoint tcp://buildkit.fractalops.svc:1234 is the topology's shared BuildKit" in plan.render()
+
+
+def test_given_endpoint_wins_over_the_topology(topology: Topology, tmp_path: Path) -> None:
+    # --endpoint names another buildkitd: the topology's endpoint and server name are not used.
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    with_name = topology.model_copy(update={"builder": Builder(endpoint="tcp://b.svc:1234", tls_servername="x.svc")})
+    plan = plan_builder(with_name, "b", "remote", endpoint="tcp://10.0.0.9:1234", tls=RemoteTLS(ca), bootstrap=False)
+    assert plan.argv[-3:] == ("--driver-opt", f"cacert={ca}", "tcp://10.0.0.9:1234")
+    assert not any("builder.endpoint" in note for note in plan.notes)
+
+
+def test_remote_plan_takes_the_server_name_from_the_topology_unless_given(topology: Topology, tmp_path: Path) -> None:
+    # builder.tls_servername goes with the topology's endpoint; --tls-servername, when given, wins.
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    shared = Builder(endpoint="tcp://10.0.0.9:1234", tls_servername="buildkit.fractalops.svc")
+    with_name = topology.model_copy(update={"builder": shared})
+    taken = plan_builder(with_name, "b", "remote", tls=RemoteTLS(cacert=ca), bootstrap=False)
+    assert taken.argv[-3:] == ("--driver-opt", f"cacert={ca},servername=buildkit.fractalops.svc", "tcp://10.0.0.9:1234")
+    given = plan_builder(with_name, "b", "remote", tls=RemoteTLS(cacert=ca, servername="other.svc"), bootstrap=False)
+    assert given.argv[-2] == f"cacert={ca},servername=other.svc"
+
+
+def test_remote_plan_without_endpoint_or_topology_builder_is_a_usage_error(topology: Topology) -> None:
+    # Neither --endpoint nor a builder section: exit 2 naming both ways to give one.
+    without = topology.model_copy(update={"builder": None})
+    with pytest.raises(UsageError, match=r"--endpoint tcp://HOST:PORT, or a shared BuildKit in the topology") as caught:
+        plan_builder(without, "b", "remote")
+    assert caught.value.exit_code == 2
 
 
 def test_bad_name_is_a_usage_error(topology: Topology) -> None:

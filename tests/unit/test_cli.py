@@ -118,6 +118,27 @@ def test_builder_create_dry_run_works_as_documented(tmp_path: Path, driver: str,
     assert not list(tmp_path.rglob("*.toml"))  # a dry run writes nothing
 
 
+def test_builder_create_remote_takes_the_endpoint_from_the_topology(tmp_path: Path) -> None:
+    # `builder create --driver remote` without --endpoint: the dry run shows the topology's shared BuildKit.
+    result = cli("builder", "create", "--dry-run", "--name", "shared", "--driver", "remote")
+    assert result.exit_code == 0, result.stderr
+    assert "--driver remote --bootstrap tcp://buildkit.fractalops.svc:1234" in result.stdout
+    assert "note: endpoint tcp://buildkit.fractalops.svc:1234 is the topology's shared BuildKit" in result.stdout
+
+
+def test_builder_create_remote_without_any_endpoint_is_one_usage_line(checkout: Path) -> None:
+    # No --endpoint and no builder section in the topology: exit 2, one line saying how to give one.
+    topology = checkout / "ops" / "topology" / "fractalops.yaml"
+    text = topology.read_text()
+    topology.write_text(text[: text.index("\n# The team's shared BuildKit")] + "\n")
+    result = cli("builder", "create", "--dry-run", "--name", "shared", "--driver", "remote")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --endpoint: the remote driver needs the buildkitd address: give --endpoint tcp://HOST:PORT, "
+        "or a shared BuildKit in the topology (builder.endpoint)"
+    ]
+
+
 def test_debug_after_the_subcommand_shows_the_traceback() -> None:
     # release.sh puts the subcommand first, so --debug after it must work as it does before it.
     env = {"FRACTALOPS_SOURCE_COMMIT": "x", "FRACTALOPS_ALLOW_LOCAL_RUNTIME_RELEASE": "1"}

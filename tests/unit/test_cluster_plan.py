@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from release.cli import main
-from release.devstack.cluster import delay, dns, web
+from release.devstack.buildkit_certs import cert_paths, render_certs
+from release.devstack.cluster import buildkit_host, delay, dns, web
 from release.devstack.cluster.credentials import (
     BCRYPT_ROUNDS,
     Credentials,
@@ -43,7 +44,6 @@ from release.devstack.cluster.oci import gunzipped_sha256, gzip_layer_image, lay
 from release.devstack.cluster.paths import ClusterPaths
 from release.devstack.cluster.runners import daemon_config
 from release.devstack.cluster.topology import (
-    BUILDER_NAME,
     cluster_topology,
     host_names,
     production_topology,
@@ -51,8 +51,9 @@ from release.devstack.cluster.topology import (
 )
 from release.devstack.install import Binaries
 from release.devstack.paths import StackPaths
-from release.errors import UsageError
+from release.errors import ConfigError, UsageError
 from release.topology.load import load_topology
+from release.topology.model import Builder, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 NET = ClusterNet(39680)
@@ -99,13 +100,30 @@ def test_an_unknown_host_is_a_usage_error_naming_the_hosts() -> None:
     assert caught.value.exit_code == 2
 
 
+def _with_builder(production: Topology, endpoint: str, servername: str | None = None) -> Topology:
+    """The production topology with another shared BuildKit entry."""
+    return production.model_copy(update={"builder": Builder(endpoint=endpoint, tls_servername=servername)})
+
+
 def test_hosts_file_resolves_the_nexus_service_and_the_builder() -> None:
-    # Each host's /etc/hosts names the Nexus service and the shared builder at their hosts' addresses.
+    # Each host's /etc/hosts names the Nexus service and the shared builder (the topology's name) at their addresses.
     topology = cluster_topology(production_topology(REPO), NET.host("nexus").address)
+    assert topology.builder is not None
     text = render_hosts_file(host_names(topology, NET.host("nexus").address, NET.host("builder").address))
     assert f"{NET.host('nexus').address}\tnexus.nexus.svc" in text.splitlines()
-    assert f"{NET.host('builder').address}\t{BUILDER_NAME}" in text.splitlines()
+    assert f"{NET.host('builder').address}\t{topology.builder.host}" in text.splitlines()
     assert "127.0.0.1\tlocalhost" in text.splitlines()
+
+
+def test_builder_records_follow_the_topologys_builder_name() -> None:
+    # Another name in the production file's builder section is the name the hosts file and the cluster DNS give out.
+    production = _with_builder(production_topology(REPO), "tcp://bk.ci.svc:4321")
+    nexus, builder = NET.host("nexus").address, NET.host("builder").address
+    names = host_names(cluster_topology(production, nexus), nexus, builder)
+    assert names == {"nexus.nexus.svc": nexus, "bk.ci.svc": builder}
+    assert f"{builder}\tbk.ci.svc" in render_hosts_file(names).splitlines()
+    assert f"host-record=bk.ci.svc,{builder}" in dns.render_config(names, nexus).splitlines()
+    assert not [name for name in names if "buildkit.fractalops.svc" in name]
 
 
 @pytest.mark.parametrize(
@@ -141,6 +159,68 @@ def test_cluster_topology_keeps_production_names_and_ports_and_changes_only_addr
     assert topology.registry_cache.host_ip == address != production.registry_cache.host_ip
     assert topology.release.image_registry == "nexus.nexus.svc:8082"
     assert topology.registry_scheme("nexus.nexus.svc:8082") == "http"
+
+
+def test_cluster_topology_carries_the_production_builder_section(tmp_path: Path) -> None:
+    # The shared BuildKit keeps its production name and port in the file the shape writes (its address differs).
+    production = production_topology(REPO)
+    path = tmp_path / "topology.yaml"
+    path.write_text(render_cluster_topology(production, "10.214.128.2"))
+    written = load_topology(path)
+    assert written.builder == production.builder
+    assert written.builder is not None and written.builder.endpoint == "tcp://buildkit.fractalops.svc:1234"
+    assert "tls_servername" not in path.read_text()  # unset values are left out, as in the production file
+    named = _with_builder(production, "tcp://bk.ci.svc:4321", "buildkit.ci.svc")
+    assert cluster_topology(named, "10.214.128.2").builder == named.builder
+
+
+@pytest.mark.parametrize(
+    ("builder", "message"),
+    [
+        (None, "builder: the cluster shape runs the shared BuildKit under the topology's builder.endpoint"),
+        (Builder(endpoint="tcp://10.0.0.9:1234"), "name the builder by a host name, not an address"),
+    ],
+)
+def test_cluster_shape_needs_a_named_builder_in_the_production_topology(builder: Builder | None, message: str) -> None:
+    # No builder section, or one at a bare address, cannot give the shape a name to keep: exit 2 naming the file.
+    production = production_topology(REPO).model_copy(update={"builder": builder})
+    with pytest.raises(ConfigError, match=message) as caught:
+        cluster_topology(production, "10.214.128.2")
+    assert str(caught.value).startswith("ops/topology/fractalops.yaml: builder")
+    assert caught.value.exit_code == 2
+
+
+def test_builder_certificate_names_the_topologys_server_name_endpoint_host_and_address() -> None:
+    # buildkitd's certificate carries what clients check: builder.tls_servername, the endpoint's host, the address.
+    production = production_topology(REPO)
+    assert buildkit_host.server_names(cluster_topology(production, "10.214.128.2"), "10.214.128.3") == [
+        "buildkit.fractalops.svc",
+        "10.214.128.3",
+    ]
+    named = cluster_topology(_with_builder(production, "tcp://bk.ci.svc:4321", "buildkit.ci.svc"), "10.214.128.2")
+    assert buildkit_host.server_names(named, "10.214.128.3") == ["buildkit.ci.svc", "bk.ci.svc", "10.214.128.3"]
+    assert buildkit_host.endpoint(named) == "tcp://bk.ci.svc:4321"
+
+
+def test_runner_builder_create_takes_the_endpoint_from_the_shapes_topology(tmp_path: Path) -> None:
+    # The runners' `builder create` names no endpoint: run as a dry run, it gives buildx the topology's builder.
+    production = _with_builder(production_topology(REPO), "tcp://bk.ci.svc:4321")
+    topology_file = tmp_path / "topology.yaml"
+    topology_file.write_text(render_cluster_topology(production, "10.214.128.2"))
+    folder = StackPaths(tmp_path / "builder")
+    render_certs(buildkit_host.layout(folder).certs, ["bk.ci.svc"])
+    argv = buildkit_host.create_command(folder)
+    assert "--endpoint" not in argv and "--tls-servername" not in argv
+    result = CliRunner().invoke(main, [*argv[3:], "--dry-run"], env={"FRACTALOPS_TOPOLOGY": str(topology_file)})
+    assert result.exit_code == 0, result.output
+    wanted = f"--driver remote --driver-opt {_client_opt(folder)} --bootstrap tcp://bk.ci.svc:4321"
+    assert result.stdout.splitlines()[0].endswith(wanted)
+
+
+def _client_opt(folder: StackPaths) -> str:
+    """The driver option of the shared builder's client TLS files."""
+    client = cert_paths(buildkit_host.layout(folder).certs).client
+    return f"cacert={client.ca_cert},cert={client.cert},key={client.key}"
 
 
 def test_rendered_cluster_topology_loads_as_the_same_model(tmp_path: Path) -> None:
@@ -293,7 +373,8 @@ def test_cluster_dns_answers_only_the_shapes_names_on_the_nexus_host_and_never_a
     topology = cluster_topology(production_topology(REPO), nexus)
     lines = dns.render_config(host_names(topology, nexus, builder), nexus).splitlines()
     assert {"no-resolv", "no-hosts", "bind-interfaces", "keep-in-foreground", f"listen-address={nexus}"} <= set(lines)
-    assert f"host-record=nexus.nexus.svc,{nexus}" in lines and f"host-record={BUILDER_NAME},{builder}" in lines
+    assert topology.builder is not None and topology.builder.host == "buildkit.fractalops.svc"
+    assert f"host-record=nexus.nexus.svc,{nexus}" in lines and f"host-record={topology.builder.host},{builder}" in lines
     assert not [line for line in lines if line.startswith("server=")]
     assert dns.render_resolv_conf(nexus).splitlines()[1:] == [f"nameserver {nexus}"]
 

@@ -40,6 +40,8 @@ PLANTED = [
     (".github/workflows/x.yml", "env:\n  MIRROR: http://127.0.0.1:30083\n", "NodePort 30083"),
     ("ops/scripts/pull.sh", "#!/bin/sh\nport=8083\n", "docker-group port 8083"),
     ("release/old.py", "HOST = '10.10.10.150'\n", "retired standalone cache"),
+    ("release/builder.py", 'ENDPOINT = "tcp://buildkit.fractalops.svc:9999"\n', "the shared BuildKit's host"),
+    ("ops/scripts/buildx.sh", "#!/bin/sh\nBUILDKIT_PORT=1234\n", "the shared BuildKit's port 1234"),
     ("ops/systemd/registry-gc.timer", "[Timer]\nOnCalendar=daily\n", "registry-gc.timer"),
     ("ops/devspace.yaml", "version: v2\nsync: []\n", "DevSpace"),
 ]

@@ -60,6 +60,13 @@ def test_render_env_has_every_cache_variable(topo: Topology) -> None:
     assert list(env) == sorted(env)
 
 
+def test_render_env_names_the_shared_buildkit_only_when_the_topology_has_one(topo: Topology) -> None:
+    # FRACTALOPS_BUILDKIT_ENDPOINT is builder.endpoint (the same whichever way builders reach Nexus); no builder, no name.
+    assert render_env(topo)["FRACTALOPS_BUILDKIT_ENDPOINT"] == "tcp://buildkit.fractalops.svc:1234"
+    assert render_env(topo, "clusterip")["FRACTALOPS_BUILDKIT_ENDPOINT"] == "tcp://buildkit.fractalops.svc:1234"
+    assert "FRACTALOPS_BUILDKIT_ENDPOINT" not in render_env(topo.model_copy(update={"builder": None}))
+
+
 def test_shell_env_sourced_by_bash_gives_back_every_value(topo: Topology) -> None:
     # `source` of the shell format restores each value exactly.
     env = render_env(topo)

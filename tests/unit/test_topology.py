@@ -34,6 +34,7 @@ def test_committed_topology_describes_nexus() -> None:
     assert topo.docker_group_url == "http://nexus.nexus.svc:8083"
     assert topo.node_mirror_endpoint == "http://127.0.0.1:30083"
     assert topo.node_mirror.pull_username == "shim-puller"
+    assert topo.builder is not None and topo.builder.endpoint == "tcp://buildkit.fractalops.svc:1234"
 
 
 def _set(data: dict[str, Any], path: str, value: Any) -> None:
@@ -73,6 +74,23 @@ INVALID = [
     ("nexus.public_url", "nexus.yamon.io", "nexus.public_url"),
     ("nexus", _DELETE, "nexus"),
     ("release", None, "release: None: want a mapping"),
+    ("builder.endpoint", "https://buildkit.fractalops.svc:1234", "builder.endpoint: 'https://"),
+    ("builder.endpoint", "buildkit.fractalops.svc:1234", "must be a tcp:// address"),
+    (
+        "builder.endpoint",
+        "tcp://buildkit.fractalops.svc",
+        "builder.endpoint: 'tcp://buildkit.fractalops.svc': has no port",
+    ),
+    ("builder.endpoint", "tcp://buildkit.fractalops.svc:", "has no port"),
+    ("builder.endpoint", "tcp://buildkit.fractalops.svc:70000", "builder.endpoint"),
+    ("builder.endpoint", "tcp://buildkit.fractalops.svc:1234/x", "has a path"),
+    ("builder.endpoint", "tcp://build_kit:1234", "has no valid host"),
+    ("builder.endpoint", 1234, "builder.endpoint"),
+    ("builder.endpoint", "tcp://10.10.10.150:1234", "builder.endpoint: 'tcp://10.10.10.150:1234' is the retired"),
+    ("builder.endpoint", "tcp://ct113:1234", "folded into Nexus on 2026-06-18"),
+    ("builder.tls_servername", "buildkit fractalops", "builder.tls_servername"),
+    ("builder.driver", "remote", "builder.driver"),
+    ("builder", "tcp://buildkit.fractalops.svc:1234", "builder: 'tcp://buildkit.fractalops.svc:1234': want a mapping"),
 ]
 
 
@@ -105,6 +123,30 @@ def test_missing_topology_file_is_a_config_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--topology", str(tmp_path / "nope.yaml"), "topology", "show"])
     assert result.exit_code == 2
     assert "cannot read the topology" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host", "port"),
+    [
+        ("tcp://buildkit.fractalops.svc:1234", "buildkit.fractalops.svc", 1234),
+        ("tcp://10.0.0.9:1234", "10.0.0.9", 1234),
+        ("tcp://[fd00::9]:4321", "fd00::9", 4321),
+    ],
+)
+def test_builder_endpoint_is_a_tcp_host_and_port(endpoint: str, host: str, port: int) -> None:
+    # The shared BuildKit is reached at tcp://HOST:PORT: a host name or an address (IPv6 in brackets).
+    data = _data()
+    data["builder"] = {"endpoint": endpoint}
+    builder = parse_topology(data, "t").builder
+    assert builder is not None and (builder.host, builder.port) == (host, port)
+    assert builder.server_name == host  # buildx checks the endpoint's host unless tls_servername says otherwise
+
+
+def test_builder_section_is_optional() -> None:
+    # A topology without a shared BuildKit is valid; builders then give their endpoint by hand.
+    data = _data()
+    del data["builder"]
+    assert parse_topology(data, "t").builder is None
 
 
 def test_clusterip_node_mirror_uses_the_clusterip() -> None:

@@ -12,7 +12,7 @@ from release.devstack.buildkit import ensure_buildkit
 from release.devstack.buildkit_certs import cert_paths
 from release.devstack.buildkit_daemon import BuildkitdLayout, running_pid, start_buildkitd, stop_buildkitd
 from release.devstack.cluster.hosts import Host, daemon_in_netns, in_netns
-from release.devstack.cluster.topology import BUILDER_NAME, BUILDER_PORT
+from release.devstack.cluster.topology import shared_builder
 from release.devstack.paths import StackPaths
 from release.errors import EngineError
 from release.topology.model import Topology
@@ -27,23 +27,30 @@ def layout(folder: StackPaths) -> BuildkitdLayout:
     return BuildkitdLayout(folder.root / "buildkitd")
 
 
-def endpoint() -> str:
-    """Return the address runners give buildx: the builder's service name and port."""
-    return f"tcp://{BUILDER_NAME}:{BUILDER_PORT}"
+def endpoint(topology: Topology) -> str:
+    """Return the address runners give buildx: the topology's shared BuildKit (its name resolves to the builder host)."""
+    return shared_builder(topology).endpoint
+
+
+def server_names(topology: Topology, address: str) -> list[str]:
+    """Return the names buildkitd's certificate carries: the topology's server name and endpoint host, the address."""
+    builder = shared_builder(topology)
+    return list(dict.fromkeys([builder.server_name, builder.host, address]))
 
 
 def start(folder: StackPaths, state: Path, host: Host, topology: Topology, log: Log) -> bool:
     """Start buildkitd inside the builder host (built once per machine) unless it runs; return whether it started."""
     if running_pid(layout(folder)) is not None:
         return False
+    builder = shared_builder(topology)
     binaries = ensure_buildkit(state / "buildkit", log)
     start_buildkitd(
         layout(folder).folder,
         binaries,
         topology,
         host=host.address,
-        port=BUILDER_PORT,
-        server_names=[BUILDER_NAME, host.address],
+        port=builder.port,
+        server_names=server_names(topology, host.address),
         log=log,
         prefix=daemon_in_netns(host.namespace, []),
     )
@@ -68,18 +75,19 @@ def wipe(folder: StackPaths) -> bool:
 
 
 def create_command(folder: StackPaths) -> list[str]:
-    """Return `fractalops-release builder create` for the shared BuildKit with the client's TLS files."""
+    """Return `fractalops-release builder create` for the shared BuildKit with the client's TLS files (no endpoint)."""
     client = cert_paths(layout(folder).certs).client
     return [
         sys.executable, "-m", "release", "builder", "create",
-        "--name", SHARED_BUILDER, "--driver", "remote", "--endpoint", endpoint(),
+        "--name", SHARED_BUILDER, "--driver", "remote",
         "--tls-cacert", str(client.ca_cert), "--tls-cert", str(client.cert), "--tls-key", str(client.key),
-        "--tls-servername", BUILDER_NAME,
     ]  # fmt: skip
 
 
-def add_to_runner(builder: StackPaths, runner: StackPaths, host: Host, env: dict[str, str], log: Log) -> bool:
-    """Create the runner's remote builder for the shared BuildKit (inside the runner, so its name resolves)."""
+def add_to_runner(
+    builder: StackPaths, runner: StackPaths, host: Host, topology: Topology, env: dict[str, str], log: Log
+) -> bool:
+    """Create the runner's remote builder for the shared BuildKit (endpoint: env's FRACTALOPS_TOPOLOGY, the shape's)."""
     if (runner.docker_config / "buildx" / "instances" / SHARED_BUILDER).exists():
         return False
     try:
@@ -92,5 +100,5 @@ def add_to_runner(builder: StackPaths, runner: StackPaths, host: Host, env: dict
         )
     except process.ProcessError as err:
         raise EngineError(str(err)) from None
-    log(f"devstack: {host.name} has builder {SHARED_BUILDER} ({endpoint()}, mutual TLS)")
+    log(f"devstack: {host.name} has builder {SHARED_BUILDER} ({endpoint(topology)}, mutual TLS)")
     return True

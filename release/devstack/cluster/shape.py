@@ -157,7 +157,7 @@ def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> 
                     **runners.client_env(paths.host(name), paths.bin_dir, binaries),
                     "FRACTALOPS_TOPOLOGY": str(paths.topology),
                 }
-                buildkit_host.add_to_runner(builder_folder, paths.host(name), net.host(name), env, log)
+                buildkit_host.add_to_runner(builder_folder, paths.host(name), net.host(name), topology, env, log)
         except BaseException:
             _undo(paths, net, started, remove_all=first, log=log)
             raise
@@ -322,13 +322,14 @@ def status(state_dir: Path) -> StackStatus:
             )
         )
     builder_pid = running_pid(buildkit_host.layout(paths.host(BUILDER)))
+    builder_address = f"{net.host(BUILDER).address}, mutual TLS"
     components.append(
         ComponentStatus(
             name=f"{BUILDER}/buildkitd",
             running=builder_pid is not None,
             healthy=builder_pid is not None,
             pid=builder_pid,
-            endpoint=f"{buildkit_host.endpoint()} ({net.host(BUILDER).address}, mutual TLS)",
+            endpoint=f"{buildkit_host.endpoint(topology)} ({builder_address})" if topology else builder_address,
             detail="" if builder_pid else "not running",
         )
     )
