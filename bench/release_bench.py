@@ -368,6 +368,8 @@ def bench_slow_link(b: Bench) -> dict[str, Any]:
             "cold_no_cache_s": median(bare),
             "driver_s": median(throttled),
             "driver_minus_cold_s": round(median(throttled) - median(colds), 3),
+            "driver_minus_cold_paired_s": median([d - c for d, c in zip(throttled, colds, strict=True)]),
+            "driver_minus_cold_no_cache_paired_s": median([d - c for d, c in zip(throttled, bare, strict=True)]),
             "cache_exports": exports,
             "mb_sent_to_cache": sent,
             "limit_s": round(median(colds) + SLOW_LINK_DEADLINE_S, 3),

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +25,13 @@ BUILD_ATTEMPTS = 2
 _TRANSIENT = re.compile(r"\b50[0234]\b[^\n]*(Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)", re.I)
 
 
+@dataclass
+class CacheCut:
+    """Which cache step of this run the deadline cut, if one was: the builds that start afterwards skip the cache."""
+
+    step: str | None = None  # "<target>: '<step name>'"
+
+
 @dataclass(frozen=True)
 class BuildSession:
     """What every build of a run shares: the engine, the builder, the cache decision, the deadline, the output."""
@@ -35,9 +42,9 @@ class BuildSession:
     deadline_s: float
     streams: Streams
     docker_config: Path | None = None
-    min_rate: float = (
-        0.0  # bytes/s a cache step's bytes must keep up with to count as progress (FRACTALOPS_CACHE_MIN_RATE)
-    )
+    # Bytes per second a cache step's bytes must keep up with to count as progress (FRACTALOPS_CACHE_MIN_RATE).
+    min_rate: float = 0.0
+    cut: CacheCut = field(default_factory=CacheCut)
 
 
 class _Watch:
@@ -112,7 +119,14 @@ def build_all(plan: ReleasePlan, session: BuildSession) -> tuple[list[Built], Ke
 def build_target(target: TargetPlan, session: BuildSession, stopping: threading.Event) -> Built:
     """Build, push and verify one target; whatever happens, its result."""
     started_at, started = _now(), time.monotonic()
-    request = target.request if session.skipped is None else without_cache(target.request)
+    skipped = session.skipped
+    if skipped is None and session.cut.step is not None:
+        # One cut per release: a cache host too slow or silent for one target would cost every later one the deadline.
+        skipped = "unavailable"
+        session.streams.say(
+            f"warning: {target.name}: building without cache this run: the deadline cut {session.cut.step}"
+        )
+    request = target.request if skipped is None else without_cache(target.request)
     watch = _Watch(target.name, session.streams)
     image_ref: str | None = None
     error: str | None = None
@@ -133,7 +147,7 @@ def build_target(target: TargetPlan, session: BuildSession, stopping: threading.
         outcome = "pushed and verified" if error is None else "FAILED"
         status = tracker.status_line().split(" · ")[0]
         session.streams.board.update(tracker.prefix, f"{status} · {outcome} in {duration:.1f} s")
-    cache_import, cache_export = classify(session.skipped, watch.hung, tracker, built=error is None)
+    cache_import, cache_export = classify(skipped, watch.hung, tracker, built=error is None)
     result = TargetResult(
         target=target.name,
         image_ref=image_ref,
@@ -182,6 +196,7 @@ def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) ->
         # The client is stopped; the engine itself may stay blocked on that connection until it closes
         # (seen with dockerd 26: even a build without cache flags waits), so a rebuild here could hang.
         watch.hung = err.step
+        session.cut.step = f"{request.name}: '{err.step}'"
         return pushed_before_cut(request, watch.tracker, err.step, session.deadline_s, session.min_rate)
     finally:
         traffic.close()

@@ -352,6 +352,25 @@ def test_each_build_records_its_cache_outcome(world: World, attempt: Attempt, ou
         assert "before its image was built" in api["error"]
 
 
+def test_once_the_deadline_cut_a_cache_step_the_later_targets_build_without_cache(world: World) -> None:
+    # Sequential builds: api's export is cut at the deadline; worker, which starts afterwards, gets no cache flags
+    # (a second cut would cost the release the deadline again), and says so; both images are released.
+    script = {
+        "api": [Attempt("api-cold-miss.rawjson", hang="exporting cache to registry")],
+        "worker": [Attempt("api-cold-miss.rawjson")],
+    }
+    engine = FakeBuildx(world.registry, script)
+    output = Captured()
+    assert world.release(engine, output.streams, ReleaseRequest()) == 0, output.err.getvalue()
+    api, worker = engine.requests
+    assert api.cache_to is not None and worker.cache_from == () and worker.cache_to is None
+    recorded = world.recorded()
+    assert (recorded["api"]["cache_import"], recorded["api"]["cache_export"]) == ("miss", "failed")
+    assert (recorded["worker"]["cache_import"], recorded["worker"]["cache_export"]) == ("unavailable", "skipped")
+    assert "warning: worker: building without cache this run: the deadline cut api" in output.err.getvalue()
+    assert set(image_refs(output.out.getvalue())) == {"api", "worker"}
+
+
 @pytest.mark.parametrize("how", ["no-cache", "probe-fails"])
 def test_a_build_without_the_cache_records_it_disabled_or_unavailable_and_passes_no_cache_flags(
     world: World, tmp_path: Path, how: str
