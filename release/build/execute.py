@@ -184,9 +184,13 @@ def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) ->
 
     def stalled() -> str | None:
         """A cache step that went silent (no BuildKit status, no bytes at the minimum rate, for the deadline) or crawls."""
-        age = watch.tracker.cache_step_age_s()
-        # Bytes are counted only once a cache step has run for a while: most finish long before that.
-        moved = traffic.moved_at() if age is not None and age >= _count_bytes_after(session.deadline_s) else None
+        quiet, age = watch.tracker.cache_quiet_s(), watch.tracker.cache_step_age_s()
+        # Bytes are counted only once a cache step has been quiet, or has run, for a while: most finish long before
+        # (the counters' library alone takes a third of a second to load, which a warm release should not wait for).
+        counting = (quiet is not None and quiet >= _count_bytes_after(session.deadline_s)) or (
+            age is not None and age >= _judge_rate_after(session.deadline_s)
+        )
+        moved = traffic.moved_at() if counting else None
         silent = watch.tracker.stalled_cache_step(session.deadline_s, moved)
         return silent or watch.tracker.crawling_cache_step(session.deadline_s, traffic.too_slow_since)
 
@@ -207,8 +211,13 @@ def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) ->
 
 
 def _count_bytes_after(deadline_s: float) -> float:
-    """How long a cache step runs before its bytes are counted: a second, or a quarter of a short deadline."""
+    """How long a cache step may be quiet before its bytes are counted: a second, or a quarter of a short deadline."""
     return min(1.0, deadline_s / 4)
+
+
+def _judge_rate_after(deadline_s: float) -> float:
+    """How long a cache step runs before its bytes are counted for its average rate: 10 s, or a quarter of the deadline."""
+    return min(10.0, deadline_s / 4)
 
 
 def pushed_before_cut(

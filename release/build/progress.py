@@ -237,6 +237,12 @@ class ProgressTracker:
             if v.is_cache_step and v.started and not v.completed and not v.error and v.progressed_at is not None
         ]
 
+    def cache_quiet_s(self) -> float | None:
+        """Seconds since the quietest running cache step last reported progress; None when none runs."""
+        now = time.monotonic()
+        quiet = [now - (v.progressed_at or now) for v in self.running_cache_steps()]
+        return max(quiet) if quiet else None
+
     def cache_step_age_s(self) -> float | None:
         """Seconds the oldest running cache step has run; None when none runs."""
         now = time.monotonic()
