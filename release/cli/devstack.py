@@ -81,13 +81,21 @@ def exec_command(app: App, host: str, command: tuple[str, ...]) -> None:
 @click.option("--rate", help="Rate of both directions in tc syntax (5mbit, 100kbps); 'off' removes it.")
 @click.option("--loss", help="Random loss per direction in percent (1%, 0.5); 0 removes it.")
 @click.option("--delay", help="Added latency per direction (50ms, 0.2s) through a user-space queue; 0 removes it.")
+@click.option(
+    "--silence",
+    metavar="PORT",
+    help="Drop every packet of the host's TCP connections of PORT open now (a peer gone quiet mid-transfer); "
+    "connections made later pass. 'off' lifts it.",
+)
 @click.option("--clear", is_flag=True, help="Remove every limit first.")
 @pass_app
-def link(app: App, host: str, rate: str | None, loss: str | None, delay: str | None, clear: bool) -> None:
+def link(
+    app: App, host: str, rate: str | None, loss: str | None, delay: str | None, silence: str | None, clear: bool
+) -> None:
     """Shape a cluster host's link for this run (options not given keep their value)."""
     from release.devstack.cluster.commands import link
 
-    link(host, rate, loss, delay, clear=clear, state_dir=_state_dir(app), log=app.say)
+    link(host, rate, loss, delay, clear=clear, silence=silence, state_dir=_state_dir(app), log=app.say)
 
 
 @devstack.command("smoke")

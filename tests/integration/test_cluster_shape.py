@@ -40,8 +40,8 @@ PATHS = ClusterPaths(StackPaths(SESSION_STATE_DIR))
 SCOPE = f"itest-{uuid.uuid4().hex[:8]}"  # this run's cache tags: runner-2's hits can only come from runner-1's export
 
 
-def cli(*args: str, timeout: float = 900.0, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `fractalops-release ARGS` against the tests' state dir, as a person outside CI would."""
+def cli_env(**env: str) -> dict[str, str]:
+    """The environment of `fractalops-release` run against the tests' state dir by a person outside CI, with `env`."""
     full = {
         k: v for k, v in os.environ.items() if k not in {"CI", "GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"}
     }
@@ -52,10 +52,15 @@ def cli(*args: str, timeout: float = 900.0, **env: str) -> subprocess.CompletedP
             **env,
         }
     )
+    return full
+
+
+def cli(*args: str, timeout: float = 900.0, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `fractalops-release ARGS` against the tests' state dir, as a person outside CI would."""
     return subprocess.run(
         [sys.executable, "-m", "release", *args],
         cwd=ROOT,
-        env=full,
+        env=cli_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,

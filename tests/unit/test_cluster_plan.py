@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -34,9 +35,13 @@ from release.devstack.cluster.links import (
     burst_bytes,
     delay_rules,
     loss_rules,
+    next_silence_number,
     parse_delay,
     parse_loss,
+    parse_silence,
     rate_bytes,
+    read_shapes,
+    silence_rules,
     tbf_args,
 )
 from release.devstack.cluster.nexus import connectors, registry_config
@@ -444,11 +449,12 @@ def test_cli_up_offers_the_two_shapes_and_local_stays_the_default() -> None:
     [
         (["devstack", "link", "--host", "runner-1", "--rate", "fast"], "--rate 'fast'"),
         (["devstack", "link", "--host", "runner-9", "--rate", "5mbit"], "--host 'runner-9'"),
+        (["devstack", "link", "--host", "runner-1", "--silence", "http"], "--silence 'http'"),
         (["devstack", "exec", "--host", "nope", "--", "true"], "--host 'nope'"),
     ],
 )
 def test_cli_refuses_bad_link_and_exec_arguments_with_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
-    # A bad rate or host is a one-line usage error (exit 2) before any stack is looked at.
+    # A bad rate, port or host is a one-line usage error (exit 2) before any stack is looked at.
     result = CliRunner().invoke(main, args, env={"FRACTALOPS_DEVSTACK_DIR": str(tmp_path)})
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -471,6 +477,77 @@ def test_delay_hands_every_packet_to_the_hosts_queue_and_passes_them_when_nobody
     # One NFQUEUE rule with --queue-bypass: a stopped delayer never blackholes the link.
     assert delay_rules() == [["-A", "FX-LINK-DELAY", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]]
     assert LinkShape(delay_ms=25).describe() == "delay 25ms each way"
+
+
+@pytest.mark.parametrize(("text", "port"), [("8082", 8082), (" 443 ", 443), ("off", None), ("0", None)])
+def test_silence_takes_a_port_or_off(text: str, port: int | None) -> None:
+    # --silence takes a TCP port; off (or 0) lifts it.
+    assert parse_silence(text) == port
+
+
+@pytest.mark.parametrize("text", ["65536", "-1", "http", "80,443"])
+def test_a_silence_that_is_not_one_port_is_a_usage_error(text: str) -> None:
+    # A port out of range, negative, a name or a list is exit 2 naming the value.
+    with pytest.raises(UsageError, match="--silence"):
+        parse_silence(text)
+
+
+def test_silence_marks_new_connections_of_the_port_and_drops_every_packet_of_the_others_both_ways() -> None:
+    # Silence 3 on 8082: a new connection gets mark 3 in the silence's byte; packets to or from 8082 without it drop.
+    mark = "0x30000/0xff0000"
+    assert silence_rules(8082, 3) == [
+        ["-A", "FX-LINK-SILENCE", "-p", "tcp", "--dport", "8082", "-m", "conntrack", "--ctstate", "NEW",
+         "-j", "CONNMARK", "--set-xmark", mark],
+        ["-A", "FX-LINK-SILENCE", "-p", "tcp", "--dport", "8082", "-m", "connmark", "!", "--mark", mark, "-j", "DROP"],
+        ["-A", "FX-LINK-SILENCE", "-p", "tcp", "--sport", "8082", "-m", "connmark", "!", "--mark", mark, "-j", "DROP"],
+    ]  # fmt: skip
+    assert silence_rules(None, 3) == []
+    assert LinkShape(rate="5mbit", silenced_port=8082).describe() == (
+        "rate 5mbit, port 8082 silent for the connections open before"
+    )
+
+
+def test_each_silence_has_a_number_of_its_own_and_the_record_keeps_it(tmp_path: Path) -> None:
+    # Numbers go 1 to 255 and round again (a connection marked by an earlier silence is silenced by the next one);
+    # the links record gives back the port and the number.
+    assert [next_silence_number(n) for n in (0, 1, 254, 255)] == [1, 2, 255, 1]
+    record = tmp_path / "links.json"
+    record.write_text(
+        '{"runner-1": {"rate": null, "loss": 0, "delay_ms": 0, "silenced_port": 8082, "silence_number": 4}}'
+    )
+    assert read_shapes(record)["runner-1"] == LinkShape(silenced_port=8082, silence_number=4)
+    record.write_text('{"runner-1": {"rate": "5mbit", "loss": 0, "delay_ms": 0}}')  # a record from before silences
+    assert read_shapes(record)["runner-1"] == LinkShape(rate="5mbit")
+
+
+def test_link_gives_each_new_silence_a_new_number_and_keeps_it_when_other_options_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --silence starts silence 1, a rate change keeps it, --clear lifts it, the next --silence is number 2 (so the
+    # connections made during silence 1 are silenced too); the shapes go to shape_link (iptables) as recorded.
+    from release.devstack.cluster import commands
+
+    paths = ClusterPaths(StackPaths(tmp_path))
+    paths.root.mkdir(parents=True)
+    paths.record.write_text(json.dumps({"port_base": 36380}))
+    applied: list[LinkShape] = []
+
+    def record(net: object, host: object, shape: LinkShape, folder: object, links: Path, log: object) -> LinkShape:
+        applied.append(shape)
+        links.write_text(json.dumps({"runner-1": dataclasses.asdict(shape)}))
+        return shape
+
+    monkeypatch.setattr(commands, "shape_link", record)
+    commands.link("runner-1", None, None, silence="8082", state_dir=tmp_path)
+    commands.link("runner-1", "5mbit", None, state_dir=tmp_path)
+    commands.link("runner-1", None, None, clear=True, state_dir=tmp_path)
+    commands.link("runner-1", None, None, silence="8082", state_dir=tmp_path)
+    assert [(s.rate, s.silenced_port, s.silence_number) for s in applied] == [
+        (None, 8082, 1),
+        ("5mbit", 8082, 1),
+        (None, None, 1),
+        (None, 8082, 2),
+    ]
 
 
 def test_delayer_binds_its_queue_for_metadata_only_and_asks_for_acks() -> None:

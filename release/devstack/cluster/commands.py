@@ -10,7 +10,16 @@ from release.adapters import process
 from release.devstack.cluster import shape
 from release.devstack.cluster.execute import exec_plan
 from release.devstack.cluster.hosts import check_host_name
-from release.devstack.cluster.links import LinkShape, parse_delay, parse_loss, rate_bytes, read_shapes, shape_link
+from release.devstack.cluster.links import (
+    LinkShape,
+    next_silence_number,
+    parse_delay,
+    parse_loss,
+    parse_silence,
+    rate_bytes,
+    read_shapes,
+    shape_link,
+)
 from release.devstack.install import read_marker
 from release.devstack.paths import StackPaths
 from release.devstack.stack import state_lock, stderr_log
@@ -91,16 +100,18 @@ def link(
     delay: str | None = None,
     *,
     clear: bool = False,
+    silence: str | None = None,
     state_dir: Path,
     log: Log = stderr_log,
 ) -> LinkShape:
-    """Shape a host's link for this run: `rate` (tc syntax), `loss` (percent), `delay` (each way); unset ones keep their value."""
+    """Shape a host's link for this run: `rate`, `loss` (percent), `delay` (each way), `silence` (a port or off); unset ones stay."""
     check_host_name(host)
     off = rate is not None and rate.strip().lower() in ("", "none", "off")
     if rate is not None and not off:
         rate_bytes(rate)
     loss_value = parse_loss(loss) if loss is not None else None
     delay_value = parse_delay(delay) if delay is not None else None
+    silence_port = parse_silence(silence) if silence is not None else None
     paths, net = shape.resolve(state_dir, None, existing=True)
     if shape.recorded_base(paths) is None:
         raise OperationError(
@@ -109,10 +120,14 @@ def link(
         )
     target = net.host(host)
     with state_lock(StackPaths(paths.stack.root)):
-        current = LinkShape() if clear else read_shapes(paths.links).get(host, LinkShape())
+        recorded = read_shapes(paths.links).get(host, LinkShape())
+        current = LinkShape(silence_number=recorded.silence_number) if clear else recorded
         wanted = LinkShape(
             rate=None if off else current.rate if rate is None else rate.strip().lower(),
             loss=current.loss if loss_value is None else loss_value,
             delay_ms=current.delay_ms if delay_value is None else delay_value,
+            silenced_port=current.silenced_port if silence is None else silence_port,
+            # A new silence gets a number of its own (its mark), so it also silences the connections of earlier ones.
+            silence_number=next_silence_number(recorded.silence_number) if silence_port else recorded.silence_number,
         )
         return shape_link(net, target, wanted, paths.host(host), paths.links, log)

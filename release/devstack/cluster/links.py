@@ -1,10 +1,12 @@
-"""Shaping a host's link, per run: rate (tc tbf), random loss (iptables statistic), latency (NFQUEUE delayer).
+"""Shaping a host's link, per run: rate (tc tbf), loss (iptables statistic), latency (NFQUEUE), silence (connmark).
 
 This kernel has no netem, so latency comes from `delay.py`, a user-space queue that releases packets in order.
 
-Loss and delay rules sit in the mangle table's PREROUTING (in on eth0) and POSTROUTING (out on eth0), so they
+Loss, delay and silence rules sit in the mangle table's PREROUTING (in on eth0) and POSTROUTING (out on eth0), so they
 catch what the host forwards too (RUN steps of a runner's engine, NATed out of its docker0), not only its own
-sockets; tbf sits on both ends of the link and limits everything on it.
+sockets; tbf sits on both ends of the link and limits everything on it. A silence marks each connection of its
+port that starts while it holds and drops every packet of the others, so a peer that goes quiet in the middle of a
+transfer (its connections stay open, nothing comes back) can be played while new connections still work.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from release.errors import EngineError, UsageError
 Log = Callable[[str], None]
 LOSS_CHAIN = "FX-LINK-LOSS"
 DELAY_CHAIN = "FX-LINK-DELAY"
+SILENCE_CHAIN = "FX-LINK-SILENCE"
+# Connmark bits of the silences' own: each silence marks the connections that start while it holds with its number,
+# so a connection made during an earlier silence is silenced by the next one like any other open connection.
+SILENCE_MARK_MASK = 0xFF0000
+SILENCE_MARK_SHIFT = 16
 DELAY_COMPONENT = "link-delay"
 DELAY_QUEUE = 0  # netlink queues are per namespace: each host's delayer has queue 0 of its own
 MAX_DELAY_MS = 10_000.0
@@ -55,11 +62,13 @@ class LinkShape:
     rate: str | None = None
     loss: float = 0.0
     delay_ms: float = 0.0
+    silenced_port: int | None = None
+    silence_number: int = 0  # which silence this is (1..255, then 1 again): its connmark
 
     @property
     def shaped(self) -> bool:
         """Return whether anything limits the link."""
-        return self.rate is not None or self.loss > 0 or self.delay_ms > 0
+        return self.rate is not None or self.loss > 0 or self.delay_ms > 0 or self.silenced_port is not None
 
     def describe(self) -> str:
         """Return a short description for status output."""
@@ -68,6 +77,7 @@ class LinkShape:
         parts = [f"rate {self.rate}"] if self.rate else []
         parts += [f"loss {self.loss:g}%"] if self.loss else []
         parts += [f"delay {self.delay_ms:g}ms each way"] if self.delay_ms else []
+        parts += [f"port {self.silenced_port} silent for the connections open before"] if self.silenced_port else []
         return ", ".join(parts)
 
 
@@ -94,6 +104,16 @@ def parse_delay(text: str) -> float:
     if not 0 <= value <= MAX_DELAY_MS:
         raise UsageError(f"--delay {text!r}: want a delay from 0 to 10 s, e.g. 50ms")
     return value
+
+
+def parse_silence(text: str) -> int | None:
+    """Return the TCP port to silence from `5000`; `off` (or 0, none) is None; anything else is a usage error."""
+    value = text.strip().lower()
+    if value in ("off", "none", "0"):
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise UsageError(f"--silence {text!r}: want a TCP port from 1 to 65535, e.g. 5000, or off")
+    return int(value)
 
 
 def burst_bytes(rate: str) -> int:
@@ -167,6 +187,39 @@ def set_loss(host: Host, loss: float) -> None:
         _iptables(host, ["-t", "mangle", *rule])
 
 
+def next_silence_number(previous: int) -> int:
+    """Return the number of a new silence after `previous` (1 to 255, then 1 again)."""
+    return previous % 255 + 1
+
+
+def silence_rules(port: int | None, number: int) -> list[list[str]]:
+    """Return the iptables commands (after the chain is flushed) of silence `number` on the connections of `port`.
+
+    A TCP connection to or from the port that starts while the silence holds is marked with its number by its first
+    packet; every packet of any other (open when the silence began) is dropped, in both directions. None: no rule.
+    """
+    if port is None:
+        return []
+    mark = f"{number << SILENCE_MARK_SHIFT:#x}/{SILENCE_MARK_MASK:#x}"
+    rules = [["-A", SILENCE_CHAIN, "-p", "tcp", "--dport", str(port), "-m", "conntrack", "--ctstate", "NEW",
+              "-j", "CONNMARK", "--set-xmark", mark]]  # fmt: skip
+    for side in ("--dport", "--sport"):
+        rules.append(["-A", SILENCE_CHAIN, "-p", "tcp", side, str(port), "-m", "connmark", "!", "--mark", mark,
+                      "-j", "DROP"])  # fmt: skip
+    return rules
+
+
+def set_silence(host: Host, port: int | None, number: int) -> None:
+    """Drop every packet of the host's connections of `port` open when silence `number` began (None: lift it).
+
+    Applied again with the same number (another option of the link changed), it keeps the same connections silent.
+    The chain comes first, before loss and delay, so a delayed packet is silenced too.
+    """
+    _ensure_chain(host, SILENCE_CHAIN, 1)
+    for rule in silence_rules(port, number):
+        _iptables(host, ["-t", "mangle", *rule])
+
+
 def delay_rules() -> list[list[str]]:
     """Return the iptables command (after the chain is flushed) that hands every packet to the host's delayer."""
     return [["-A", DELAY_CHAIN, "-j", "NFQUEUE", "--queue-num", str(DELAY_QUEUE), "--queue-bypass"]]
@@ -214,7 +267,13 @@ def read_shapes(record: Path) -> dict[str, LinkShape]:
     try:
         data = json.loads(record.read_text())
         return {
-            name: LinkShape(rate=v.get("rate"), loss=float(v.get("loss", 0)), delay_ms=float(v.get("delay_ms", 0)))
+            name: LinkShape(
+                rate=v.get("rate"),
+                loss=float(v.get("loss", 0)),
+                delay_ms=float(v.get("delay_ms", 0)),
+                silenced_port=int(v["silenced_port"]) if v.get("silenced_port") else None,
+                silence_number=int(v.get("silence_number", 0)),
+            )
             for name, v in data.items()
         }
     except (OSError, ValueError, AttributeError, TypeError):
@@ -228,6 +287,7 @@ def shape_link(net: ClusterNet, host: Host, shape: LinkShape, folder: StackPaths
     set_rate(net, host, shape.rate)
     set_loss(host, shape.loss)
     set_delay(host, folder, shape.delay_ms, log)
+    set_silence(host, shape.silenced_port, shape.silence_number)
     shapes = read_shapes(record)
     shapes[host.name] = shape
     record.write_text(json.dumps({name: asdict(s) for name, s in sorted(shapes.items())}, indent=2) + "\n")
