@@ -22,6 +22,8 @@ _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 # How BuildKit reaches Nexus when the builder runs under each driver: pods of the kubernetes driver
 # resolve cluster DNS; a docker-container builder on a node does not, but reaches the ClusterIP.
 DEFAULT_VIA = {"kubernetes": "service", "docker-container": "clusterip"}
+# The image buildx's docker-container driver runs unless told otherwise (docker.io's, so through the docker-group).
+BUILDKIT_IMAGE = "moby/buildkit:buildx-stable-1"
 
 Runner = Callable[[Sequence[str]], Any]
 
@@ -94,8 +96,9 @@ def plan_builder(
     use: bool = False,
     bootstrap: bool = True,
     tls: RemoteTLS | None = None,
+    image: str | None = None,
 ) -> BuilderPlan:
-    """Plan a builder: `kubernetes` (replicas, namespace), `docker-container`, or `remote` (endpoint, tls)."""
+    """Plan a builder: `kubernetes` (replicas, namespace), `docker-container` (image), or `remote` (endpoint, tls)."""
     if driver not in DRIVERS:
         raise UsageError(f"--driver: {driver!r} is not one of {', '.join(DRIVERS)}")
     if not _NAME.fullmatch(name):
@@ -149,6 +152,16 @@ def plan_builder(
             argv += ["--driver-opt", f"replicas={replicas},namespace={namespace}"]
             notes.append(f"the kubernetes driver needs a kubeconfig allowed to manage Deployments in {namespace}")
         argv += ["--buildkitd-config", str(config_path)]
+    chosen_via = via or DEFAULT_VIA.get(driver, "service")
+    if driver == "docker-container":
+        # The engine pulls the image itself: it gives a docker.io mirror no credentials, so name the docker-group.
+        argv += ["--driver-opt", f"image={image or builder_image(topology, chosen_via)}"]
+        notes.append(
+            "the engine pulls the BuildKit image with the docker client's credentials for its registry: "
+            f"`docker login {topology.nexus_host(chosen_via)}:{topology.nexus.docker_group_port}` first"
+        )
+    elif image is not None:
+        raise UsageError(f"--image is for the docker-container driver only, not {driver}")
     if bootstrap:
         argv.append("--bootstrap")
     if use:
@@ -157,9 +170,13 @@ def plan_builder(
         assert endpoint is not None  # checked above; narrows the type for mypy
         argv.append(endpoint)
         return BuilderPlan(name, driver, tuple(argv), None, None, None, tuple(notes))
-    chosen_via = via or DEFAULT_VIA[driver]
     text = render_buildkitd(topology, chosen_via)
     return BuilderPlan(name, driver, tuple(argv), config_path, text, chosen_via, tuple(notes))
+
+
+def builder_image(topology: Topology, via: str) -> str:
+    """Return buildx's default BuildKit image as the docker-group serves it (`via` picks its name or ClusterIP)."""
+    return f"{topology.nexus_host(via)}:{topology.nexus.docker_group_port}/{BUILDKIT_IMAGE}"
 
 
 def default_config_path(builders_dir: Path, name: str) -> Path:

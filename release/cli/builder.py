@@ -39,6 +39,11 @@ def builder_group() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Where to write the rendered buildkitd.toml (default: the state folder, per builder).",
 )
+@click.option(
+    "--image",
+    help="docker-container driver: the BuildKit image (default: buildx's moby/buildkit:buildx-stable-1 from the "
+    "Nexus docker-group).",
+)
 @click.option("--use", is_flag=True, help="Make it the current builder.")
 @click.option("--tls-cacert", type=click.Path(path_type=Path), help="remote driver: CA that signed buildkitd's cert.")
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="remote driver: client certificate (mutual TLS).")
@@ -59,6 +64,7 @@ def create(
     namespace: str,
     via: str | None,
     config_path: Path | None,
+    image: str | None,
     use: bool,
     tls_cacert: Path | None,
     tls_cert: Path | None,
@@ -86,6 +92,7 @@ def create(
         via=None if driver == "remote" else chosen_via,  # a remote buildkitd is configured where it runs
         use=use,
         tls=RemoteTLS(tls_cacert, tls_cert, tls_key, tls_servername) if tls_given else None,
+        image=image,
     )
     if dry_run:
         app.out(plan.render().rstrip("\n"))

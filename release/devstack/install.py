@@ -29,6 +29,7 @@ BASE_PACKAGES = (
     "docker-registry",
     "busybox-static",
     "ca-certificates",
+    "tini",  # the engine's docker-init (buildx's docker-container builders run with --init)
 )
 # What only the cluster shape runs: its DNS server (dnsmasq without a system service), installed by `up --shape cluster`.
 CLUSTER_PACKAGES = ("dnsmasq-base",)
@@ -59,10 +60,15 @@ class Binaries:
         """Return binaries read back from the install marker."""
         return cls(**{key: data[key] for key in cls.__dataclass_fields__})
 
+    @property
+    def docker_init(self) -> str:
+        """Return the engine's docker-init, beside the docker client (a link to tini-static)."""
+        return str(Path(self.docker).with_name("docker-init"))
+
     def missing(self) -> list[str]:
         """Return the binaries that do not exist (any means the install must run again)."""
         paths = [self.dockerd, self.docker, self.docker_buildx, self.containerd, self.registry, self.busybox]
-        return [p for p in paths if not os.access(p, os.X_OK)]
+        return [p for p in [*paths, self.docker_init] if not os.access(p, os.X_OK)]
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,13 @@ def apt_install(packages: tuple[str, ...], log: Log) -> None:
 
 def download_engine_packages(paths: StackPaths, codename: str, suite: str, log: Log) -> dict[str, Path]:
     """Download the engine packages of `suite` with a private apt state and return the .deb files."""
+    return download_packages(paths, codename, suite, ENGINE_PACKAGES, log)
+
+
+def download_packages(
+    paths: StackPaths, codename: str, suite: str, packages: tuple[str, ...], log: Log
+) -> dict[str, Path]:
+    """Download packages of `suite` (the machine's own archive) with a private apt state in `paths`; the .deb files."""
     source = archive_source(codename)
     apt = paths.apt_dir
     for sub in ("state/lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
@@ -246,16 +259,16 @@ def download_engine_packages(paths: StackPaths, codename: str, suite: str, log: 
     if debs_dir.exists():
         shutil.rmtree(debs_dir)
     debs_dir.mkdir(parents=True)
-    log(f"devstack: apt-get download {' '.join(ENGINE_PACKAGES)} ({suite})")
+    log(f"devstack: apt-get download {' '.join(packages)} ({suite})")
     run(
-        ["apt-get", *options, "download", *ENGINE_PACKAGES],
-        step=f"apt-get download {' '.join(ENGINE_PACKAGES)} from {suite}",
+        ["apt-get", *options, "download", *packages],
+        step=f"apt-get download {' '.join(packages)} from {suite}",
         hint=f"check that {suite} still has these packages (`apt-cache` with the same -o options)",
         env=APT_ENV,
         cwd=debs_dir,
     )
     debs: dict[str, Path] = {}
-    for package in ENGINE_PACKAGES:
+    for package in packages:
         found = sorted(debs_dir.glob(f"{package}_*.deb"))
         if not found:
             raise OperationError(
@@ -281,6 +294,22 @@ def unpack(debs: dict[str, Path], prefix: Path, log: Log) -> dict[str, str]:
         )
         versions[package] = deb.name.split("_")[1]
     return versions
+
+
+def link_system_tools(prefix: Path, system: Path = Path("/")) -> list[str]:
+    """Point the unpacked engine's relative links to files of other packages (docker-init -> tini-static) at the system's."""
+    relinked: list[str] = []
+    for folder in ("usr/bin", "usr/sbin"):
+        unpacked = prefix / folder
+        for link in sorted(unpacked.iterdir()) if unpacked.is_dir() else ():
+            if not link.is_symlink() or link.exists() or os.readlink(link).startswith("/"):
+                continue
+            target = system / folder / os.readlink(link)
+            if os.access(target, os.X_OK):
+                link.unlink()
+                link.symlink_to(target)
+                relinked.append(link.name)
+    return relinked
 
 
 def first_executable(candidates: list[Path], what: str, hint: str) -> str:
@@ -360,6 +389,7 @@ def ensure_installed(paths: StackPaths, log: Log) -> Binaries:
         require_root()
         debs = download_engine_packages(paths, codename, engine_suite, log)
         versions = unpack(debs, paths.prefix, log)
+        link_system_tools(paths.prefix)
         binaries = locate_binaries(paths.prefix)
     marker = {
         "codename": codename,

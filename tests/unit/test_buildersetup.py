@@ -47,14 +47,37 @@ def test_kubernetes_plan_argv(topology: Topology, tmp_path: Path) -> None:
 
 
 def test_docker_container_plan_argv_with_use(topology: Topology, tmp_path: Path) -> None:
-    # docker-container: no driver opts; --use is appended when asked; Nexus is reached by ClusterIP.
+    # docker-container: buildx's BuildKit image from the docker-group as Nexus is reached (by ClusterIP by default);
+    # --use is appended when asked.
     config = tmp_path / "b.toml"
     plan = plan_builder(topology, "local-ci", "docker-container", config_path=config, use=True)
+    image = f"{group_endpoint(topology, 'clusterip')}/moby/buildkit:buildx-stable-1"
     assert plan.argv == (
         "docker", "buildx", "create", "--name", "local-ci", "--driver", "docker-container",
-        "--buildkitd-config", str(config), "--bootstrap", "--use",
+        "--buildkitd-config", str(config), "--driver-opt", f"image={image}", "--bootstrap", "--use",
     )  # fmt: skip
     assert plan.via == "clusterip"
+    assert f"docker login {group_endpoint(topology, 'clusterip')}" in plan.render()
+
+
+@pytest.mark.parametrize("via", ["service", "clusterip"])
+def test_docker_container_image_comes_from_the_group_connector_the_config_mirrors_to(
+    topology: Topology, tmp_path: Path, via: str
+) -> None:
+    # The image's registry is the docker.io mirror of the rendered buildkitd.toml (same host, same credentials).
+    plan = plan_builder(topology, "b", "docker-container", config_path=tmp_path / "c.toml", via=via)
+    assert plan.config_text is not None
+    mirror = tomllib.loads(plan.config_text)["registry"]["docker.io"]["mirrors"][0]
+    opt = plan.argv[plan.argv.index("--driver-opt") + 1]
+    assert opt == f"image={mirror}/moby/buildkit:buildx-stable-1"
+
+
+def test_docker_container_image_can_be_named(topology: Topology, tmp_path: Path) -> None:
+    # --image replaces the default (e.g. docker.io's own, for an engine that reaches it).
+    plan = plan_builder(
+        topology, "b", "docker-container", config_path=tmp_path / "c.toml", image="moby/buildkit:v0.13.2"
+    )
+    assert plan.argv[plan.argv.index("--driver-opt") :][:2] == ("--driver-opt", "image=moby/buildkit:v0.13.2")
 
 
 def test_remote_plan_has_endpoint_and_no_config(topology: Topology) -> None:
@@ -102,6 +125,8 @@ def test_config_text_mirrors_and_http(topology: Topology, tmp_path: Path, via: s
         ("kubernetes", {"config_path": Path("x"), "replicas": 0}, "at least 1"),
         ("kubernetes", {"config_path": Path("x"), "namespace": "Build_Kit"}, "namespace"),
         ("docker-container", {"config_path": Path("x"), "endpoint": "tcp://b:1"}, "remote driver only"),
+        ("kubernetes", {"config_path": Path("x"), "image": "moby/buildkit:v0.13.2"}, "docker-container driver only"),
+        ("remote", {"endpoint": "tcp://b:1", "image": "moby/buildkit:v0.13.2"}, "docker-container driver only"),
     ],
 )
 def test_bad_requests_are_usage_errors(topology: Topology, driver: str, kwargs: dict[str, Any], message: str) -> None:

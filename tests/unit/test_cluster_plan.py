@@ -353,9 +353,9 @@ def test_seed_image_manifest_names_its_config_and_layer_by_digest() -> None:
     image = one_layer_image(tar, cmd=["/bin/sh"])
     manifest = json.loads(image.manifest)
     assert manifest["config"]["digest"] == sha256(image.config)
-    assert manifest["layers"][0]["digest"] == sha256(image.layer)
+    assert [layer["digest"] for layer in manifest["layers"]] == [sha256(image.layers[0])]
     assert json.loads(image.config)["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(tar).hexdigest()]
-    assert gzip.decompress(image.layer) == tar
+    assert gzip.decompress(image.layers[0]) == tar
     assert image.digest == sha256(image.manifest)
 
 
@@ -366,7 +366,7 @@ def test_debian_image_is_the_gzipped_rootfs_as_its_layer_named_by_its_uncompress
     rootfs.write_bytes(gzip.compress(tar, mtime=0))
     image = gzip_layer_image(rootfs.read_bytes(), gunzipped_sha256(rootfs), cmd=["bash"], created_by="mmdebstrap")
     config = json.loads(image.config)
-    assert image.layer == rootfs.read_bytes()
+    assert image.layers == (rootfs.read_bytes(),)
     assert config["rootfs"]["diff_ids"] == [sha256(tar)]
     assert config["config"]["Cmd"] == ["bash"] and config["history"] == [{"created_by": "mmdebstrap"}]
     assert json.loads(image.manifest)["layers"][0]["digest"] == sha256(rootfs.read_bytes())
@@ -435,6 +435,21 @@ def test_a_hosts_path_finds_the_engines_client_first_then_the_toolkits_interpret
     folders = host_env(paths, "runner-1", binaries)["PATH"].split(":")
     assert folders[:2] == [str(paths.bin_dir), os.path.dirname(sys.executable)]
     assert folders[2:] == ["/usr/sbin", "/usr/bin"]
+
+
+def test_a_runner_reaches_nexus_by_its_service_name_and_keeps_its_own_user_state(tmp_path: Path) -> None:
+    # On a runner `builder create` renders for the service name (the caller may choose otherwise) and writes its
+    # buildkitd.toml under the runner's folder, whatever XDG_STATE_HOME the caller has; other hosts get neither.
+    paths = ClusterPaths(StackPaths(tmp_path))
+    binaries = Binaries("dockerd", "docker", "buildx", "containerd", "registry", "busybox", "/usr/sbin:/usr/bin")
+    runner = host_env(paths, "runner-2", binaries)
+    assert runner["FRACTALOPS_NEXUS_VIA"] == "service"
+    assert runner["XDG_STATE_HOME"] == str(paths.host("runner-2").root / "state")
+    caller = {"FRACTALOPS_NEXUS_VIA": "clusterip", "XDG_STATE_HOME": "/home/me/.local/state"}
+    env = command_env(runner, caller)
+    assert env["FRACTALOPS_NEXUS_VIA"] == "clusterip"
+    assert env["XDG_STATE_HOME"] == runner["XDG_STATE_HOME"]
+    assert {"FRACTALOPS_NEXUS_VIA", "XDG_STATE_HOME"}.isdisjoint(host_env(paths, "nexus", binaries))
 
 
 def test_cli_up_offers_the_two_shapes_and_local_stays_the_default() -> None:

@@ -21,7 +21,9 @@ from release.devstack.configs import (
 )
 from release.devstack.install import (
     ArchiveSource,
+    Binaries,
     engine_sources_line,
+    link_system_tools,
     parse_deb822_sources,
     parse_one_line_sources,
     private_apt_options,
@@ -160,6 +162,39 @@ def test_private_apt_uses_only_its_own_sources_and_state() -> None:
     assert "Dir::Etc::SourceList=/tmp/fx-state/apt/sources.list" in options
     assert "Dir::Etc::SourceParts=/tmp/fx-state/apt/sources.list.d" in options
     assert "sid" not in line
+
+
+def test_unpacked_engine_links_to_other_packages_files_point_at_the_systems(tmp_path: Path) -> None:
+    # docker.io's docker-init is a relative link to tini-static (package tini): unpacked into a prefix it dangles,
+    # so it is pointed at the system's; links that resolve, absolute ones and ones with no system file stay.
+    prefix, system = tmp_path / "prefix", tmp_path / "system"
+    (prefix / "usr" / "bin").mkdir(parents=True)
+    (system / "usr" / "bin").mkdir(parents=True)
+    (system / "usr" / "bin" / "tini-static").write_bytes(b"tini")
+    (system / "usr" / "bin" / "tini-static").chmod(0o755)
+    (prefix / "usr" / "bin" / "docker").write_bytes(b"docker")
+    (prefix / "usr" / "bin" / "docker-init").symlink_to("tini-static")
+    (prefix / "usr" / "bin" / "dockerd-alias").symlink_to("docker")
+    (prefix / "usr" / "bin" / "absent").symlink_to("nowhere")
+    assert link_system_tools(prefix, system) == ["docker-init"]
+    assert (prefix / "usr" / "bin" / "docker-init").resolve() == system / "usr" / "bin" / "tini-static"
+    assert str((prefix / "usr" / "bin" / "dockerd-alias").readlink()) == "docker"
+    assert str((prefix / "usr" / "bin" / "absent").readlink()) == "nowhere"
+
+
+def test_an_install_without_a_working_docker_init_is_not_complete(tmp_path: Path) -> None:
+    # The engine's docker-init (beside the client) is one of the binaries: a dangling link makes the install run again.
+    for name in ("dockerd", "docker", "buildx", "containerd", "registry", "busybox", "tini-static"):
+        (tmp_path / name).write_bytes(b"")
+        (tmp_path / name).chmod(0o755)
+    binaries = Binaries(
+        *(str(tmp_path / n) for n in ("dockerd", "docker", "buildx", "containerd", "registry", "busybox")), "/usr/bin"
+    )
+    (tmp_path / "docker-init").symlink_to("missing")
+    assert binaries.missing() == [str(tmp_path / "docker-init")]
+    (tmp_path / "docker-init").unlink()
+    (tmp_path / "docker-init").symlink_to("tini-static")
+    assert binaries.missing() == []
 
 
 def test_status_is_unhealthy_when_any_component_is_down() -> None:

@@ -9,13 +9,15 @@ from pathlib import Path
 from release.devstack.cluster.credentials import read_credentials
 from release.devstack.cluster.hosts import RUNNERS, ClusterNet, in_netns, netns_exists
 from release.devstack.cluster.paths import ClusterPaths
+from release.devstack.cluster.runners import state_home
 from release.devstack.install import Binaries
 from release.errors import OperationError, UsageError
 
 USERNAME_VAR = "FRACTALOPS_NEXUS_USERNAME"
 PASSWORD_VAR = "FRACTALOPS_NEXUS_PASSWORD"
-# Set when the caller has not: each runner keeps its own Build Plane Events (and release records beside them).
-DEFAULTED = ("FRACTALOPS_BUILD_EVENTS_FILE",)
+# Set when the caller has not: each runner keeps its own Build Plane Events (and release records beside them), and
+# reaches Nexus by its service name (a runner's resolver is the cluster DNS; its credentials name the connectors so).
+DEFAULTED = ("FRACTALOPS_BUILD_EVENTS_FILE", "FRACTALOPS_NEXUS_VIA")
 
 
 def host_env(paths: ClusterPaths, name: str, binaries: Binaries) -> dict[str, str]:
@@ -35,6 +37,9 @@ def host_env(paths: ClusterPaths, name: str, binaries: Binaries) -> dict[str, st
         env["DOCKER_HOST"] = f"unix://{folder.docker_socket}"
         env["DOCKER_CONFIG"] = str(folder.docker_config)
         env["FRACTALOPS_BUILD_EVENTS_FILE"] = str(paths.events_file(name))
+        env["FRACTALOPS_NEXUS_VIA"] = "service"
+        # The runner's own user state (`builder create`'s buildkitd.toml files), gone with its engine at `down`.
+        env["XDG_STATE_HOME"] = str(state_home(folder))
     return env
 
 

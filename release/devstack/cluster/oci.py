@@ -36,10 +36,10 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 @dataclass(frozen=True)
 class Image:
-    """An image ready to push: its config and layer blobs and the manifest naming them."""
+    """An image ready to push: its config and layer blobs (base first) and the manifest naming them."""
 
     config: bytes
-    layer: bytes
+    layers: tuple[bytes, ...]
     manifest: bytes
 
     @property
@@ -87,17 +87,32 @@ def gunzipped_sha256(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Layer:
+    """One gzip layer of an image: its bytes, the digest of its uncompressed tar, and the history line naming it."""
+
+    blob: bytes
+    diff_id: str
+    created_by: str
+
+
 def gzip_layer_image(
     layer: bytes, diff_id: str, cmd: Sequence[str], env: Sequence[str] = (DEFAULT_PATH,), created_by: str = ""
 ) -> Image:
     """Return an image of one layer already gzipped (`diff_id`: the digest of its uncompressed tar)."""
+    made = Layer(layer, diff_id, created_by or "fractalops devstack seed (one layer from files)")
+    return layered_image([made], {"Cmd": list(cmd), "Env": list(env)})
+
+
+def layered_image(layers: Sequence[Layer], container_config: Mapping[str, Any]) -> Image:
+    """Return an image of gzip layers (base first) with a container config (Cmd, Entrypoint, Env, Volumes…)."""
     config = json.dumps(
         {
             "architecture": ARCHITECTURES.get(platform.machine(), platform.machine()),
             "os": "linux",
-            "config": {"Cmd": list(cmd), "Env": list(env)},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created_by": created_by or "fractalops devstack seed (one layer from files)"}],
+            "config": dict(container_config),
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+            "history": [{"created_by": layer.created_by} for layer in layers],
         },
         sort_keys=True,
     ).encode()
@@ -106,11 +121,13 @@ def gzip_layer_image(
             "schemaVersion": 2,
             "mediaType": MANIFEST_TYPE,
             "config": {"mediaType": CONFIG_TYPE, "size": len(config), "digest": sha256(config)},
-            "layers": [{"mediaType": LAYER_TYPE, "size": len(layer), "digest": sha256(layer)}],
+            "layers": [
+                {"mediaType": LAYER_TYPE, "size": len(layer.blob), "digest": sha256(layer.blob)} for layer in layers
+            ],
         },
         sort_keys=True,
     ).encode()
-    return Image(config=config, layer=layer, manifest=manifest)
+    return Image(config=config, layers=tuple(layer.blob for layer in layers), manifest=manifest)
 
 
 @dataclass(frozen=True)
@@ -208,8 +225,8 @@ class PlainRegistry:
 
     def push(self, repository: str, tag: str, image: Image) -> str:
         """Push an image's blobs and its manifest under a tag; return the manifest digest."""
-        self.push_blob(repository, image.config)
-        self.push_blob(repository, image.layer)
+        for blob in (image.config, *image.layers):
+            self.push_blob(repository, blob)
         put = self._request("PUT", f"/v2/{repository}/manifests/{tag}", image.manifest, {"Content-Type": MANIFEST_TYPE})
         self._expect(put, 201, f"putting the manifest {repository}:{tag}")
         return image.digest

@@ -102,6 +102,11 @@ def stop(folder: StackPaths, name: str, log: Log) -> int | None:
     return pid
 
 
+def state_home(folder: StackPaths) -> Path:
+    """Return the runner's XDG_STATE_HOME (what the toolkit keeps per user there, e.g. builders' buildkitd.toml)."""
+    return folder.root / "state"
+
+
 def wipe(folder: StackPaths) -> bool:
     """Delete a stopped runner's engine state (data and exec roots): runners are ephemeral, each `up` starts them empty."""
     from release.devstack.stack import unmount_under
@@ -110,7 +115,7 @@ def wipe(folder: StackPaths) -> bool:
         raise EngineError(f"wiping {folder.root.name}: its engine still runs. What to do: `devstack down` again.")
     unmount_under(folder.root)
     found = False
-    for state in (folder.docker_data_root, folder.docker_exec_root, folder.docker_config):
+    for state in (folder.docker_data_root, folder.docker_exec_root, folder.docker_config, state_home(folder)):
         if state.exists():
             shutil.rmtree(state)
             found = True

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from release.devstack import processes
+from release.devstack.buildkit import ensure_buildkit
 from release.devstack.buildkit_daemon import running_pid
-from release.devstack.cluster import buildkit_host, dns, nexus, runners, web
+from release.devstack.cluster import buildkit_host, buildkit_image, dns, nexus, runners, web
 from release.devstack.cluster.credentials import ensure_credentials, read_credentials, write_htpasswd
 from release.devstack.cluster.hosts import (
     BUILDER,
@@ -141,6 +142,11 @@ def up(state_dir: Path, port_base: int | None = None, log: Log = stderr_log) -> 
                 started.append((NEXUS, web.NEXUS_WEB))
             seeded = nexus.seed_upstream(nexus_host, binaries, log)
             seeded += ["debian"] if nexus.seed_debian(nexus_folder, nexus_host, seed, log) else []
+            # moby/buildkit for the runners' docker-container builders: the project's buildkitd on that same base.
+            image = buildkit_image.ensure_image(
+                paths.stack, seed, ensure_buildkit(paths.stack.root / "buildkit", log), log
+            )
+            seeded += ["buildkit"] if buildkit_image.seed_upstream(nexus_host, image, log) else []
             logged_in: list[str] = []
             for name in RUNNERS:
                 folder, host = paths.host(name), net.host(name)
