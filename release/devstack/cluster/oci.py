@@ -204,6 +204,13 @@ class PlainRegistry:
             return None
         return response.headers.get("docker-content-digest", "")
 
+    def manifest(self, repository: str, reference: str) -> dict[str, Any]:
+        """Return the manifest (or index) the registry serves for repository:tag or @digest."""
+        response = self._request("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": ACCEPTED})
+        self._expect(response, 200, f"GET manifest {repository}:{reference}")
+        data = json.loads(response.body)
+        return data if isinstance(data, dict) else {}
+
     def blob(self, repository: str, digest: str) -> bytes:
         """Return a blob's bytes."""
         response = self._request("GET", f"/v2/{repository}/blobs/{digest}")
