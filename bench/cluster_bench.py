@@ -28,6 +28,7 @@ PORT_BASE = int(os.environ.get("BENCH_CLUSTER_PORT_BASE", "35680"))
 CONTEXT = os.environ.get("BENCH_CONTEXT", "ops/containers/fractalops")  # the real api and worker images
 PYTHON = ROOT / ".venv/bin/python" if (ROOT / ".venv/bin/python").exists() else Path(sys.executable)
 RUNNERS = ("runner-1", "runner-2")
+CONTAINER_BUILDER = "bench-container"  # a runner's docker-container builder (setup-buildx-action's default driver)
 
 
 def median(values: list[float]) -> float:
@@ -92,6 +93,20 @@ class Cluster:
         if builder is None:  # the engine's image store keeps layers the build cache no longer names
             self.on(runner, "docker", "system", "prune", "-af")
         self.on(runner, "docker", "buildx", "prune", "-af", *(["--builder", builder] if builder else []))
+
+    def container_builder(self, runner: str, prune_engine: bool = False) -> tuple[float, int]:
+        """Remove the runner's docker-container builder (its container and state volume) and create it again, empty.
+
+        With `prune_engine` the engine's images go first (the BuildKit image too, pulled again: a fresh runner).
+        (seconds, bytes over the runner's link) of `builder create`.
+        """
+        self.on(runner, "sh", "-c", f"docker buildx rm {CONTAINER_BUILDER} 2>/dev/null || true")
+        if prune_engine:
+            self.on(runner, "docker", "system", "prune", "-af")
+        before, started = self.link_bytes(runner), time.perf_counter()
+        self.on(runner, "python", "-m", "release", "builder", "create", "--driver", "docker-container",
+                "--name", CONTAINER_BUILDER)  # fmt: skip
+        return time.perf_counter() - started, self.link_bytes(runner) - before
 
     def release_env(self, scope: str, events: Path, builder: str | None = None) -> dict[str, str]:
         """A smoke release's settings: this bench's targets, its own cache scope and events file."""
@@ -219,6 +234,58 @@ def bench_fresh_shared_builder(c: Cluster) -> dict[str, Any]:
         "warm_from_registry_s": median(warm),
         "ratio": round(ratio, 3),
         "hit_ratios": ratios,
+        "target": "<= 0.25 and every step CACHED",
+        "ok": ratio <= 0.25 and all(r == 1.0 for r in ratios),
+    }
+
+
+def bench_fresh_container_builder(c: Cluster) -> dict[str, Any]:
+    """A fresh runner's own docker-container builder (created empty) warm from the registry cache alone vs cold.
+
+    What setup-buildx-action gives a GitHub job: a new BuildKit container on the runner's engine. Plain buildx with
+    the same flags beside each; the bytes over runner-2's link during each no-change release, against the images'.
+    """
+    b = CONTAINER_BUILDER
+    cold, warm, plain_cold, plain_warm, ratios, moved, creates, create_bytes = [], [], [], [], [], [], [], []
+    image = 0
+    for _ in range(REPEATS):
+        scope = f"bench-{uuid.uuid4().hex[:6]}"
+        c.container_builder("runner-1")
+        seconds, document = c.release("runner-1", scope, builder=b)
+        cold.append(seconds)
+        image = c.image_bytes(refs(document))
+        created = c.container_builder("runner-2", prune_engine=True)
+        creates.append(created[0])
+        create_bytes.append(created[1])
+        before = c.link_bytes("runner-2")
+        seconds, document = c.release("runner-2", scope, builder=b)
+        moved.append(c.link_bytes("runner-2") - before)
+        warm.append(seconds)
+        ratios += hit_ratios(document)
+        plain_scope = f"bench-{uuid.uuid4().hex[:6]}"
+        c.container_builder("runner-1")
+        plain_cold.append(c.plain("runner-1", c.plain_commands("runner-1", plain_scope, builder=b)))
+        c.container_builder("runner-2", prune_engine=True)
+        plain_warm.append(c.plain("runner-2", c.plain_commands("runner-2", plain_scope, builder=b)))
+    ratio = median(warm) / median(cold)
+    bytes_moved = int(statistics.median(moved))
+    return {
+        "builder": f"docker-container, {b}: moby/buildkit:buildx-stable-1 from the docker-group (made offline)",
+        "cold_s": median(cold),
+        "warm_from_registry_s": median(warm),
+        "ratio": round(ratio, 3),
+        "hit_ratios": ratios,
+        "plain_buildx_cold_s": median(plain_cold),
+        "plain_buildx_warm_from_registry_s": median(plain_warm),
+        "plain_ratio": round(median(plain_warm) / median(plain_cold), 3),
+        "driver_vs_plain_cold": round(median(cold) / median(plain_cold), 3),
+        "driver_vs_plain_warm": round(median(warm) / median(plain_warm), 3),
+        "builder_create_s": median(creates),
+        "builder_create_bytes": int(statistics.median(create_bytes)),
+        "image_bytes": image,
+        "warm_release_bytes": bytes_moved,
+        "warm_release_bytes_each": moved,
+        "warm_release_percent_of_image": round(100 * bytes_moved / image, 2),
         "target": "<= 0.25 and every step CACHED",
         "ok": ratio <= 0.25 and all(r == 1.0 for r in ratios),
     }
@@ -367,6 +434,7 @@ def main() -> None:
     benches: dict[str, Callable[[Cluster], dict[str, Any]]] = {
         "fresh_runner": bench_fresh_runner,
         "fresh_shared_builder": bench_fresh_shared_builder,
+        "fresh_container_builder": bench_fresh_container_builder,
         "two_runners": bench_two_runners,
         "shared_builder": bench_shared_builder,
         "bytes_moved": bench_bytes,
