@@ -139,8 +139,28 @@ def test_builder_config_comes_from_the_toolkit(release: Any, job: str) -> None:
     assert release["jobs"][job]["env"]["FRACTALOPS_NEXUS_VIA"] == "clusterip"
     setup = next(i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("docker/setup-buildx-action@"))
     assert render < setup
-    assert steps[setup]["with"] == {"buildkitd-config": "${{ runner.temp }}/buildkitd.toml"}
+    assert steps[setup]["with"] == {
+        "buildkitd-config": "${{ runner.temp }}/buildkitd.toml",
+        "driver-opts": "image=${{ steps.cache.outputs.group }}/moby/buildkit:buildx-stable-1",
+    }
     assert "[registry." not in RELEASE_WORKFLOW.read_text()
+
+
+@pytest.mark.parametrize("job", ["smoke", "promote"])
+def test_the_buildkit_image_comes_from_the_docker_group_after_logging_in_to_it(release: Any, job: str) -> None:
+    # An engine sends a registry mirror no credentials, so setup-buildx-action's docker-container builder pulls
+    # moby/buildkit from the docker-group by name, logged in first; the group's host is the rendered mirror's.
+    steps = [s for j, s in iter_steps(release) if j == job]
+    find = next(i for i, s in enumerate(steps) if s.get("id") == "cache")
+    assert 'echo "group=${FRACTALOPS_DOCKER_IO_MIRROR_ENDPOINT#*://}"' in steps[find]["run"]
+    login = next(
+        i
+        for i, s in enumerate(steps)
+        if str(s.get("uses", "")).startswith("docker/login-action@")
+        and s["with"]["registry"] == "${{ steps.cache.outputs.group }}"
+    )
+    setup = next(i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("docker/setup-buildx-action@"))
+    assert find < login < setup
 
 
 def test_only_release_sh_does_release_work(release: Any) -> None:
@@ -167,7 +187,11 @@ def test_registry_logins_use_secrets_and_rendered_hosts(release: Any) -> None:
             s for j, s in iter_steps(release) if j == job and str(s.get("uses", "")).startswith("docker/login-action@")
         ]
         registries = {s["with"]["registry"] for s in logins}
-        assert registries == {"${{ env.FRACTALOPS_IMAGE_REGISTRY }}", "${{ steps.cache.outputs.registry }}"}
+        assert registries == {
+            "${{ env.FRACTALOPS_IMAGE_REGISTRY }}",
+            "${{ steps.cache.outputs.registry }}",
+            "${{ steps.cache.outputs.group }}",
+        }
         for login in logins:
             assert login["with"]["password"].startswith(("${{ secrets.", "${{ github.token"))
 
