@@ -8,6 +8,7 @@ docker command (the client it resolves, with its global options) and asks the en
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -82,6 +83,9 @@ class BuildEngine(Protocol):
 
     def preflight(self, builder: str | None) -> str:
         """Refuse at once when the engine cannot build and export a registry cache; the builder's name."""
+
+    def sees_cache_traffic(self) -> bool:
+        """Whether the builder's connections are this host's (after preflight): the docker driver of a local engine."""
 
     def build(self, request: BuildRequest, on_line: LineSink, stalled: StallCheck | None = None) -> dict[str, Any]:
         """Run one build, each progress line to `on_line`; its metadata. `stalled` naming a step stops it."""
@@ -189,6 +193,16 @@ class Buildx:
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._stopped = False
+        self._driver: str | None = None
+
+    def sees_cache_traffic(self) -> bool:
+        """The docker driver of an engine on this host's unix socket: its connections are in this network namespace.
+
+        A docker-container builder's BuildKit has a network namespace of its own, a remote or kubernetes one another
+        host: the kernel's socket table here shows none of their connections.
+        """
+        host = os.environ.get("DOCKER_HOST", "")
+        return self._driver == "docker" and (not host or host.startswith("unix://"))
 
     def docker(self) -> list[str]:
         """The docker command as python-on-whales resolves it: the client on PATH and its global options."""
@@ -241,6 +255,7 @@ class Buildx:
             raise EngineError(f"builder {builder or '(current)'} is not usable: {reason}")
         fields = _fields(inspect.out)
         name = fields.get("Name", builder or "default")
+        self._driver = fields.get("Driver")
         if fields.get("Driver") == "docker" and "io.containerd.snapshotter" not in info.out:
             raise EngineError(
                 f"builder {name} (docker driver) cannot export a registry cache: turn on the containerd image store "

@@ -44,6 +44,8 @@ class BuildSession:
     docker_config: Path | None = None
     # Bytes per second a cache step's bytes must keep up with to count as progress (FRACTALOPS_CACHE_MIN_RATE).
     min_rate: float = 0.0
+    # Whether the builder's connections to the cache host show here (Buildx.sees_cache_traffic); else statuses alone.
+    bytes_visible: bool = True
     cut: CacheCut = field(default_factory=CacheCut)
 
 
@@ -180,7 +182,7 @@ def attempt_with_retry(
 
 def attempt_once(request: BuildRequest, session: BuildSession, watch: _Watch) -> str:
     """One build with its cache steps watched; the digest it pushed (also when an export was cut after the push)."""
-    traffic = CacheTraffic(request.cache_registries(), session.min_rate)
+    traffic = CacheTraffic(request.cache_registries() if session.bytes_visible else (), session.min_rate)
 
     def stalled() -> str | None:
         """A cache step that went silent (no BuildKit status, no bytes at the minimum rate, for the deadline) or crawls."""

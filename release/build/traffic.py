@@ -76,9 +76,11 @@ class CacheTraffic:
         self.broken = not self.registries
 
     def too_slow_since(self, began: float) -> bool:
-        """Whether the bytes sampled since `began` (time.monotonic) average below the minimum rate; False if unseen.
+        """Whether bytes sampled since `began` (time.monotonic) moved, but below the minimum rate on average.
 
-        The span starts at the first sample at or after `began`, so bytes before watching began never count.
+        The span starts at the first sample at or after `began`, so bytes before watching began never count. No
+        byte at all is not a crawl: it is silence (the statuses judge it), or a builder whose connections are not
+        this host's.
         """
         if self.broken or self.min_rate <= 0:
             return False
@@ -86,7 +88,9 @@ class CacheTraffic:
         if start is None or not self.history:
             return False
         (first_at, first_total), (last_at, last_total) = start, self.history[-1]
-        return last_at > first_at and last_total - first_total < self.min_rate * (last_at - first_at)
+        moved = last_total - first_total
+        # No byte at all is silence, which the deadline judges by statuses: here it may only be a builder out of sight.
+        return last_at > first_at and 0 < moved < self.min_rate * (last_at - first_at)
 
     def moved_at(self) -> float | None:
         """Sample the connections now; return when (time.monotonic) their bytes last kept pace, if ever."""

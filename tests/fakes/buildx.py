@@ -81,6 +81,10 @@ class FakeBuildx:
         with self._lock:
             return self._ended.setdefault(name, threading.Event())
 
+    def sees_cache_traffic(self) -> bool:
+        """Like the docker driver of a local engine."""
+        return True
+
     def preflight(self, builder: str | None) -> str:
         """Answer like buildx: the builder's name, or a configuration error for one that does not exist."""
         self.preflights.append(builder)

@@ -68,9 +68,26 @@ def test_docker_driver_without_the_containerd_store_cannot_export_a_cache(path_w
 
 
 def test_docker_container_builder_passes_and_is_named(path_with: PathWith) -> None:
-    # A docker-container builder needs no containerd store; preflight returns the builder's own name.
+    # A docker-container builder needs no containerd store; preflight returns the builder's own name, and its
+    # connections (in the BuildKit container's network namespace) are not seen here.
     path_with('printf "Name:   shared\\nDriver: docker-container\\nNodes:\\nName:   shared0\\n"\n')
-    assert Buildx().preflight("shared") == "shared"
+    engine = Buildx()
+    assert engine.preflight("shared") == "shared"
+    assert engine.sees_cache_traffic() is False
+
+
+def test_the_docker_driver_of_the_local_engine_shows_its_cache_traffic(
+    path_with: PathWith, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The docker driver with the containerd store passes, and its engine's connections are this host's.
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    path_with(
+        'if [ "$1" = buildx ]; then printf "Name:   default\\nDriver: docker\\n"; exit 0; fi\n'
+        'echo \'[["driver-type","io.containerd.snapshotter.v1"]]\'\n'
+    )
+    engine = Buildx()
+    assert engine.preflight(None) == "default"
+    assert engine.sees_cache_traffic() is True
 
 
 def test_unknown_builder_is_a_configuration_error(path_with: PathWith) -> None:

@@ -132,11 +132,12 @@ class SteadyLink(CacheTraffic):
         return {("127.0.0.1", 40000, "127.0.0.1", 1): int(self.rate * self.clock[0])}
 
 
-@pytest.mark.parametrize(("rate", "slow"), [(100e3, True), (5e6, False), (499e3, True), (600e3, False)])
+@pytest.mark.parametrize(("rate", "slow"), [(100e3, True), (5e6, False), (499e3, True), (600e3, False), (0, False)])
 def test_bytes_since_a_step_began_are_too_slow_only_below_the_minimum_rate(
     monkeypatch: pytest.MonkeyPatch, rate: float, slow: bool
 ) -> None:
-    # Sampled every 0.25 s for 10 s from 1 s on: the average since then, against a 500 KB/s floor.
+    # Sampled every 0.25 s for 10 s from 1 s on: the average since then, against a 500 KB/s floor. No byte at all is
+    # silence (judged by statuses) or a builder out of this host's sight, never a crawl.
     clock = [0.0]
     monkeypatch.setattr(traffic, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     link = SteadyLink(500e3, rate, clock)
@@ -157,3 +158,30 @@ def test_without_a_minimum_rate_or_a_byte_signal_nothing_is_too_slow(monkeypatch
         off.moved_at()
         blind.moved_at()
     assert off.too_slow_since(0.0) is False and blind.too_slow_since(0.0) is False
+
+
+@pytest.mark.parametrize(
+    ("driver", "docker_host", "sees"),
+    [
+        ("docker", None, True),
+        ("docker", "unix:///tmp/x/docker.sock", True),
+        ("docker", "tcp://10.0.0.5:2376", False),
+        ("docker-container", None, False),
+        ("remote", None, False),
+        ("kubernetes", None, False),
+    ],
+)
+def test_only_a_local_engines_docker_driver_shows_its_cache_traffic_here(
+    monkeypatch: pytest.MonkeyPatch, driver: str, docker_host: str | None, sees: bool
+) -> None:
+    # A docker-container builder's BuildKit has a network namespace of its own; remote and kubernetes ones run
+    # elsewhere, as does an engine reached over TCP: their connections are not in this host's socket table.
+    from release.adapters.buildx import Buildx
+
+    if docker_host is None:
+        monkeypatch.delenv("DOCKER_HOST", raising=False)
+    else:
+        monkeypatch.setenv("DOCKER_HOST", docker_host)
+    engine = Buildx()
+    engine._driver = driver
+    assert engine.sees_cache_traffic() is sees
