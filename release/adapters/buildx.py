@@ -8,7 +8,6 @@ docker command (the client it resolves, with its global options) and asks the en
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -84,7 +83,7 @@ class BuildEngine(Protocol):
     def preflight(self, builder: str | None) -> str:
         """Refuse at once when the engine cannot build and export a registry cache; the builder's name."""
 
-    def sees_cache_traffic(self) -> bool:
+    def sees_cache_traffic(self, docker_host: str | None) -> bool:
         """Whether the builder's connections are this host's (after preflight): the docker driver of a local engine."""
 
     def build(self, request: BuildRequest, on_line: LineSink, stalled: StallCheck | None = None) -> dict[str, Any]:
@@ -195,14 +194,13 @@ class Buildx:
         self._stopped = False
         self._driver: str | None = None
 
-    def sees_cache_traffic(self) -> bool:
-        """The docker driver of an engine on this host's unix socket: its connections are in this network namespace.
+    def sees_cache_traffic(self, docker_host: str | None) -> bool:
+        """The docker driver of an engine on this host's unix socket (`docker_host`: DOCKER_HOST) shows its connections.
 
         A docker-container builder's BuildKit has a network namespace of its own, a remote or kubernetes one another
         host: the kernel's socket table here shows none of their connections.
         """
-        host = os.environ.get("DOCKER_HOST", "")
-        return self._driver == "docker" and (not host or host.startswith("unix://"))
+        return self._driver == "docker" and (not docker_host or docker_host.startswith("unix://"))
 
     def docker(self) -> list[str]:
         """The docker command as python-on-whales resolves it: the client on PATH and its global options."""

@@ -37,9 +37,8 @@ def run_release(request: ReleaseRequest, loaded: Loaded, streams: Streams, engin
             preview = None if plan.update_gitops else start_preview(plan, inputs)
             deadline, docker_config = loaded.settings.cache_deadline, loaded.context.docker_config_dir
             min_rate = loaded.settings.cache_min_rate
-            session = BuildSession(
-                engine, builder, cache.skipped, deadline, streams, docker_config, min_rate, engine.sees_cache_traffic()
-            )
+            visible = engine.sees_cache_traffic(loaded.context.docker_host)
+            session = BuildSession(engine, builder, cache.skipped, deadline, streams, docker_config, min_rate, visible)
             with streams.live_board(loaded):
                 built, interrupt = build_all(plan, session)
             record_events(built, plan, inputs, builder, streams)

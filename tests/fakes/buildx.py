@@ -81,7 +81,7 @@ class FakeBuildx:
         with self._lock:
             return self._ended.setdefault(name, threading.Event())
 
-    def sees_cache_traffic(self) -> bool:
+    def sees_cache_traffic(self, docker_host: str | None) -> bool:
         """Like the docker driver of a local engine."""
         return True
 

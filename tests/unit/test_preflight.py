@@ -73,21 +73,18 @@ def test_docker_container_builder_passes_and_is_named(path_with: PathWith) -> No
     path_with('printf "Name:   shared\\nDriver: docker-container\\nNodes:\\nName:   shared0\\n"\n')
     engine = Buildx()
     assert engine.preflight("shared") == "shared"
-    assert engine.sees_cache_traffic() is False
+    assert engine.sees_cache_traffic(None) is False
 
 
-def test_the_docker_driver_of_the_local_engine_shows_its_cache_traffic(
-    path_with: PathWith, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_docker_driver_of_the_local_engine_shows_its_cache_traffic(path_with: PathWith) -> None:
     # The docker driver with the containerd store passes, and its engine's connections are this host's.
-    monkeypatch.delenv("DOCKER_HOST", raising=False)
     path_with(
         'if [ "$1" = buildx ]; then printf "Name:   default\\nDriver: docker\\n"; exit 0; fi\n'
         'echo \'[["driver-type","io.containerd.snapshotter.v1"]]\'\n'
     )
     engine = Buildx()
     assert engine.preflight(None) == "default"
-    assert engine.sees_cache_traffic() is True
+    assert engine.sees_cache_traffic(None) is True
 
 
 def test_unknown_builder_is_a_configuration_error(path_with: PathWith) -> None:

@@ -172,16 +172,12 @@ def test_without_a_minimum_rate_or_a_byte_signal_nothing_is_too_slow(monkeypatch
     ],
 )
 def test_only_a_local_engines_docker_driver_shows_its_cache_traffic_here(
-    monkeypatch: pytest.MonkeyPatch, driver: str, docker_host: str | None, sees: bool
+    driver: str, docker_host: str | None, sees: bool
 ) -> None:
     # A docker-container builder's BuildKit has a network namespace of its own; remote and kubernetes ones run
     # elsewhere, as does an engine reached over TCP: their connections are not in this host's socket table.
     from release.adapters.buildx import Buildx
 
-    if docker_host is None:
-        monkeypatch.delenv("DOCKER_HOST", raising=False)
-    else:
-        monkeypatch.setenv("DOCKER_HOST", docker_host)
     engine = Buildx()
     engine._driver = driver
-    assert engine.sees_cache_traffic() is sees
+    assert engine.sees_cache_traffic(docker_host) is sees
