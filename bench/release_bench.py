@@ -323,6 +323,8 @@ def bench_degraded(b: Bench) -> dict[str, Any]:
             "limit_s": round(limit, 3),
             # Each driver run follows its own cold run: the pairs' differences cancel the machine's drift.
             "driver_minus_cold_paired_s": median([d - c for d, c in zip(drivers, colds, strict=True)]),
+            "driver_runs_s": [round(d, 3) for d in drivers],
+            "cold_runs_s": [round(c, 3) for c in colds],
             "repeats": len(drivers),
             "ok": median(drivers) <= limit,
         }
@@ -380,6 +382,8 @@ def bench_slow_link(b: Bench) -> dict[str, Any]:
             "driver_minus_cold_no_cache_paired_s": median([d - c for d, c in zip(throttled, bare, strict=True)]),
             "cache_exports": exports,
             "mb_sent_to_cache": sent,
+            "driver_runs_s": [round(d, 3) for d in throttled],
+            "cold_runs_s": [round(c, 3) for c in colds],
             "limit_s": round(median(colds) + SLOW_LINK_DEADLINE_S, 3),
             # Each throttled run follows its own cold runs: the pairs' differences cancel the machine's drift.
             "ok": median([d - c for d, c in zip(throttled, colds, strict=True)]) <= SLOW_LINK_DEADLINE_S
