@@ -392,18 +392,21 @@ def bench_shaped_link(c: Cluster) -> dict[str, Any]:
 WARM_REPEATS = int(os.environ.get("BENCH_WARM_REPEATS", "9"))
 
 
-def bench_overhead(c: Cluster) -> dict[str, Any]:
+def bench_overhead(c: Cluster, builder: str | None = None) -> dict[str, Any]:
     """The warm release on a runner (nothing changed since its last release): the driver vs plain buildx, alternated.
 
     Both are timed inside the runner (bench/timed.py), so reaching the host (`devstack exec`) counts on neither side.
+    `builder`: the runner's docker-container builder (made empty first), else the engine's own (docker driver).
     """
     scope = f"bench-{uuid.uuid4().hex[:6]}"
     events = c.work / f"overhead-{scope}.jsonl"
-    env = c.release_env(scope, events)
+    if builder is not None:
+        c.container_builder("runner-1")
+    env = c.release_env(scope, events, builder)
     driver_argv = [RELEASE_SH, "--json"]
-    plain_argvs = c.plain_commands("runner-1", scope)
-    c.release("runner-1", scope)  # cold: fills the builder and the cache
-    c.release("runner-1", scope)  # the first warm one, not counted
+    plain_argvs = c.plain_commands("runner-1", scope, builder)
+    c.release("runner-1", scope, builder)  # cold: fills the builder and the cache
+    c.release("runner-1", scope, builder)  # the first warm one, not counted
 
     def timed(commands: list[list[str]]) -> float:
         proc = c.on("runner-1", str(PYTHON), "bench/timed.py", json.dumps(commands), env=env)
@@ -440,6 +443,7 @@ def main() -> None:
         "bytes_moved": bench_bytes,
         "shaped_link": bench_shaped_link,
         "driver_overhead": bench_overhead,
+        "driver_overhead_container_builder": lambda c: bench_overhead(c, CONTAINER_BUILDER),
     }
     only = set(sys.argv[1:])
     c = Cluster()
