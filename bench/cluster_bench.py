@@ -186,6 +186,26 @@ def refs(document: dict[str, Any]) -> list[str]:
     return [t["image_ref"] for t in document["targets"] if t["image_ref"]]
 
 
+def warm_vs_cold(
+    cold: list[float], warm: list[float], plain_cold: list[float], plain_warm: list[float], ratios: list[float | None]
+) -> dict[str, Any]:
+    """A fresh runner's figures: warm from the registry cache alone vs cold, the driver's and plain buildx's."""
+    ratio = median(warm) / median(cold)
+    return {
+        "cold_s": median(cold),
+        "warm_from_registry_s": median(warm),
+        "ratio": round(ratio, 3),
+        "hit_ratios": ratios,
+        "plain_buildx_cold_s": median(plain_cold),
+        "plain_buildx_warm_from_registry_s": median(plain_warm),
+        "plain_ratio": round(median(plain_warm) / median(plain_cold), 3),
+        "driver_vs_plain_cold": round(median(cold) / median(plain_cold), 3),
+        "driver_vs_plain_warm": round(median(warm) / median(plain_warm), 3),
+        "target": "<= 0.25 and every step CACHED",
+        "ok": ratio <= 0.25 and all(r == 1.0 for r in ratios),
+    }
+
+
 def bench_fresh_runner(c: Cluster) -> dict[str, Any]:
     """A fresh runner (empty builder) warm from the registry cache alone vs cold; plain buildx beside each."""
     cold, warm, plain_cold, plain_warm, ratios = [], [], [], [], []
@@ -202,19 +222,7 @@ def bench_fresh_runner(c: Cluster) -> dict[str, Any]:
         plain_cold.append(c.plain("runner-1", c.plain_commands("runner-1", plain_scope)))
         c.prune("runner-2")
         plain_warm.append(c.plain("runner-2", c.plain_commands("runner-2", plain_scope)))
-    ratio = median(warm) / median(cold)
-    return {
-        "cold_s": median(cold),
-        "warm_from_registry_s": median(warm),
-        "ratio": round(ratio, 3),
-        "hit_ratios": ratios,
-        "plain_buildx_cold_s": median(plain_cold),
-        "plain_buildx_warm_from_registry_s": median(plain_warm),
-        "driver_vs_plain_cold": round(median(cold) / median(plain_cold), 3),
-        "driver_vs_plain_warm": round(median(warm) / median(plain_warm), 3),
-        "target": "<= 0.25 and every step CACHED",
-        "ok": ratio <= 0.25 and all(r == 1.0 for r in ratios),
-    }
+    return warm_vs_cold(cold, warm, plain_cold, plain_warm, ratios)
 
 
 def bench_fresh_shared_builder(c: Cluster) -> dict[str, Any]:
@@ -267,27 +275,16 @@ def bench_fresh_container_builder(c: Cluster) -> dict[str, Any]:
         plain_cold.append(c.plain("runner-1", c.plain_commands("runner-1", plain_scope, builder=b)))
         c.container_builder("runner-2", prune_engine=True)
         plain_warm.append(c.plain("runner-2", c.plain_commands("runner-2", plain_scope, builder=b)))
-    ratio = median(warm) / median(cold)
     bytes_moved = int(statistics.median(moved))
     return {
         "builder": f"docker-container, {b}: moby/buildkit:buildx-stable-1 from the docker-group (made offline)",
-        "cold_s": median(cold),
-        "warm_from_registry_s": median(warm),
-        "ratio": round(ratio, 3),
-        "hit_ratios": ratios,
-        "plain_buildx_cold_s": median(plain_cold),
-        "plain_buildx_warm_from_registry_s": median(plain_warm),
-        "plain_ratio": round(median(plain_warm) / median(plain_cold), 3),
-        "driver_vs_plain_cold": round(median(cold) / median(plain_cold), 3),
-        "driver_vs_plain_warm": round(median(warm) / median(plain_warm), 3),
+        **warm_vs_cold(cold, warm, plain_cold, plain_warm, ratios),
         "builder_create_s": median(creates),
         "builder_create_bytes": int(statistics.median(create_bytes)),
         "image_bytes": image,
         "warm_release_bytes": bytes_moved,
         "warm_release_bytes_each": moved,
         "warm_release_percent_of_image": round(100 * bytes_moved / image, 2),
-        "target": "<= 0.25 and every step CACHED",
-        "ok": ratio <= 0.25 and all(r == 1.0 for r in ratios),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import socket
 import time
 from collections.abc import Iterable
@@ -84,10 +85,10 @@ class CacheTraffic:
         """
         if self.broken or self.min_rate <= 0:
             return False
-        start = next(((at, total) for at, total in self.history if at >= began), None)
-        if start is None or not self.history:
+        first = bisect.bisect_left(self.history, (began,))  # samples are in time order: no scan on each poll
+        if first == len(self.history):
             return False
-        (first_at, first_total), (last_at, last_total) = start, self.history[-1]
+        (first_at, first_total), (last_at, last_total) = self.history[first], self.history[-1]
         moved = last_total - first_total
         # No byte at all is silence, which the deadline judges by statuses: here it may only be a builder out of sight.
         return last_at > first_at and 0 < moved < self.min_rate * (last_at - first_at)

@@ -78,6 +78,27 @@ def established_to(port: int) -> int:
     return count
 
 
+def release_big_layer_behind(
+    devstack: Devstack, tmp_path: Path, proxy: LoopbackProxy
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Release api (one 200 MB layer) with its cache behind `proxy` in a new branch scope; (result, seconds)."""
+    topology, _ = topology_with_cache_behind(devstack, tmp_path, proxy.port)
+    started = time.monotonic()
+    result = release(
+        devstack,
+        tmp_path,
+        "--target",
+        "api",
+        "--targets-file",
+        str(targets_with_context(tmp_path, "tests/integration/bigblob")),
+        topology=topology,
+        FRACTALOPS_CACHE_DEADLINE=f"{DEADLINE_S:g}",
+        FRACTALOPS_CACHE_BRANCH=f"itest-{uuid.uuid4().hex[:8]}",
+        FRACTALOPS_PROGRESS="plain",
+    )
+    return result, time.monotonic() - started
+
+
 def test_cache_export_that_keeps_uploading_past_the_deadline_completes(devstack: Devstack, tmp_path: Path) -> None:
     # A 200 MB layer's cache export, throttled to 16 MB/s on loopback, runs several times the 3 s deadline while
     # moving bytes: it is never stopped, the release succeeds and records the export ok, and the cache is written.
@@ -117,21 +138,7 @@ def test_cache_host_that_goes_silent_mid_export_is_cut_and_the_pushed_image_is_r
     # records the export failed; once the host closes its connections the engine lets go of them.
     proxy = LoopbackProxy(devstack.ports.hosted, silent_after=16 * 1024 * 1024).start()
     try:
-        topology, _ = topology_with_cache_behind(devstack, tmp_path, proxy.port)
-        started = time.monotonic()
-        result = release(
-            devstack,
-            tmp_path,
-            "--target",
-            "api",
-            "--targets-file",
-            str(targets_with_context(tmp_path, "tests/integration/bigblob")),
-            topology=topology,
-            FRACTALOPS_CACHE_DEADLINE=f"{DEADLINE_S:g}",
-            FRACTALOPS_CACHE_BRANCH=f"itest-{uuid.uuid4().hex[:8]}",
-            FRACTALOPS_PROGRESS="plain",
-        )
-        elapsed = time.monotonic() - started
+        result, elapsed = release_big_layer_behind(devstack, tmp_path, proxy)
         assert proxy.silent.is_set(), "the cache host went silent during the release"
     finally:
         proxy.close()
@@ -159,21 +166,7 @@ def test_cache_export_that_crawls_below_the_minimum_rate_is_cut_and_the_pushed_i
     # an hour; the release prints the pushed image_ref, exits 0 and records the export failed.
     proxy = LoopbackProxy(devstack.ports.hosted, rate=100e3).start()
     try:
-        topology, _ = topology_with_cache_behind(devstack, tmp_path, proxy.port)
-        started = time.monotonic()
-        result = release(
-            devstack,
-            tmp_path,
-            "--target",
-            "api",
-            "--targets-file",
-            str(targets_with_context(tmp_path, "tests/integration/bigblob")),
-            topology=topology,
-            FRACTALOPS_CACHE_DEADLINE=f"{DEADLINE_S:g}",
-            FRACTALOPS_CACHE_BRANCH=f"itest-{uuid.uuid4().hex[:8]}",
-            FRACTALOPS_PROGRESS="plain",
-        )
-        elapsed = time.monotonic() - started
+        result, elapsed = release_big_layer_behind(devstack, tmp_path, proxy)
         sent = proxy.sent_upstream
     finally:
         proxy.close()
