@@ -39,10 +39,13 @@ class BuildEvent:
     duration_s: float
     result: str  # ok | failed | interrupted
     error: str | None
-    cache_import: str  # hit | miss | unavailable | disabled
+    cache_import: (
+        str  # hit | miss | unavailable | disabled | unused (no build: an image with the same inputs was reused)
+    )
     cache_export: str  # ok | failed | skipped
     cache_hit_ratio: float | None
     ci_run_id: str | None
+    reused: bool = False  # no build ran: the image at the tag was built from the same inputs (release.build.reuse)
     schema: str = SCHEMA
 
     def to_json(self) -> str:
@@ -142,7 +145,7 @@ def post_events(events: list[BuildEvent], sink: SinkURL, warn: Callable[[str], N
 
 _CHOICES = {
     "result": ("ok", "failed", "interrupted"),
-    "cache_import": ("hit", "miss", "unavailable", "disabled"),
+    "cache_import": ("hit", "miss", "unavailable", "disabled", "unused"),
     "cache_export": ("ok", "failed", "skipped"),
 }
 
@@ -188,6 +191,8 @@ def check_event(data: Any, where: str) -> dict[str, Any]:
         raise ConfigError(
             f"{where}: duration_s: {_shown(data.get('duration_s'))}: want seconds, from 0 to {MAX_DURATION_S}"
         )
+    if not isinstance(data.get("reused", False), bool):
+        raise ConfigError(f"{where}: reused: {_shown(data.get('reused'))}: want true or false")
     ratio = data.get("cache_hit_ratio")
     fraction = _number(ratio)
     if ratio is not None and (fraction is None or not 0.0 <= fraction <= 1.0):
@@ -254,7 +259,7 @@ def unavailable_streak(events: Sequence[Mapping[str, Any]], target: str) -> int:
     """How many of `target`'s latest builds in a row found the build cache unavailable (builds without it skipped)."""
     count = 0
     for event in reversed(events):
-        if event.get("target") != target or event.get("cache_import") == "disabled":
+        if event.get("target") != target or event.get("cache_import") in ("disabled", "unused"):
             continue
         if event.get("cache_import") != "unavailable":
             break
@@ -274,12 +279,14 @@ def summarize(log: EventLog) -> dict[str, Any]:
     events = log.events
     if not events:
         return {"builds": 0, "torn_lines": log.torn}
-    durations = [float(e.get("duration_s", 0.0)) for e in events]
+    reused = sum(1 for e in events if e.get("reused") is True)
+    # A reused image took no build: its seconds are no build's, and it asked nothing of the cache.
+    durations = [float(e.get("duration_s", 0.0)) for e in events if e.get("reused") is not True] or [0.0]
     # An interrupted build (Ctrl-C, a cancelled job) is no failure of the build plane: counted apart.
     interrupted = sum(1 for e in events if e.get("result") == "interrupted")
     failed = sum(1 for e in events if e.get("result") == "failed")
     finished = len(events) - interrupted
-    probed = [e for e in events if e.get("cache_import") != "disabled"]
+    probed = [e for e in events if e.get("cache_import") not in ("disabled", "unused")]
     available = sum(1 for e in probed if e.get("cache_import") != "unavailable")
     exports = {
         outcome: sum(1 for e in events if e.get("cache_export") == outcome) for outcome in _CHOICES["cache_export"]
@@ -293,6 +300,7 @@ def summarize(log: EventLog) -> dict[str, Any]:
         "builds": len(events),
         "per_target": dict(sorted(per_target.items())),
         "interrupted": interrupted,
+        "reused": reused,
         "failure_rate": round(failed / finished, 4) if finished else None,
         "duration_p50_s": round(_percentile(durations, 0.50), 3),
         "duration_p95_s": round(_percentile(durations, 0.95), 3),
@@ -318,7 +326,8 @@ def render_summary(summary: dict[str, Any]) -> str:
         f"failure rate: {pct(summary['failure_rate'])}"
         + (f" ({summary['interrupted']} interrupted, not counted)" if summary.get("interrupted") else "")
         + "\n"
-        f"duration p50: {summary['duration_p50_s']:.2f} s, p95: {summary['duration_p95_s']:.2f} s\n"
+        + (f"reused without a build: {summary['reused']}\n" if summary.get("reused") else "")
+        + f"duration p50: {summary['duration_p50_s']:.2f} s, p95: {summary['duration_p95_s']:.2f} s\n"
         f"cache availability: {pct(summary['cache_availability'])}\n"
         f"cache export failure rate: {pct(summary['cache_export_failure_rate'])} "
         f"({exports['ok']} ok, {exports['failed']} failed, {exports['skipped']} skipped)\n"

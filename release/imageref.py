@@ -73,3 +73,16 @@ def parse_pinned_ref(text: str, *, what: str = "image_ref") -> ImageRef:
     if ref.digest is None:
         raise ConfigError(f"{what} {shown(text)} is not pinned by digest (want <repository>@sha256:<64 hex>)")
     return ref
+
+
+DOCKER_HUB = "docker.io"
+
+
+def parse_base_ref(text: str, *, what: str = "base image") -> ImageRef:
+    """Parse a reference as docker and a Dockerfile's FROM read it: no host means docker.io (`library/` for one name)."""
+    first, _, rest = text.partition("/")
+    has_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    if has_host:
+        return parse_image_ref(text, what=what)
+    path = text if rest else f"library/{text}"
+    return parse_image_ref(f"{DOCKER_HUB}/{path}", what=what)

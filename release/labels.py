@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 REVISION_LABEL = "org.opencontainers.image.revision"
 SOURCE_LABEL = "org.opencontainers.image.source"
 DIRTY_LABEL = "io.fractalops.source.dirty"
+# The digest of what the image was built from (release.build.fingerprint): a release with the same inputs reuses it.
+INPUTS_LABEL = "io.fractalops.build.inputs"
 
 
 def web_url(remote: str) -> str | None:

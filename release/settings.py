@@ -109,6 +109,15 @@ class Settings(BaseModel):
         "once (moby/buildkit#4674, docker/buildx#414): the next runner then rebuilds it.",
         commands=RELEASE,
     )
+    reuse: Literal["promote", "always", "never"] = _setting(
+        "promote",
+        "when a release skips the build of a target whose inputs (context files, Dockerfile, build arguments, "
+        "labels, platforms and the digests its base images resolve to through the mirror) equal those of the image "
+        "already at its tag, and takes that image: `promote` (default): a promotion reuses the image a smoke build "
+        "of the same commit pushed, so the digest promoted is the one that was tested; `always`: smoke builds too; "
+        "`never`: every release builds.",
+        commands=RELEASE,
+    )
     cache_unavailable_warn_after: int = _setting(
         3,
         "a target whose build found the cache unavailable this many releases in a row (counted in the build events "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import hashlib
 import http.client
 import json
 import re
@@ -378,6 +379,10 @@ class RegistryClient:
         reference = ref.digest or ref.tag or "latest"
         deadline = deadline if deadline is not None else time.monotonic() + 2 * self.timeout  # index, manifest
         manifest, media_type = self._get_json(f"/v2/{ref.path}/manifests/{reference}", MANIFEST_TYPES, deadline)
+        return self._image_of(ref, manifest, media_type, deadline)
+
+    def _image_of(self, ref: ImageRef, manifest: dict[str, Any], media_type: str, deadline: float) -> dict[str, Any]:
+        """`manifest` itself, or for an index the first non-attestation manifest it lists ({} if none)."""
         if manifest.get("mediaType", media_type) in INDEX_TYPES or "manifests" in manifest:
             images = [
                 m
@@ -396,7 +401,35 @@ class RegistryClient:
     def image_labels(self, ref: ImageRef) -> dict[str, str]:
         """The config labels of the image `ref` names (the first non-attestation manifest of an index)."""
         deadline = time.monotonic() + 3 * self.timeout  # up to three documents: index, manifest, config
-        manifest = self.image_manifest(ref, deadline)
+        return self._labels(ref, self.image_manifest(ref, deadline), deadline)
+
+    def tagged_image(self, ref: ImageRef) -> tuple[str, dict[str, str]] | None:
+        """(digest, config labels) of the image the tag of `ref` names now, read as one snapshot; None if no such tag.
+
+        The digest is that of the manifest bytes read, so the labels are those of the image with that digest even
+        when the tag moves meanwhile.
+        """
+        deadline = time.monotonic() + 3 * self.timeout
+        answer, attempts = self._call(
+            "GET", f"/v2/{ref.path}/manifests/{ref.tag or 'latest'}", MANIFEST_TYPES, deadline
+        )
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+            raise RegistryError(f"{ref}: registry answered HTTP {answer.status} to a manifest GET{tries}")
+        try:
+            manifest = json.loads(answer.body)
+        except ValueError:
+            raise RegistryError(f"{ref}: the manifest is not JSON") from None
+        if not isinstance(manifest, dict):
+            raise RegistryError(f"{ref}: the manifest is not a JSON object")
+        digest = "sha256:" + hashlib.sha256(answer.body).hexdigest()
+        image = self._image_of(ref, manifest, answer.headers.get("content-type", ""), deadline)
+        return digest, self._labels(ref, image, deadline)
+
+    def _labels(self, ref: ImageRef, manifest: dict[str, Any], deadline: float) -> dict[str, str]:
+        """The config labels of the image whose manifest this is."""
         config_digest = manifest.get("config", {}).get("digest")
         if not config_digest:
             return {}

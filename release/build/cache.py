@@ -21,7 +21,7 @@ MAIN_BRANCH = "main"
 CACHE_ATTRS = "mode=max,image-manifest=true,oci-mediatypes=true,ignore-error=true"
 PROBE_BUDGET_S = 2.0
 
-CacheImport = Literal["hit", "miss", "unavailable", "disabled"]
+CacheImport = Literal["hit", "miss", "unavailable", "disabled", "unused"]  # unused: no build (reused)
 CacheExport = Literal["ok", "failed", "skipped"]
 Skipped = Literal["unavailable", "disabled"]
 

@@ -1,4 +1,4 @@
-"""The runtime release, top to bottom: inputs → plan → (dry run: print it) → builds → events → promotion → report."""
+"""The runtime release, top to bottom: inputs → plan → (dry run: print it) → reuse → builds → events → promotion → report."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from release.adapters.buildx import BuildEngine, Buildx
+from release.build import reuse
 from release.build.cache import probe_for
 from release.build.execute import BuildSession, build_all
 from release.build.inputs import ReleaseRequest, check, resolve
@@ -22,7 +23,7 @@ def run_release(request: ReleaseRequest, loaded: Loaded, streams: Streams, engin
     engine = engine or Buildx()
     checked = check(request, loaded)  # what would fail only after a push, before any file is read
     # Start-up: the engine's and the cache's answers are waits; they come in while this thread reads the inputs.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="startup") as early:
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="startup") as early:
         preflight = None if request.dry_run else early.submit(engine.preflight, loaded.settings.builder)
         inputs = resolve(checked, streams.say)
         with tempfile.TemporaryDirectory(prefix="fractalops-release-") as workdir:
@@ -32,15 +33,18 @@ def run_release(request: ReleaseRequest, loaded: Loaded, streams: Streams, engin
                 streams.out.write(json.dumps(dry_run_document(plan, values), indent=2) + "\n")
                 return 0
             probing = early.submit(probe_for, inputs)
-            builder, cache = preflight.result(), probing.result()
+            deciding = early.submit(reuse.decide, plan, inputs)
+            builder, cache, decisions = preflight.result(), probing.result(), deciding.result()
             announce(plan, builder, cache, streams.say)
+            reused = reuse.report(decisions, streams.say)
             preview = None if plan.update_gitops else start_preview(plan, inputs)
             deadline, docker_config = loaded.settings.cache_deadline, loaded.context.docker_config_dir
             min_rate = loaded.settings.cache_min_rate
             visible = engine.sees_cache_traffic(loaded.context.docker_host)
             session = BuildSession(engine, builder, cache.skipped, deadline, streams, docker_config, min_rate, visible)
             with streams.live_board(loaded):
-                built, interrupt = build_all(plan, session)
+                built, interrupt = build_all(reuse.to_build(plan, decisions), session)
+            built = reuse.merged(plan, reused, built)
             record_events(built, plan, inputs, builder, streams)
             notes = cache_streaks([b.result for b in built], plan, inputs, streams)
             if interrupt is not None:

@@ -54,6 +54,7 @@ class ReleasePlan:
     cache_probe: tuple[str, str] | None = None
     cache_scheme: Scheme = "https"
     build_order: BuildOrder = "sequential"
+    reuse: bool = False  # a target whose inputs equal those of the image at its tag takes it (FRACTALOPS_REUSE)
     targets: tuple[TargetPlan, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -67,12 +68,18 @@ class ReleasePlan:
             "update_gitops": self.update_gitops,
             "cache_probe": "{}:{}".format(*self.cache_probe) if self.cache_probe else None,
             "build_order": self.build_order,
+            "reuse_unchanged": self.reuse,
             "targets": [t.to_dict() for t in self.targets],
         }
 
 
 # Build arguments every target gets: where its Dockerfile installs Debian and Python packages from (the topology).
 PACKAGE_BUILD_ARGS = ("FRACTALOPS_APT_CACHE_URL", "FRACTALOPS_PIP_INDEX_URL")
+
+
+def reuse_applies(mode: str, update_gitops: bool) -> bool:
+    """Whether a release may take an image with the same inputs instead of building (FRACTALOPS_REUSE)."""
+    return mode == "always" or (mode == "promote" and update_gitops)
 
 
 def image_tag(target: Target, source_commit: str | None, run_stamp: str) -> str:
@@ -94,6 +101,7 @@ def make_plan(inputs: ReleaseInputs, workdir: Path) -> ReleasePlan:
         cache_probe=probe,
         cache_scheme=scheme,
         build_order=inputs.loaded.settings.build_order,
+        reuse=reuse_applies(inputs.loaded.settings.reuse, inputs.update_gitops),
         targets=tuple(_target_plan(inputs, target, workdir) for target in inputs.targets),
     )
 

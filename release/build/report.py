@@ -66,6 +66,7 @@ class TargetResult:
     cache_import: CacheImport
     cache_export: CacheExport
     cache_hit_ratio: float | None
+    reused: bool = False  # no build: the image at the tag was built from the same inputs
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,10 @@ def step_summary(results: Sequence[TargetResult], title: str, notes: Sequence[st
     for r in results:
         ratio = "" if r.cache_hit_ratio is None else f", {r.cache_hit_ratio * 100:.0f}% steps cached"
         ref = f"`{r.image_ref}`" if r.image_ref else f"failed: {_cell(r.error or 'unknown error')}"
-        rows.append(
-            f"| {r.target} | {ref} | {r.duration_s:.1f} s | import {r.cache_import}, export {r.cache_export}{ratio} |"
+        cache = (
+            "not built: same inputs as this image" if r.reused else f"import {r.cache_import}, export {r.cache_export}"
         )
+        rows.append(f"| {r.target} | {ref} | {r.duration_s:.1f} s | {cache}{ratio} |")
     rows += ["", *(f"> **Warning:** {note}" for note in notes)] if notes else []
     return "\n".join(rows) + "\n"
 
@@ -171,6 +173,7 @@ def record_events(
             cache_export=b.result.cache_export,
             cache_hit_ratio=b.result.cache_hit_ratio,
             ci_run_id=inputs.loaded.context.github_run_id,
+            reused=b.result.reused,
         )
         for b in built
     ]

@@ -544,3 +544,29 @@ def test_a_warning_annotation_escapes_its_title_and_message_as_the_actions_toolk
     line = warning_annotation("Cache: down, again", "100% cold\n::error::not really")
     assert line == "::warning title=Cache%3A down%2C again::100%25 cold%0A::error::not really"
     assert "\n" not in line
+
+
+def test_a_reused_image_neither_counts_toward_nor_breaks_the_unavailable_streak() -> None:
+    # No build ran: nothing was asked of the cache.
+    outcomes = [("api", "unavailable"), ("api", "unused"), ("api", "unavailable")]
+    assert unavailable_streak([{"target": t, "cache_import": c} for t, c in outcomes], "api") == 2
+
+
+def test_summary_counts_reused_images_apart_from_build_durations_and_cache_availability(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    reused = event(duration=0.0, cache="unused")
+    reused.reused = True
+    append_events([event(duration=10.0), event(duration=30.0), reused], path)
+    summary = summarize(read_events(path))
+    assert summary["builds"] == 3 and summary["reused"] == 1
+    assert summary["duration_p50_s"] == pytest.approx(20.0)
+    assert summary["cache_availability"] == 1.0
+
+
+def test_an_event_whose_reused_is_not_a_boolean_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    line = json.loads(event().to_json())
+    line["reused"] = "yes"
+    path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(ConfigError, match="reused: 'yes': want true or false"):
+        read_events(path)

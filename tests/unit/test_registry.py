@@ -428,3 +428,34 @@ def test_retries_are_bounded_in_attempts_and_time(v2: V2Server) -> None:
     with pytest.raises(RegistryError, match=r"HTTP 429 to a manifest HEAD$"):
         _client(v2).manifest_digest(ref)  # a wait longer than the longest allowed is not waited for
     assert time.monotonic() - started < 0.5
+
+
+# --- the image a tag names, for reuse ---------------------------------------------------------------------------
+
+
+def test_tagged_image_gives_the_digest_of_the_bytes_read_and_the_labels_of_that_image(v2: V2Server) -> None:
+    # Through an index whose first entry is an attestation: the image's labels, and the index's own digest.
+    image = _image(v2, {"io.fractalops.build.inputs": "f" * 64})
+    attestation = _image(v2, {})
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"digest": attestation, "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+            {"digest": image, "platform": {"os": "linux", "architecture": "amd64"}},
+        ],
+    }
+    digest = v2.add("application/vnd.oci.image.index.v1+json", index)
+    v2.documents["sha-1234567"] = v2.documents[digest]  # the tag names the index (the stand-in echoes the tag)
+    found = _client(v2).tagged_image(parse_image_ref(f"{v2.host}/{REPOSITORY}:sha-1234567"))
+    assert found == (digest, {"io.fractalops.build.inputs": "f" * 64})
+
+
+def test_tagged_image_of_a_tag_the_registry_lacks_is_none(v2: V2Server) -> None:
+    assert _client(v2).tagged_image(parse_image_ref(f"{v2.host}/{REPOSITORY}:sha-0000000")) is None
+
+
+def test_tagged_image_of_a_failing_registry_is_a_registry_error_naming_the_tag(v2: V2Server) -> None:
+    v2.script = [(403, {})]
+    with pytest.raises(RegistryError, match="sha-1234567: registry answered HTTP 403"):
+        _client(v2).tagged_image(parse_image_ref(f"{v2.host}/{REPOSITORY}:sha-1234567"))
