@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -72,7 +73,7 @@ def _bad_pattern(pattern: str, why: str) -> Unknowable:
 
 def _escaped(pattern: str, char: str) -> str:
     """An escaped character as a regular expression: punctuation only (Go and Python read escaped letters differently)."""
-    if char.isalnum() or char == "_" or not char.isascii():
+    if char.isalnum() or not char.isascii():
         raise _bad_pattern(pattern, f"cannot tell how BuildKit reads the escape \\{char}")
     return re.escape(char)
 
@@ -260,7 +261,7 @@ def _xattrs(path: str) -> list[list[str]]:
         names = sorted(os.listxattr(path, follow_symlinks=False))
         return [[name, os.getxattr(path, name, follow_symlinks=False).hex()] for name in names]
     except OSError as err:
-        if err.errno in (getattr(os, "ENOTSUP", -1), 95):
+        if err.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return []
         raise _unreadable(path, err) from err
 
@@ -277,7 +278,8 @@ def _entry(relative: str, path: str, links: dict[tuple[int, int], str]) -> bytes
     if kind == "file":
         payload = _file_sha256(path)
         if info.st_nlink > 1:
-            hardlink = links.setdefault((info.st_dev, info.st_ino), relative)
+            first = links.setdefault((info.st_dev, info.st_ino), relative)
+            hardlink = "" if first == relative else first
     elif kind == "symlink":
         try:
             payload = os.readlink(path)
@@ -416,9 +418,9 @@ class _Lines:
                 continue
             if not done:
                 line = self._rest_of(line)
-            keyword, _, rest = line.strip().partition(" ")
+            keyword, rest = [*line.split(None, 1), ""][:2]
             keyword, rest = keyword.lower(), rest.strip()
-            inner = rest.partition(" ")[0].lower() if keyword == "onbuild" else keyword
+            inner = (rest.split(None, 1) or [""])[0].lower() if keyword == "onbuild" else keyword
             if inner in _HEREDOC_INSTRUCTIONS and "<<" in line:
                 self._skip_heredocs(line)
             yield keyword, rest

@@ -100,6 +100,7 @@ def test_the_dockerfile_specific_ignore_file_wins_over_the_contexts(tmp_path: Pa
         (["[a-c]x"], "dx", False),
         (["b\\*q"], "b*q", True),
         (["b\\*q"], "bzq", False),
+        (["a\\_b"], "a_b", True),
         (["a.txt"], "abtxt", False),  # `.` is literal
         (["./x"], "x", True),
         (["src/*/test_*.py"], "src/a/test_b.py", True),
@@ -251,6 +252,39 @@ def test_the_dockerfile_specific_ignore_file_decides_what_the_digest_covers(tmp_
     assert context_digest(context, dockerfile) != before
 
 
+def test_the_mode_of_an_excluded_directory_holding_an_exception_is_an_input(tmp_path: Path) -> None:
+    # BuildKit sends the folders above a re-included file, so their permission bits count.
+    context, dockerfile = _context(tmp_path)
+    (context / ".dockerignore").write_text("dir\n!dir/keep\n")
+    (context / "dir").mkdir()
+    (context / "dir" / "keep").write_text("1")
+    before = context_digest(context, dockerfile)
+    (context / "dir").chmod(0o700)
+    assert context_digest(context, dockerfile) != before
+
+
+def test_hard_linking_two_sent_files_changes_the_digest(tmp_path: Path) -> None:
+    # Two paths becoming one file (same content before and after) is recorded.
+    context, dockerfile = _context(tmp_path)
+    (context / "a").write_text("same")
+    (context / "b").write_text("same")
+    before = context_digest(context, dockerfile)
+    (context / "b").unlink()
+    os.link(context / "a", context / "b")
+    assert context_digest(context, dockerfile) != before
+
+
+def test_an_extended_attribute_changes_the_digest(tmp_path: Path) -> None:
+    # BuildKit's file hashes cover xattrs, so the digest does too.
+    context, dockerfile = _context(tmp_path)
+    before = context_digest(context, dockerfile)
+    try:
+        os.setxattr(context / "README.md", "user.note", b"x")
+    except (OSError, AttributeError):
+        pytest.skip("no user xattrs on this filesystem")
+    assert context_digest(context, dockerfile) != before
+
+
 def test_changing_the_dockerignore_itself_changes_the_digest(tmp_path: Path) -> None:
     # The .dockerignore is sent like any other file.
     context, dockerfile = _context(tmp_path)
@@ -380,6 +414,11 @@ def test_continuations_skip_comment_and_empty_lines() -> None:
     # Comment and blank lines inside a continuation are dropped, as BuildKit's parser does.
     text = "FROM \\\n# a comment\n\n   alpine:3.20 \\\n   AS base\nFROM base\n"
     assert external_images(text, {}) == ("alpine:3.20",)
+
+
+def test_instructions_are_case_insensitive_and_may_be_tab_separated() -> None:
+    # `from\talpine AS b` is a FROM like any other.
+    assert external_images("from\talpine:3 as b\nFrom b\n", {}) == ("alpine:3",)
 
 
 def test_heredoc_bodies_are_not_read_as_instructions() -> None:
