@@ -66,8 +66,6 @@ def decide(plan: ReleasePlan, inputs: ReleaseInputs) -> list[Decision]:
 
     def resolve(ref: ImageRef) -> str | None:
         """The digest the tag of a base image names now, asked where the builders pull it from."""
-        if ref.digest:
-            return ref.digest
         key = str(ref)
         if key not in resolved:
             resolved[key] = client(mirror if ref.registry in MIRRORED else ref.registry).manifest_digest(ref)
@@ -107,7 +105,8 @@ def inputs_of(request: BuildRequest, resolve: Resolve) -> str:
     dockerfile_text = _read(request.dockerfile)
     bases = {}
     for text in external_images(dockerfile_text, request.build_args):
-        digest = resolve(parse_base_ref(text, what=f"{request.dockerfile}: base image"))
+        ref = parse_base_ref(text, what=f"{request.dockerfile}: base image")
+        digest = ref.digest or resolve(ref)  # a pinned base names its image already
         if digest is None:
             raise Unknowable(f"base image {text} is not in its registry")
         bases[text] = digest

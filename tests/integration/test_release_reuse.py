@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from ruamel.yaml import YAML
 
+from release.adapters.registry import RegistryClient
 from release.imageref import parse_pinned_ref
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Project:
         full.update(
             {
                 "FRACTALOPS_TOPOLOGY": str(self.stack.topology),
+                "FRACTALOPS_REPO_ROOT": str(self.root),
                 "FRACTALOPS_TARGETS": str(self.root / "targets.yaml"),
                 "FRACTALOPS_BUILD_EVENTS_FILE": str(self.events),
                 "FRACTALOPS_EVENTS_DIR": str(self.root.parent / "records"),
@@ -100,22 +102,24 @@ def project(devstack: Devstack, tmp_path: Path) -> Project:
     """A committed repository pushed to a bare remote; its base image v1 pushed upstream."""
     name = f"fx-reuse-{uuid.uuid4().hex[:8]}"
     root = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(root)], check=True)  # the history the values files pin
+    git(root, "checkout", "-q", "-B", "main")
+    for folder in ("ops", "platform"):  # the working tree's versions of them
+        subprocess.run(["cp", "-a", f"{ROOT / folder}/.", str(root / folder)], check=True)
     (root / "ctx/app").mkdir(parents=True)
     (root / "ctx/Dockerfile").write_text(DOCKERFILE.format(base=f"{name}-base:1"))
     (root / "ctx/app/code.txt").write_text("code v1\n")
-    subprocess.run(["cp", "-a", str(ROOT / "platform"), str(root / "platform")], check=True)
     yaml = YAML()
     targets = yaml.load((ROOT / "ops/containers/fractalops/targets.yaml").read_text())
     for target_name, target in targets["targets"].items():
         target.update({"context": "ctx", "image": f"{name}-{target_name}"})
     with (root / "targets.yaml").open("w") as handle:
         yaml.dump(targets, handle)
-    git(root, "init", "-q", "-b", "main")
     git(root, "add", "-A")
     git(root, "commit", "-qm", "the project under test")
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(root), str(remote)], check=True)
-    git(root, "remote", "add", "origin", str(remote))
+    git(root, "remote", "set-url", "origin", str(remote))
     git(root, "fetch", "-q", "origin")
     git(root, "branch", "-q", "--set-upstream-to=origin/main")
     upstream = f"127.0.0.1:{devstack.ports.upstream}/library/{name}-base:1"
@@ -133,6 +137,13 @@ def refs(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
 def reused(proc: subprocess.CompletedProcess[str]) -> dict[str, bool]:
     """Each target's `reused` flag from a --json run."""
     return {t["target"]: t["reused"] for t in json.loads(proc.stdout)["targets"]}
+
+
+def layers(image_ref: str) -> list[str]:
+    """The layer digests of a released image, as the hosted registry holds it."""
+    ref = parse_pinned_ref(image_ref)
+    manifest = RegistryClient(ref.registry, scheme="http").image_manifest(ref)
+    return [layer["digest"] for layer in manifest["layers"]]
 
 
 def last_events(path: Path, count: int) -> list[dict[str, Any]]:
@@ -178,7 +189,8 @@ def test_a_changed_context_file_or_a_drifted_base_image_builds_again(project: Pr
     drifted = project.release(FRACTALOPS_REUSE="always")
     assert reused(drifted) == {"api": False, "worker": False}, drifted.stderr[-2000:]
     assert "built from other inputs" in drifted.stderr
-    assert refs(drifted) != refs(edited)
+    for target in ("api", "worker"):  # built on the new base: its layers are not the old image's
+        assert layers(refs(drifted)[target]) != layers(refs(edited)[target])
 
 
 def test_reuse_never_builds_every_time(project: Project) -> None:

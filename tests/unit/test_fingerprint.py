@@ -305,20 +305,6 @@ def test_moving_content_between_files_changes_the_digest(tmp_path: Path) -> None
     assert context_digest(context, dockerfile) != before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_file_is_unknowable(tmp_path: Path) -> None:
-    # A file that cannot be read cannot be fingerprinted; the build runs instead.
-    context, dockerfile = _context(tmp_path)
-    secret = context / "secret"
-    secret.write_text("x")
-    secret.chmod(0)
-    try:
-        with pytest.raises(Unknowable, match="secret: cannot read"):
-            context_digest(context, dockerfile)
-    finally:
-        secret.chmod(0o644)
-
-
 def test_a_read_error_is_unknowable_even_for_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Root reads any file, so a failing open (a fake) stands in for an unreadable one.
     context, dockerfile = _context(tmp_path)
