@@ -41,3 +41,7 @@ class GuardRefusal(OperationError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a CI runner cancelling the job): handled like an interrupt, exit 143."""
+
+
+class Unknowable(Exception):
+    """What a build would read cannot be told for sure from the files; the caller takes the safe way. One line."""

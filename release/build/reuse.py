@@ -1,6 +1,6 @@
 """Reuse: a target whose inputs equal those of the image already at its tag is not built again; that image is taken.
 
-Each target's inputs are fingerprinted (`release.build.fingerprint`: the context files BuildKit would send, the
+Each target's inputs are fingerprinted (`context_digest`: the context files BuildKit would send, the
 Dockerfile, the build arguments, labels and platforms, and the digest each base image resolves to now, through the
 docker-group mirror as the builders resolve it). The fingerprint goes on every image as `INPUTS_LABEL`. When reuse
 applies (FRACTALOPS_REUSE) and the image at the target's tag carries the same fingerprint, the release takes that
@@ -10,13 +10,16 @@ for, a Dockerfile variable without a value, an unreadable file) means: build.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from release.build.fingerprint import Unknowable, context_digest, external_images, fingerprint
-from release.errors import ReleaseError
+from release.build.context import context_digest
+from release.build.dockerfile import external_images
+from release.errors import ReleaseError, Unknowable
 from release.imageref import DOCKER_HUB, ImageRef, parse_base_ref, parse_image_ref
 from release.labels import INPUTS_LABEL
 
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from release.build.report import Built
 
 MIRRORED = (DOCKER_HUB, "ghcr.io")  # what the builders pull through the docker-group (topology.buildkitd)
+FINGERPRINT_VERSION = 1  # bump when what goes into the fingerprint changes: older images are then built anew
 LOOKUP_TIMEOUT_S = 2.0  # per registry request, as the cache probe's budget: a registry this slow means a build
 
 
@@ -164,6 +168,13 @@ def merged(plan: ReleasePlan, reused: Mapping[str, Built], built: Sequence[Built
     results = {b.result.target: b for b in built}
     taken = {**results, **reused}
     return [taken[t.name] for t in plan.targets if t.name in taken]
+
+
+def fingerprint(parts: Mapping[str, object]) -> str:
+    """sha256 hex of the parts as canonical JSON (sorted keys), with FINGERPRINT_VERSION."""
+    document = {"version": FINGERPRINT_VERSION, **parts}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def labelled(request: BuildRequest, inputs: str | None) -> BuildRequest:

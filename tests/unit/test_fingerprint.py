@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from release.build import fingerprint as fingerprint_module
-from release.build.fingerprint import (
-    FINGERPRINT_VERSION,
-    IgnoreRules,
-    Unknowable,
-    context_digest,
-    external_images,
-    fingerprint,
-    ignore_patterns,
-)
+from release.build import context as context_module
+from release.build.context import context_digest
+from release.build.dockerfile import external_images
+from release.build.dockerignore import IgnoreRules, ignore_patterns
+from release.build.reuse import FINGERPRINT_VERSION, fingerprint
+from release.errors import Unknowable
 
 REPO = Path(__file__).resolve().parents[2]
 FRACTALOPS_DOCKERFILE = REPO / "ops" / "containers" / "fractalops" / "Dockerfile"
@@ -315,7 +311,7 @@ def test_a_read_error_is_unknowable_even_for_root(tmp_path: Path, monkeypatch: p
             raise PermissionError(13, "Permission denied", path)
         return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(fingerprint_module, "open", failing_open, raising=False)
+    monkeypatch.setattr(context_module, "open", failing_open, raising=False)
     with pytest.raises(Unknowable, match=r"main\.py: cannot read: Permission denied$"):
         context_digest(context, dockerfile)
 
