@@ -406,7 +406,12 @@ def bench_overhead(c: Cluster, builder: str | None = None, reuse: str = "promote
         c.container_builder("runner-1")
     env = {**c.release_env(scope, events, builder), "FRACTALOPS_REUSE": reuse}
     driver_argv = [RELEASE_SH, "--json"]
-    plain_argvs = c.plain_commands("runner-1", scope, builder)
+    # Plain buildx pushes beside the release's tag, not over it: over it, the driver would find at its tag an image
+    # without its inputs label, and build (as it must) instead of measuring what it does after its own release.
+    plain_argvs = [
+        [f"{arg}-plain" if i and argv[i - 1] == "--tag" else arg for i, arg in enumerate(argv)]
+        for argv in c.plain_commands("runner-1", scope, builder)
+    ]
     c.release("runner-1", scope, builder)  # cold: fills the builder and the cache
     _, warm = c.release("runner-1", scope, builder, reuse=reuse)  # the first warm one, not counted
     reused = [t["reused"] for t in warm["targets"]]
