@@ -182,7 +182,8 @@ def promote_built(results: Sequence[TargetResult], inputs: ReleaseInputs, say: S
     except ReleaseError as err:
         say(f"error: GitOps update failed: {err}")
         return Promotion(error=err)
-    record = build_record(result)
+    # Which images were taken instead of built (their inputs equal those of the image at the tag: FRACTALOPS_REUSE).
+    record = {**build_record(result), "reused": sorted(r.target for r in results if r.reused)}
     where = append_record(record, inputs.loaded.record_file)  # beside this run's build events
     if result.noop:
         say("gitops: the values files already pin these images; nothing committed")

@@ -164,6 +164,8 @@ def test_promotion_takes_the_image_the_smoke_build_pushed_instead_of_building_ag
     assert "reusing" in promoted.stderr and "built from the same inputs" in promoted.stderr
     for event in last_events(project.events, 2):
         assert event["reused"] is True and event["cache_import"] == "unused" and event["result"] == "ok"
+    records = (project.root.parent / "records/releases.jsonl").read_text().splitlines()
+    assert json.loads(records[-1])["reused"] == ["api", "worker"]
     git(project.root, "pull", "-q", "--ff-only")
     for target, text in promoted_refs.items():
         values = YAML(typ="safe").load(
