@@ -115,7 +115,7 @@ class Settings(BaseModel):
         "labels, platforms and the digests its base images resolve to through the mirror) equal those of the image "
         "already at its tag, and takes that image: `promote` (default): a promotion reuses the image a smoke build "
         "of the same commit pushed, so the digest promoted is the one that was tested; `always`: smoke builds too; "
-        "`never`: every release builds.",
+        "`never`: every release builds; `--reuse`.",
         commands=RELEASE,
     )
     cache_unavailable_warn_after: int = _setting(

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
     default=None,
     help="plain: numbered lines (CI); tty: a live line per target; auto (default): tty at a terminal outside CI.",
 )
+@click.option(
+    "--reuse",
+    type=click.Choice(["promote", "always", "never"]),
+    default=None,
+    help="Take the image at a target's tag when its inputs are unchanged: promote (default), always, never.",
+)
 @targets_file_option
 @click.option(
     "--events-file",
@@ -55,6 +61,7 @@ def runtime(
     update_gitops: bool | None,
     no_cache: bool,
     progress: str | None,
+    reuse: str | None,
     targets_file: Path | None,
     events_file: Path | None,
     force: bool,
@@ -64,6 +71,7 @@ def runtime(
         builder=builder,
         platform=platforms or None,
         progress=progress,
+        reuse=reuse,
         targets=targets_file,
         build_events_file=events_file,
         allow_local_runtime_release=allow_local,

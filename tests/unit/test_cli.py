@@ -48,6 +48,8 @@ def cli(*args: str, **env: str) -> Result:
     [
         (["nosuch"], {}, "No such command 'nosuch'"),
         (["runtime", "--progress", "x"], {}, "'x' is not one of"),
+        (["runtime", "--reuse", "sometimes"], {}, "'sometimes' is not one of"),
+        (["runtime", "--dry-run"], {"FRACTALOPS_REUSE": "sometimes"}, "FRACTALOPS_REUSE='sometimes': want one of"),
         (["runtime", "--dry-run"], {"FRACTALOPS_PROGRESS": "x"}, "FRACTALOPS_PROGRESS='x': want one of"),
         (["runtime", "--dry-run"], {"FRACTALOPS_TARGETS": "/"}, "FRACTALOPS_TARGETS='/': is a folder"),
         (["runtime", "--dry-run", "--target", ""], {}, "unknown target(s) ''"),
@@ -94,6 +96,23 @@ def test_dry_run_needs_no_opt_in_outside_ci() -> None:
     result = cli("runtime", "--dry-run")
     assert result.exit_code == 0, result.stderr
     assert '"targets"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "reuse"),
+    [
+        ([], {}, False),  # promote (the default) on a smoke build: it builds
+        ([], {"FRACTALOPS_REUSE": "always"}, True),
+        (["--reuse", "never"], {"FRACTALOPS_REUSE": "always"}, False),  # the flag beats the environment
+        (["--reuse", "always"], {"FRACTALOPS_REUSE": "never"}, True),
+    ],
+)
+def test_the_dry_run_says_whether_unchanged_targets_would_be_reused(
+    args: list[str], env: dict[str, str], reuse: bool
+) -> None:
+    result = cli("runtime", "--dry-run", *args, **env)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["reuse_unchanged"] is reuse
 
 
 @pytest.mark.parametrize(
