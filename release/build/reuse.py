@@ -22,6 +22,7 @@ from release.build.dockerfile import external_images
 from release.errors import ReleaseError, Unknowable
 from release.imageref import DOCKER_HUB, ImageRef, parse_base_ref, parse_image_ref
 from release.labels import INPUTS_LABEL
+from release.masking import mask_credentials
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,7 +120,8 @@ def inputs_of(request: BuildRequest, resolve: Resolve) -> str:
         {
             "context": context_digest(request.context, request.dockerfile),
             "stage": request.stage,
-            "build_args": request.build_args,
+            # A password in a package index URL never goes into a label, not even hashed (it could be guessed).
+            "build_args": {k: mask_credentials(v) for k, v in request.build_args.items()},
             "labels": labels,
             "platforms": list(request.platforms),
             "bases": bases,

@@ -173,3 +173,13 @@ def test_a_release_reuse_does_not_apply_to_says_nothing_but_still_labels(tmp_pat
     said: list[str] = []
     assert report([decision], said.append) == {} and said == []
     assert decision.inputs is not None and not decision.asked
+
+
+def test_a_password_in_a_build_argument_does_not_reach_the_fingerprint(tmp_path: Path) -> None:
+    # The label is public; a hash of a short password could be guessed, so credentials are masked before hashing.
+    request = target(tmp_path).request
+    one = replace(request, build_args={"FRACTALOPS_PIP_INDEX_URL": "http://ci:first@nexus:8081/simple"})
+    two = replace(request, build_args={"FRACTALOPS_PIP_INDEX_URL": "http://ci:second@nexus:8081/simple"})
+    other_host = replace(request, build_args={"FRACTALOPS_PIP_INDEX_URL": "http://ci:first@mirror:8081/simple"})
+    assert inputs_of(one, resolver(BASES)) == inputs_of(two, resolver(BASES))
+    assert inputs_of(one, resolver(BASES)) != inputs_of(other_host, resolver(BASES))
