@@ -366,13 +366,17 @@ class RegistryClient:
         if answer.status != 200:
             tries = f" (after {attempts} attempts)" if attempts > 1 else ""
             raise RegistryError(f"{self.registry}{path}: HTTP {answer.status}{tries}")
+        return self._json_object(answer, path), answer.headers.get("content-type", "")
+
+    def _json_object(self, answer: _Answer, path: str) -> dict[str, Any]:
+        """The answer's body as a JSON object; a RegistryError naming the request otherwise."""
         try:
             document = json.loads(answer.body)
         except ValueError:
             raise RegistryError(f"{self.registry}{path}: the answer is not JSON") from None
         if not isinstance(document, dict):
             raise RegistryError(f"{self.registry}{path}: the answer is not a JSON object")
-        return document, answer.headers.get("content-type", "")
+        return document
 
     def image_manifest(self, ref: ImageRef, deadline: float | None = None) -> dict[str, Any]:
         """The manifest of the image `ref` names (the first non-attestation manifest of an index; {} if none)."""
@@ -410,20 +414,14 @@ class RegistryClient:
         when the tag moves meanwhile.
         """
         deadline = time.monotonic() + 3 * self.timeout
-        answer, attempts = self._call(
-            "GET", f"/v2/{ref.path}/manifests/{ref.tag or 'latest'}", MANIFEST_TYPES, deadline
-        )
+        path = f"/v2/{ref.path}/manifests/{ref.tag or 'latest'}"
+        answer, attempts = self._call("GET", path, MANIFEST_TYPES, deadline)
         if answer.status == 404:
             return None
         if answer.status != 200:
             tries = f" (after {attempts} attempts)" if attempts > 1 else ""
             raise RegistryError(f"{ref}: registry answered HTTP {answer.status} to a manifest GET{tries}")
-        try:
-            manifest = json.loads(answer.body)
-        except ValueError:
-            raise RegistryError(f"{ref}: the manifest is not JSON") from None
-        if not isinstance(manifest, dict):
-            raise RegistryError(f"{ref}: the manifest is not a JSON object")
+        manifest = self._json_object(answer, path)
         digest = "sha256:" + hashlib.sha256(answer.body).hexdigest()
         image = self._image_of(ref, manifest, answer.headers.get("content-type", ""), deadline)
         return digest, self._labels(ref, image, deadline)

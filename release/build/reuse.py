@@ -79,13 +79,16 @@ def decide(plan: ReleasePlan, inputs: ReleaseInputs) -> list[Decision]:
     def lookup(ref: ImageRef) -> tuple[str, dict[str, str]] | None:
         return client(ref.registry).tagged_image(ref)
 
-    return [_decide(target, resolve, lookup if plan.reuse else None) for target in plan.targets]
+    contexts: dict[tuple[Path, Path], str] = {}  # api and worker build from one context: hash it once
+    return [_decide(target, resolve, lookup if plan.reuse else None, contexts) for target in plan.targets]
 
 
-def _decide(target: TargetPlan, resolve: Resolve, lookup: Lookup | None) -> Decision:
+def _decide(
+    target: TargetPlan, resolve: Resolve, lookup: Lookup | None, contexts: dict[tuple[Path, Path], str] | None = None
+) -> Decision:
     """One target's fingerprint, then (when reuse applies) the image at its tag compared with it."""
     try:
-        inputs = inputs_of(target.request, resolve)
+        inputs = inputs_of(target.request, resolve, contexts)
     except (Unknowable, ReleaseError) as err:
         return Decision(target.name, None, None, f"building: its inputs cannot be told ({err})", lookup is not None)
     if lookup is None:
@@ -105,8 +108,11 @@ def _decide(target: TargetPlan, resolve: Resolve, lookup: Lookup | None) -> Deci
     return Decision(target.name, inputs, reused, f"reusing {reused}: built from the same inputs ({inputs[:12]})")
 
 
-def inputs_of(request: BuildRequest, resolve: Resolve) -> str:
-    """The fingerprint of a build's inputs; Unknowable (or a registry's error) when one cannot be told."""
+def inputs_of(request: BuildRequest, resolve: Resolve, contexts: dict[tuple[Path, Path], str] | None = None) -> str:
+    """The fingerprint of a build's inputs; Unknowable (or a registry's error) when one cannot be told.
+
+    `contexts`: the context digests of this run so far, by (context, Dockerfile): targets sharing one hash it once.
+    """
     dockerfile_text = _read(request.dockerfile)
     bases = {}
     for text in external_images(dockerfile_text, request.build_args):
@@ -116,9 +122,11 @@ def inputs_of(request: BuildRequest, resolve: Resolve) -> str:
             raise Unknowable(f"base image {text} is not in its registry")
         bases[text] = digest
     labels = {k: v for k, v in request.labels.items() if k != INPUTS_LABEL}
+    contexts = {} if contexts is None else contexts
+    key = (request.context, request.dockerfile)
     return fingerprint(
         {
-            "context": context_digest(request.context, request.dockerfile),
+            "context": contexts[key] if key in contexts else contexts.setdefault(key, context_digest(*key)),
             "stage": request.stage,
             # A password in a package index URL never goes into a label, not even hashed (it could be guessed).
             "build_args": {k: mask_credentials(v) for k, v in request.build_args.items()},

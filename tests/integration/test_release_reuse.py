@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from gitops.conftest import GIT_ENV, git
 from ruamel.yaml import YAML
 
 from release.adapters.registry import RegistryClient
@@ -27,12 +28,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.devstack
 
 ROOT = Path(__file__).resolve().parents[2]
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
 DOCKERFILE = """\
 FROM {base} AS base
 COPY app/ /opt/app/
@@ -41,12 +36,6 @@ RUN cat /opt/app/code.txt > /opt/role
 FROM base AS worker
 RUN cat /opt/app/code.txt > /opt/role
 """
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env={**os.environ, **GIT_ENV}
-    ).stdout.strip()
 
 
 @dataclass
