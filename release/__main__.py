@@ -1,7 +1,5 @@
 """Entry point for `python -m release`."""
 
-import sys
+from release.cli import console
 
-from release.cli import run
-
-sys.exit(run())
+console()

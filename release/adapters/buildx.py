@@ -1,8 +1,10 @@
 """The buildx adapter: the `BuildEngine` port the release pipeline receives, and its docker CLI implementation.
 
-One source of truth for the build command: `BuildRequest.argv()` is what a dry run prints and exactly what
-`Buildx.build` runs (through the process adapter, in a process group of its own). python-on-whales supplies the
-docker command (the client it resolves, with its global options) and asks the engine's questions (preflight, prune).
+One source of truth for the build command: `BuildRequest.argv()` is what a dry run prints (`docker buildx build …`)
+and what `Buildx.build` runs (through the process adapter, in a process group of its own), its first words being the
+buildx plugin binary that `docker buildx` itself would run. The docker command is a given python-on-whales client's
+(with its global options), else the docker on PATH, which is what python-on-whales' default client resolves to;
+python-on-whales runs the engine's maintenance questions (prune).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -55,9 +58,9 @@ class BuildRequest:
         refs = [_attrs(ref).get("ref", "") for ref in (*self.cache_from, *([self.cache_to] if self.cache_to else []))]
         return sorted({parse_image_ref(ref, what="cache ref").registry for ref in refs if ref})
 
-    def argv(self, docker: Sequence[str] = ("docker",)) -> list[str]:
-        """The command line: what a dry run prints and, after the resolved `docker` command, what runs."""
-        argv = [*docker, "buildx", "build", "--push", f"--progress={self.progress}"]
+    def argv(self, buildx: Sequence[str] = ("docker", "buildx")) -> list[str]:
+        """The command line: what a dry run prints and, after the resolved `buildx` command, what runs."""
+        argv = [*buildx, "build", "--push", f"--progress={self.progress}"]
         if self.builder:
             argv += ["--builder", self.builder]
         argv += ["--file", str(self.dockerfile), "--target", self.stage]
@@ -160,6 +163,19 @@ def _missing_parts(inspect_output: str, info_stderr: str) -> list[str]:
     return missing
 
 
+def _buildx_plugin(client_info: str) -> str | None:
+    """The path of the buildx plugin in `docker info`'s ClientInfo (JSON), when docker lists it without an error."""
+    try:
+        plugins = json.loads(client_info).get("Plugins") or []
+    except (ValueError, AttributeError):
+        return None
+    for plugin in plugins:
+        if isinstance(plugin, dict) and plugin.get("Name") == "buildx" and not plugin.get("Err"):
+            path = plugin.get("Path")
+            return path if isinstance(path, str) and Path(path).is_file() else None
+    return None
+
+
 def _attrs(text: str) -> dict[str, str]:
     """`type=registry,ref=…` as a mapping."""
     return dict(part.split("=", 1) for part in text.split(","))
@@ -184,15 +200,17 @@ class _LastText:
 
 
 class Buildx:
-    """The BuildEngine of the docker CLI: python-on-whales resolves its command; builds run through the process adapter."""
+    """The BuildEngine of the docker CLI: questions and builds run through the process adapter, prune through python-on-whales."""
 
     def __init__(self, client: Any = None) -> None:
-        """Use `client` (a python_on_whales.DockerClient), else a default one made on first use."""
+        """Use `client` (a python_on_whales.DockerClient with global options), else the docker on PATH."""
         self._client = client
         self._running: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._stopped = False
         self._driver: str | None = None
+        self._plugin: str | None = None  # the buildx plugin binary (preflight: `docker info`'s ClientInfo)
+        self._asked: tuple[str | None, Future[tuple[list[str], _Answer, _Answer]]] | None = None  # see `ask`
 
     def sees_cache_traffic(self, docker_host: str | None) -> bool:
         """The docker driver of an engine on this host's unix socket (`docker_host`: DOCKER_HOST) shows its connections.
@@ -203,40 +221,52 @@ class Buildx:
         return self._driver == "docker" and (not docker_host or docker_host.startswith("unix://"))
 
     def docker(self) -> list[str]:
-        """The docker command as python-on-whales resolves it: the client on PATH and its global options."""
-        from python_on_whales import DockerClient
-        from python_on_whales.client_config import ClientNotFoundError
+        """The docker command: a given client's (python-on-whales: its binary and global options), else the docker on PATH.
 
-        try:
-            self._client = self._client or DockerClient()
-            return [str(part) for part in self._client.client_config.docker_cmd]
-        except ClientNotFoundError:
-            raise EngineError(f"docker is not installed here; {RELEASE_HELP}") from None
-
-    def _asking(self) -> list[str]:
-        """The docker command for the preflight questions: the given client's, else the docker on PATH.
-
-        That is what python-on-whales' default client resolves to; finding it without importing python-on-whales
-        lets the questions start at once (the import takes longer than the answers).
+        The docker on PATH is exactly what python-on-whales' default client resolves to (`shutil.which("docker")`, no
+        global options); finding it without importing the library keeps that import, a tenth to a quarter of a second
+        of CPU, off the start of every release (bench/cluster_bench.py, driver_overhead).
         """
         if self._client is not None:
-            return self.docker()
+            from python_on_whales.client_config import ClientNotFoundError
+
+            try:
+                return [str(part) for part in self._client.client_config.docker_cmd]
+            except ClientNotFoundError:
+                raise EngineError(f"docker is not installed here; {RELEASE_HELP}") from None
         found = shutil.which("docker")
         if found is None:
             raise EngineError(f"docker is not installed here; {RELEASE_HELP}")
         return [found]
 
-    def preflight(self, builder: str | None) -> str:
-        """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing; its name."""
-        docker = self._asking()
+    def ask(self, builder: str | None) -> None:
+        """Ask preflight's questions about `builder` now, on a side thread: `preflight(builder)` takes the answers.
+
+        The docker CLI takes a tenth of a second or more to answer; asked as the command starts, it answers while
+        the settings and the release's inputs load. A preflight about another builder asks again.
+        """
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preflight")
+        self._asked = (builder, pool.submit(self._questions, builder))
+        pool.shutdown(wait=False)
+
+    def _questions(self, builder: str | None) -> tuple[list[str], _Answer, _Answer]:
+        """The docker command, and its answers to `buildx inspect` and `info` (asked at once)."""
+        docker = self.docker()
         questions = (
             [*docker, "buildx", "inspect", *([builder] if builder else [])],
-            [*docker, "info", "--format", "{{json .DriverStatus}}"],
+            [*docker, "info", "--format", '{{json .DriverStatus}}{{"\\n"}}{{json .ClientInfo}}'],
         )
-        # Both questions at once; python-on-whales resolves the builds' docker command while the engine answers.
         running = [process.start(argv, what=f"`docker {argv[1]}`") for argv in questions]
-        self.docker()
         inspect, info = (_answer(proc) for proc in running)
+        return docker, inspect, info
+
+    def preflight(self, builder: str | None) -> str:
+        """Fail at once, before any work, when docker, buildx or a cache-capable builder is missing; its name."""
+        asked, self._asked = self._asked, None
+        if asked is not None and asked[0] == builder:
+            docker, inspect, info = asked[1].result()
+        else:
+            docker, inspect, info = self._questions(builder)
         if inspect.code == 127:
             raise EngineError(
                 f"docker at {docker[0]} is the workspace stub (exit 127): this machine has no container runtime; "
@@ -254,12 +284,23 @@ class Buildx:
         fields = _fields(inspect.out)
         name = fields.get("Name", builder or "default")
         self._driver = fields.get("Driver")
-        if fields.get("Driver") == "docker" and "io.containerd.snapshotter" not in info.out:
+        driver_status, _, client_info = info.out.partition("\n")
+        if fields.get("Driver") == "docker" and "io.containerd.snapshotter" not in driver_status:
             raise EngineError(
                 f"builder {name} (docker driver) cannot export a registry cache: turn on the containerd image store "
                 "(daemon.json features.containerd-snapshotter) or select a docker-container/kubernetes/remote builder"
             )
+        self._plugin = None if self._client is not None else _buildx_plugin(client_info)
         return name
+
+    def buildx(self) -> list[str]:
+        """The buildx command the builds run: the plugin binary docker itself runs for `docker buildx`, once preflight found it.
+
+        The binary takes the same arguments after its own name (buildx's standalone mode, as docker/actions-toolkit
+        runs it); skipping the docker CLI's plugin dispatch saves a twentieth of a second a build. A given
+        python-on-whales client (global options) and a plugin docker did not report keep `docker buildx`.
+        """
+        return [self._plugin] if self._plugin else [*self.docker(), "buildx"]
 
     def build(self, request: BuildRequest, on_line: LineSink, stalled: StallCheck | None = None) -> dict[str, Any]:
         """Run `request.argv()`, each output line to `on_line`; the metadata file's content.
@@ -300,7 +341,7 @@ class Buildx:
 
     def _start(self, request: BuildRequest) -> subprocess.Popen[bytes]:
         """Start the build in a process group of its own, unless the release is being stopped."""
-        argv = request.argv(self.docker())
+        argv = request.argv(self.buildx())
         with self._lock:
             if self._stopped:
                 raise EngineError(f"build of target {request.name}: not started, the release is stopping")

@@ -4,6 +4,6 @@ The only package importing click. Command bodies call the core and print; the co
 `--help` stays instant.
 """
 
-from release.cli.main import main, run
+from release.cli.main import console, main, run
 
-__all__ = ["main", "run"]
+__all__ = ["console", "main", "run"]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from release.cli.app import App, SettingsCommand, pass_app, targets_file_option
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.command("runtime", cls=SettingsCommand)
@@ -67,6 +64,12 @@ def runtime(
     force: bool,
 ) -> int:
     """Build and push the api and worker images; print one image_ref line per target."""
+    engine = None
+    if not dry_run:  # the engine answers its preflight questions while the settings and the inputs load
+        from release.adapters.buildx import Buildx
+
+        engine = Buildx()
+        engine.ask(builder or (os.environ if app.environ is None else app.environ).get("FRACTALOPS_BUILDER") or None)
     loaded = app.load(
         builder=builder,
         platform=platforms or None,
@@ -85,4 +88,4 @@ def runtime(
     from release.build.pipeline import run_release
     from release.build.report import Streams
 
-    return run_release(request, loaded, Streams())
+    return run_release(request, loaded, Streams(), engine)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from release.adapters.buildx import Buildx
+from release.adapters.buildx import BuildRequest, Buildx
 from release.errors import EngineError
 
 
@@ -122,3 +123,81 @@ def test_kubernetes_builder_needs_no_local_daemon(path_with: PathWith) -> None:
         "echo null; exit 1\n"
     )
     assert Buildx().preflight("shared") == "shared"
+
+
+COUNTING = (
+    'printf "%s\\n" "$*" >> "${0%/*}/asked"\n'
+    'if [ "$1" = buildx ]; then printf "Name:   ${3:-default}\\nDriver: docker-container\\n"; exit 0; fi\n'
+    "echo null; echo '{\"Plugins\":[]}'\n"
+)
+
+
+def test_questions_asked_early_are_answered_once(path_with: PathWith, tmp_path: Path) -> None:
+    # The questions asked as the command starts are the ones preflight takes: docker is asked each question once.
+    path_with(COUNTING)
+    engine = Buildx()
+    engine.ask("shared")
+    assert engine.preflight("shared") == "shared"
+    assert sorted((tmp_path / "bin/asked").read_text().splitlines()) == [
+        "buildx inspect shared",
+        'info --format {{json .DriverStatus}}{{"\\n"}}{{json .ClientInfo}}',
+    ]
+
+
+def test_questions_asked_early_about_another_builder_are_asked_again(path_with: PathWith, tmp_path: Path) -> None:
+    # The early guess (flag or FRACTALOPS_BUILDER) is only a head start: the builder the settings name is inspected.
+    path_with(COUNTING)
+    engine = Buildx()
+    engine.ask(None)
+    assert engine.preflight("shared") == "shared"
+    inspected = [line for line in (tmp_path / "bin/asked").read_text().splitlines() if line.startswith("buildx")]
+    assert sorted(inspected) == ["buildx inspect", "buildx inspect shared"]
+
+
+def plugin_world(tmp_path: Path, path_with: PathWith, plugin_err: str = "") -> Path:
+    """A stand-in docker that lists a stand-in buildx plugin (a script logging its arguments); the plugin's path."""
+    plugin = tmp_path / "plugins/docker-buildx"
+    plugin.parent.mkdir()
+    plugin.write_text('#!/bin/sh\necho "$*" >> "${0%/*}/ran"\n')
+    plugin.chmod(0o755)
+    listed = json.dumps(
+        {"Plugins": [{"Name": "buildx", "Path": str(plugin), **({"Err": plugin_err} if plugin_err else {})}]}
+    )
+    path_with(
+        'if [ "$1" = buildx ]; then [ "$2" = inspect ] || { echo "docker $*" >> '
+        + f'"{plugin.parent}/ran"; exit 0; }}; '
+        'printf "Name:   shared\\nDriver: docker-container\\n"; exit 0; fi\n'
+        f"echo null; echo '{listed}'\n"
+    )
+    return plugin
+
+
+def build_request(tmp_path: Path) -> BuildRequest:
+    """A minimal build request."""
+    return BuildRequest(
+        name="api", context=tmp_path, dockerfile=tmp_path / "Dockerfile", stage="api", tags=("r/api:t",),
+        build_args={}, labels={}, cache_from=(), cache_to=None, platforms=(), builder="shared",
+        metadata_file=tmp_path / "meta.json",
+    )  # fmt: skip
+
+
+def test_builds_run_the_buildx_plugin_docker_lists(path_with: PathWith, tmp_path: Path) -> None:
+    # After preflight, a build runs the plugin binary `docker info` lists, with the dry run's arguments after it.
+    plugin = plugin_world(tmp_path, path_with)
+    engine = Buildx()
+    engine.preflight("shared")
+    request = build_request(tmp_path)
+    with pytest.raises(EngineError, match="no readable metadata file"):  # the stand-in plugin writes none
+        engine.build(request, lambda line: None)
+    assert (plugin.parent / "ran").read_text().split() == request.argv()[2:]
+    assert request.argv()[:3] == ["docker", "buildx", "build"]
+
+
+def test_a_plugin_docker_reports_broken_is_reached_through_docker(path_with: PathWith, tmp_path: Path) -> None:
+    # A plugin docker lists with an error is not run directly: `docker buildx` says what is wrong with it.
+    plugin = plugin_world(tmp_path, path_with, plugin_err="invalid metadata")
+    engine = Buildx()
+    engine.preflight("shared")
+    with pytest.raises(EngineError):
+        engine.build(build_request(tmp_path), lambda line: None)
+    assert (plugin.parent / "ran").read_text().startswith("docker buildx build --push")
