@@ -141,6 +141,12 @@ class Cluster:
             commands.append(argv)
         return commands
 
+    def buildx_plugin(self, runner: str) -> str:
+        """The buildx plugin binary the runner's docker runs for `docker buildx` (from `docker info`)."""
+        proc = self.on(runner, "docker", "info", "--format", "{{json .ClientInfo.Plugins}}")
+        plugins = json.loads(proc.stdout)
+        return next(p["Path"] for p in plugins if p.get("Name") == "buildx")
+
     def plain(self, runner: str, commands: list[list[str]]) -> float:
         """Time the plain buildx commands on a runner, one after another (the driver's default order)."""
         started = time.perf_counter()
@@ -396,6 +402,8 @@ def bench_overhead(c: Cluster, builder: str | None = None, reuse: str = "promote
     """The warm release on a runner (nothing changed since its last release): the driver vs plain buildx, alternated.
 
     Both are timed inside the runner (bench/timed.py), so reaching the host (`devstack exec`) counts on neither side.
+    The target ratio is against `docker buildx build` as a user types it; the driver runs the buildx plugin binary
+    itself (no docker CLI dispatch), so the same commands run that way are timed too (`ratio_vs_direct_buildx`).
     `builder`: the runner's docker-container builder (made empty first), else the engine's own (docker driver).
     `reuse`: FRACTALOPS_REUSE of the driver's releases (`promote`, the default, builds every smoke release; `always`
     takes the image at the tag when its inputs are unchanged, which a warm release's are).
@@ -412,6 +420,8 @@ def bench_overhead(c: Cluster, builder: str | None = None, reuse: str = "promote
         [f"{arg}-plain" if i and argv[i - 1] == "--tag" else arg for i, arg in enumerate(argv)]
         for argv in c.plain_commands("runner-1", scope, builder)
     ]
+    plugin = c.buildx_plugin("runner-1")
+    direct_argvs = [[plugin, *argv[2:]] for argv in plain_argvs]  # `docker buildx build …` → `<plugin> build …`
     c.release("runner-1", scope, builder)  # cold: fills the builder and the cache
     _, warm = c.release("runner-1", scope, builder, reuse=reuse)  # the first warm one, not counted
     reused = [t["reused"] for t in warm["targets"]]
@@ -423,17 +433,21 @@ def bench_overhead(c: Cluster, builder: str | None = None, reuse: str = "promote
             raise SystemExit(f"a timed command failed: {answer}")
         return float(answer["seconds"])
 
-    driver, plain = [], []
+    driver, plain, direct = [], [], []
     for _ in range(WARM_REPEATS):
         driver.append(timed([driver_argv]))
         plain.append(timed(plain_argvs))
+        direct.append(timed(direct_argvs))
     ratio = median(driver) / median(plain)
     return {
         "driver_warm_s": median(driver),
         "plain_buildx_warm_s": median(plain),
         "ratio": round(ratio, 3),
+        "direct_buildx_warm_s": median(direct),
+        "ratio_vs_direct_buildx": round(median(driver) / median(direct), 3),
         "driver_runs_s": driver,
         "plain_runs_s": plain,
+        "direct_runs_s": direct,
         "reuse": reuse,
         "targets_reused": reused,
         "repeats": WARM_REPEATS,

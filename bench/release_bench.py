@@ -29,7 +29,7 @@ WARM_REPEATS = int(os.environ.get("BENCH_WARM_REPEATS", "9"))
 PYTHON = ROOT / ".venv/bin/python" if (ROOT / ".venv/bin/python").exists() else Path(sys.executable)
 # What every release must load before its first build can start: the CLI (click), the topology (pydantic,
 # ruamel.yaml) and the engine boundary (python-on-whales, which the build goes through).
-FLOOR_IMPORTS = "import click, pydantic, ruamel.yaml, python_on_whales"
+FLOOR_IMPORTS = "import click, pydantic, ruamel.yaml"
 PLAIN_CAP_S = 120.0
 ORDERS = ("sequential", "parallel")  # the default build order first
 BENCH_STACK = Path(os.environ.get("BENCH_DEVSTACK_DIR", "/tmp/fractalops-bench-devstack"))
