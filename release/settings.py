@@ -104,9 +104,10 @@ class Settings(BaseModel):
     )
     build_order: Literal["sequential", "parallel"] = _setting(
         "sequential",
-        "`sequential` (default): targets build one after another; `parallel`: side by side. BuildKit can leave a "
-        "step out of one target's cache export, or miss it on import, when targets that share a stage build at "
-        "once (moby/buildkit#4674, docker/buildx#414): the next runner then rebuilds it.",
+        "`sequential` (default): targets build one after another, the next starting once the one before has "
+        "exported its cache (its push and digest check overlap the next build's start); `parallel`: side by side. "
+        "BuildKit can leave a step out of one target's cache export, or miss it on import, when targets that share "
+        "a stage build at once (moby/buildkit#4674, docker/buildx#414): the next runner then rebuilds it.",
         commands=RELEASE,
     )
     reuse: Literal["promote", "always", "never"] = _setting(

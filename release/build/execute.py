@@ -6,6 +6,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,15 +53,20 @@ class BuildSession:
 class _Watch:
     """One target's progress across its attempts: the current tracker and the cache step cut at the deadline."""
 
-    def __init__(self, name: str, streams: Streams) -> None:
-        """A fresh tracker for the first attempt."""
-        self.name, self.streams = name, streams
+    def __init__(self, name: str, streams: Streams, on_cache_exported: Callable[[], None] | None = None) -> None:
+        """A fresh tracker for the first attempt; `on_cache_exported` is called when a cache export step ends."""
+        self.name, self.streams, self.on_cache_exported = name, streams, on_cache_exported
         self.hung: str | None = None
         self.restart()
 
     def restart(self) -> None:
         """A new attempt starts counting from nothing."""
-        self.tracker = ProgressTracker(prefix=f"[{self.name}]", echo=self.streams.say, board=self.streams.board)
+        self.tracker = ProgressTracker(
+            prefix=f"[{self.name}]",
+            echo=self.streams.say,
+            board=self.streams.board,
+            on_cache_exported=self.on_cache_exported,
+        )
 
 
 def _now() -> str:
@@ -83,11 +89,20 @@ class _Builds(threading.Thread):
         self.finished = threading.Event()
 
     def run(self) -> None:
-        """The targets one after another, or one thread each (`build_order`); the results in the plan's order."""
-        workers = len(self.plan.targets) if self.plan.build_order == "parallel" else 1
+        """The targets one after another, or all at once (`build_order`); the results in the plan's order.
+
+        One after another, the next build starts when the one before has finished its cache export (BuildKit's
+        solve and cache records are done then), so its push and digest check overlap the next build's start.
+        """
+        parallel = self.plan.build_order == "parallel"
         try:
-            with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="build") as pool:
-                futures = [pool.submit(build_target, t, self.session, self.stopping) for t in self.plan.targets]
+            with ThreadPoolExecutor(max_workers=max(len(self.plan.targets), 1), thread_name_prefix="build") as pool:
+                futures = []
+                for target in self.plan.targets:
+                    exported = threading.Event()
+                    futures.append(pool.submit(build_target, target, self.session, self.stopping, exported))
+                    if not parallel:
+                        exported.wait()
                 self.built = [future.result() for future in futures]
         except BaseException as err:  # a bug in a build: the main thread raises it
             self.error = err
@@ -118,8 +133,24 @@ def build_all(plan: ReleasePlan, session: BuildSession) -> tuple[list[Built], Ke
     return ([_relabel(b) for b in builds.built] if interrupt else builds.built), interrupt
 
 
-def build_target(target: TargetPlan, session: BuildSession, stopping: threading.Event) -> Built:
-    """Build, push and verify one target; whatever happens, its result."""
+def build_target(
+    target: TargetPlan, session: BuildSession, stopping: threading.Event, exported: threading.Event | None = None
+) -> Built:
+    """Build, push and verify one target; whatever happens, its result.
+
+    `exported` is set once the build's cache export has ended, or the build has (the next target may start then).
+    """
+    try:
+        return _build_target(target, session, stopping, exported)
+    finally:
+        if exported is not None:
+            exported.set()
+
+
+def _build_target(
+    target: TargetPlan, session: BuildSession, stopping: threading.Event, exported: threading.Event | None
+) -> Built:
+    """`build_target`'s body."""
     started_at, started = _now(), time.monotonic()
     skipped = session.skipped
     if skipped is None and session.cut.step is not None:
@@ -129,7 +160,7 @@ def build_target(target: TargetPlan, session: BuildSession, stopping: threading.
             f"warning: {target.name}: building without cache this run: the deadline cut {session.cut.step}"
         )
     request = target.request if skipped is None else without_cache(target.request)
-    watch = _Watch(target.name, session.streams)
+    watch = _Watch(target.name, session.streams, exported.set if exported is not None else None)
     image_ref: str | None = None
     error: str | None = None
     try:

@@ -29,6 +29,7 @@ def _seconds(started: str | None, completed: str | None) -> float | None:
 
 
 _CACHE_STEP = re.compile(r"^(importing cache manifest from|exporting cache to|preparing build cache for export)")
+_CACHE_EXPORT = re.compile(r"^exporting cache to ")
 # BuildKit's image exporter, once the index is in the registry: `pushing manifest for <name>:<tag>@sha256:…`.
 _PUSHED = re.compile(r"^pushing manifest for (?P<name>\S+)@(?P<digest>sha256:[0-9a-f]{64})$")
 
@@ -121,6 +122,7 @@ class ProgressTracker:
     buffer: str = ""
     logs: dict[str, list[str]] = field(default_factory=dict)
     pushed: dict[str, str] = field(default_factory=dict)  # image name:tag -> digest, from finished pushes
+    on_cache_exported: Callable[[], None] | None = None  # called when a cache export step ends (done or failed)
 
     def feed(self, line: str) -> None:
         """Consume one line of buildx output; rawjson objects may span lines, other text is echoed."""
@@ -180,20 +182,26 @@ class ProgressTracker:
             if self.board is None:
                 self.echo(f"{self.prefix} #{vertex.number} {vertex.name}")
         if digest not in self.finished and (vertex.completed or vertex.error):
-            self.finished.add(digest)
-            if vertex.error:
-                outcome = f"ERROR {vertex.error}"
-            elif vertex.cached:
-                outcome = "CACHED"
-            else:
-                took = _seconds(vertex.started, vertex.completed)
-                outcome = f"DONE {took:.1f}s" if took is not None else "DONE"
-            if self.board is None:
-                self.echo(f"{self.prefix} #{vertex.number} {outcome}")
-            elif vertex.error:
-                for line in [f"{self.prefix} #{vertex.number} {vertex.name}", *self.logs.pop(digest, [])]:
-                    self.board.print(line)
-                self.board.print(f"{self.prefix} #{vertex.number} {outcome}")
+            self._finished(digest, vertex)
+
+    def _finished(self, digest: str, vertex: Vertex) -> None:
+        """A vertex has ended: its outcome is shown, and the end of a cache export is reported."""
+        self.finished.add(digest)
+        if vertex.error:
+            outcome = f"ERROR {vertex.error}"
+        elif vertex.cached:
+            outcome = "CACHED"
+        else:
+            took = _seconds(vertex.started, vertex.completed)
+            outcome = f"DONE {took:.1f}s" if took is not None else "DONE"
+        if self.board is None:
+            self.echo(f"{self.prefix} #{vertex.number} {outcome}")
+        elif vertex.error:
+            for line in [f"{self.prefix} #{vertex.number} {vertex.name}", *self.logs.pop(digest, [])]:
+                self.board.print(line)
+            self.board.print(f"{self.prefix} #{vertex.number} {outcome}")
+        if self.on_cache_exported is not None and _CACHE_EXPORT.match(vertex.name):
+            self.on_cache_exported()
 
     def _progress(self, raw: dict[str, Any], now: float) -> None:
         """A status of a vertex (`writing layer …`, `pushing manifest for …`): a change is progress of its vertex."""

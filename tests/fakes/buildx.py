@@ -46,11 +46,24 @@ class Attempt:
     fail: str | None = None  # buildx's last words when the build fails (an EngineError)
     metadata: bool = True  # write the metadata file (buildx stopped early writes none)
     hold: float = 0.0  # seconds the build stays under way after its progress (lets another build start meanwhile)
+    drop: str | None = None  # a step left out of the recording (a build without it); a hung step's own is left out
 
 
-def recording(name: str) -> list[str]:
-    """The lines of a recorded rawjson stream."""
-    return (RECORDINGS / name).read_text().splitlines(keepends=True)
+def recording(name: str, without: str | None = None) -> list[str]:
+    """The lines of a recorded rawjson stream; `without`: the steps of that name (and their statuses) left out."""
+    text = (RECORDINGS / name).read_text()
+    if without is None:
+        return text.splitlines(keepends=True)
+    decoder, lines, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        obj, end = decoder.raw_decode(text, at)
+        at = end
+        dropped = {v["digest"] for v in obj.get("vertexes") or [] if v.get("name") == without}
+        obj["vertexes"] = [v for v in obj.get("vertexes") or [] if v["digest"] not in dropped]
+        obj["statuses"] = [st for st in obj.get("statuses") or [] if st.get("vertex") not in dropped]
+        lines.append(json.dumps(obj) + "\n")
+    return lines
 
 
 def status(**fields: Any) -> str:
@@ -117,7 +130,7 @@ class FakeBuildx:
             number = len([r for r in self.requests if r.name == request.name])
         if attempt.after is not None and not self._end(attempt.after).wait(30):
             raise AssertionError(f"{request.name}: the build of {attempt.after} never ended")
-        for line in recording(attempt.recording) if attempt.recording else []:
+        for line in recording(attempt.recording, attempt.hang or attempt.drop) if attempt.recording else []:
             on_line(line)
         digest = self._push(request, number, on_line) if attempt.push else None
         time.sleep(attempt.hold)

@@ -225,11 +225,21 @@ def test_a_transient_registry_error_is_built_once_more(world: World) -> None:
 
 def test_targets_build_one_after_another_unless_the_build_order_is_parallel(world: World) -> None:
     # The default order is sequential (BuildKit can drop a shared stage's step from a cache export when targets
-    # build at once); `parallel` runs them side by side: api waits for worker's build to end, so both are under way.
-    script = {"api": [Attempt("api-cold-miss.rawjson", hold=0.5)], "worker": [Attempt("api-cold-miss.rawjson")]}
+    # build at once): worker starts only once api's cache export has ended, so a build without one (here its step
+    # left out) is waited for to its end, while after an export api's push overlaps worker's start. `parallel` runs
+    # them side by side: api waits for worker's build to end, so both are under way.
+    export = "exporting cache to registry"
+    script = {
+        "api": [Attempt("api-cold-miss.rawjson", hold=0.5, drop=export)],
+        "worker": [Attempt("api-cold-miss.rawjson")],
+    }
     engine = FakeBuildx(world.registry, script)
     assert world.release(engine, Captured().streams) == 0
     assert engine.most_at_once == 1 and [r.name for r in engine.requests] == ["api", "worker"]
+    script = {"api": [Attempt("api-cold-miss.rawjson", hold=0.5)], "worker": [Attempt("api-cold-miss.rawjson")]}
+    engine = FakeBuildx(world.registry, script)
+    assert world.release(engine, Captured().streams) == 0
+    assert engine.most_at_once == 2 and [r.name for r in engine.requests] == ["api", "worker"]
     script = {"api": [Attempt("api-cold-miss.rawjson", after="worker")], "worker": [Attempt("api-cold-miss.rawjson")]}
     engine = FakeBuildx(world.registry, script)
     output = Captured()
