@@ -456,6 +456,19 @@ def bench_overhead(c: Cluster, builder: str | None = None, reuse: str = "promote
     }
 
 
+def _now() -> str:
+    """The time, UTC, as the results file records it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _commit() -> str:
+    """The checkout's commit (with `+dirty` when its files differ): which driver a section measured."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "release", "bench"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return head + ("+dirty" if dirty else "")
+
+
 def main() -> None:
     """Run the sections named on the command line (default: all), write the results file, take the shape down."""
     benches: dict[str, Callable[[Cluster], dict[str, Any]]] = {
@@ -473,15 +486,13 @@ def main() -> None:
     only = set(sys.argv[1:])
     c = Cluster()
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if only and RESULTS.exists() else {}
-    results.update(
-        {"repeats": REPEATS, "context": CONTEXT, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    )
+    results.update({"repeats": REPEATS, "context": CONTEXT, "measured_at": _now()})
     try:
         for name, func in benches.items():
             if only and name not in only:
                 continue
             print(f"== {name}", file=sys.stderr)
-            results[name] = func(c)
+            results[name] = {**func(c), "measured_at": _now(), "commit": _commit()}
             print(json.dumps(results[name], indent=2), file=sys.stderr)
             RESULTS.parent.mkdir(exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")
