@@ -462,9 +462,9 @@ def _now() -> str:
 
 
 def _commit() -> str:
-    """The checkout's commit (with `+dirty` when its files differ): which driver a section measured."""
+    """The checkout's commit (`+dirty` when release/ or bench/ differ from it, results aside): what a section measured."""
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "release", "bench"],
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "release", "bench", ":!bench/results"],
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     return head + ("+dirty" if dirty else "")
 
