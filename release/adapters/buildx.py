@@ -89,6 +89,9 @@ class BuildEngine(Protocol):
     def sees_cache_traffic(self, docker_host: str | None) -> bool:
         """Whether the builder's connections are this host's (after preflight): the docker driver of a local engine."""
 
+    def native_platform(self) -> str | None:
+        """The platform the builder builds when none is asked for (after preflight); None when it cannot be told."""
+
     def build(self, request: BuildRequest, on_line: LineSink, stalled: StallCheck | None = None) -> dict[str, Any]:
         """Run one build, each progress line to `on_line`; its metadata. `stalled` naming a step stops it."""
 
@@ -163,6 +166,26 @@ def _missing_parts(inspect_output: str, info_stderr: str) -> list[str]:
     return missing
 
 
+def _native_platform(inspect_output: str) -> str | None:
+    """The first platform of the first `Platforms:` line of `docker buildx inspect` (`*`: one set by hand)."""
+    for key, _, value in (line.partition(":") for line in inspect_output.splitlines()):
+        if key.strip() == "Platforms":
+            first = value.split(",")[0].strip().rstrip("*")
+            return first or None
+    return None
+
+
+_MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm/v7"}
+
+
+def local_platform() -> str | None:
+    """The platform of the machine running the driver, as OCI names it (`linux/amd64`); None if not in the table."""
+    import platform
+
+    arch = _MACHINES.get(platform.machine())
+    return f"{platform.system().lower()}/{arch}" if arch else None
+
+
 def _buildx_plugin(client_info: str) -> str | None:
     """The path of the buildx plugin in `docker info`'s ClientInfo (JSON), when docker lists it without an error."""
     try:
@@ -209,6 +232,7 @@ class Buildx:
         self._lock = threading.Lock()
         self._stopped = False
         self._driver: str | None = None
+        self._native: str | None = None  # the builder's first node's first platform (preflight: `buildx inspect`)
         self._plugin: str | None = None  # the buildx plugin binary (preflight: `docker info`'s ClientInfo)
         self._asked: tuple[str | None, Future[tuple[list[str], _Answer, _Answer]]] | None = None  # see `ask`
 
@@ -219,6 +243,13 @@ class Buildx:
         host: the kernel's socket table here shows none of their connections.
         """
         return self._driver == "docker" and (not docker_host or docker_host.startswith("unix://"))
+
+    def native_platform(self) -> str | None:
+        """The builder's native platform, as `buildx inspect` lists it first for its first node (after preflight).
+
+        An inactive docker-container builder lists none before it boots; it runs here, so this machine's is its.
+        """
+        return self._native or local_platform()
 
     def docker(self) -> list[str]:
         """The docker command: a given client's (python-on-whales: its binary and global options), else the docker on PATH.
@@ -284,6 +315,7 @@ class Buildx:
         fields = _fields(inspect.out)
         name = fields.get("Name", builder or "default")
         self._driver = fields.get("Driver")
+        self._native = _native_platform(inspect.out)
         driver_status, _, client_info = info.out.partition("\n")
         if fields.get("Driver") == "docker" and "io.containerd.snapshotter" not in driver_status:
             raise EngineError(

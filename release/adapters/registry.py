@@ -407,8 +407,8 @@ class RegistryClient:
         deadline = time.monotonic() + 3 * self.timeout  # up to three documents: index, manifest, config
         return self._labels(ref, self.image_manifest(ref, deadline), deadline)
 
-    def tagged_image(self, ref: ImageRef) -> tuple[str, dict[str, str]] | None:
-        """(digest, config labels) of the image the tag of `ref` names now, read as one snapshot; None if no such tag.
+    def tagged_image(self, ref: ImageRef) -> TaggedImage | None:
+        """The image the tag of `ref` names now (digest, config labels, platform), read as one snapshot; None if none.
 
         The digest is that of the manifest bytes read, so the labels are those of the image with that digest even
         when the tag moves meanwhile.
@@ -424,16 +424,44 @@ class RegistryClient:
         manifest = self._json_object(answer, path)
         digest = "sha256:" + hashlib.sha256(answer.body).hexdigest()
         image = self._image_of(ref, manifest, answer.headers.get("content-type", ""), deadline)
-        return digest, self._labels(ref, image, deadline)
+        config = self._config(ref, image, deadline)
+        return TaggedImage(digest, _labels_of(config), _platform_of(config))
 
     def _labels(self, ref: ImageRef, manifest: dict[str, Any], deadline: float) -> dict[str, str]:
         """The config labels of the image whose manifest this is."""
+        return _labels_of(self._config(ref, manifest, deadline))
+
+    def _config(self, ref: ImageRef, manifest: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """The config document of the image whose manifest this is ({} without one)."""
         config_digest = manifest.get("config", {}).get("digest")
         if not config_digest:
             return {}
         config, _ = self._get_json(f"/v2/{ref.path}/blobs/{config_digest}", "application/json, */*", deadline)
-        labels = (config.get("config") or {}).get("Labels") or {}
-        return {str(k): str(v) for k, v in labels.items()}
+        return config
+
+
+@dataclass(frozen=True)
+class TaggedImage:
+    """The image a tag names: its manifest digest, its config labels, its platform (`os/arch[/variant]`, or None)."""
+
+    digest: str
+    labels: dict[str, str]
+    platform: str | None
+
+
+def _labels_of(config: dict[str, Any]) -> dict[str, str]:
+    """The labels of an image config document."""
+    labels = (config.get("config") or {}).get("Labels") or {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _platform_of(config: dict[str, Any]) -> str | None:
+    """`os/architecture[/variant]` of an image config document; None when it names none."""
+    os_name, arch = config.get("os"), config.get("architecture")
+    if not isinstance(os_name, str) or not isinstance(arch, str) or not os_name or not arch:
+        return None
+    variant = config.get("variant")
+    return f"{os_name}/{arch}" + (f"/{variant}" if isinstance(variant, str) and variant else "")
 
 
 def basic_auth(username: str, password: str) -> str:

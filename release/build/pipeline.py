@@ -34,7 +34,8 @@ def run_release(request: ReleaseRequest, loaded: Loaded, streams: Streams, engin
                 return 0
             probing = early.submit(probe_for, inputs)
             deciding = early.submit(reuse.decide, plan, inputs)
-            builder, cache, decisions = preflight.result(), probing.result(), deciding.result()
+            builder, cache = preflight.result(), probing.result()
+            decisions = reuse.for_builder(deciding.result(), engine.native_platform())
             announce(plan, builder, cache, streams.say)
             reused = reuse.report(decisions, streams.say)
             preview = None if plan.update_gitops else start_preview(plan, inputs)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from release.adapters.buildx import BuildRequest
+    from release.adapters.registry import TaggedImage
     from release.build.inputs import ReleaseInputs
     from release.build.plan import ReleasePlan, TargetPlan
     from release.build.report import Built
@@ -46,10 +47,13 @@ class Decision:
     reused: str | None  # repository@digest
     reason: str  # one line: what is reused, or why it builds
     asked: bool = True  # whether reuse applies to this release (else the fingerprint only labels the image)
+    # The reused image's platform when the build would target the builder's own (no platform asked for): the
+    # fingerprint cannot hold that platform, so it is compared once the builder is known (`for_builder`).
+    native: str | None = None
 
 
 Resolve = Callable[[ImageRef], str | None]  # a base image's tag → the digest it names now (None: not there)
-Lookup = Callable[[ImageRef], "tuple[str, dict[str, str]] | None"]  # a release tag → (digest, labels) of its image
+Lookup = Callable[[ImageRef], "TaggedImage | None"]  # a release tag → the image it names (digest, labels, platform)
 
 
 def decide(plan: ReleasePlan, inputs: ReleaseInputs) -> list[Decision]:
@@ -76,7 +80,7 @@ def decide(plan: ReleasePlan, inputs: ReleaseInputs) -> list[Decision]:
             resolved[key] = client(mirror if ref.registry in MIRRORED else ref.registry).manifest_digest(ref)
         return resolved[key]
 
-    def lookup(ref: ImageRef) -> tuple[str, dict[str, str]] | None:
+    def lookup(ref: ImageRef) -> TaggedImage | None:
         return client(ref.registry).tagged_image(ref)
 
     contexts: dict[tuple[Path, Path], str] = {}  # api and worker build from one context: hash it once
@@ -101,11 +105,27 @@ def _decide(
         return Decision(target.name, inputs, None, f"building: cannot read {tagged} ({err})")
     if found is None:
         return Decision(target.name, inputs, None, f"building: no image at {tagged} yet")
-    digest, labels = found
-    if labels.get(INPUTS_LABEL) != inputs:
+    if found.labels.get(INPUTS_LABEL) != inputs:
         return Decision(target.name, inputs, None, f"building: the image at {tagged} was built from other inputs")
-    reused = str(ref.with_digest(digest))
-    return Decision(target.name, inputs, reused, f"reusing {reused}: built from the same inputs ({inputs[:12]})")
+    reused = str(ref.with_digest(found.digest))
+    reason = f"reusing {reused}: built from the same inputs ({inputs[:12]})"
+    if target.request.platforms:  # the platforms asked for are in the fingerprint
+        return Decision(target.name, inputs, reused, reason)
+    if found.platform is None:
+        return Decision(target.name, inputs, None, f"building: the image at {tagged} names no platform")
+    return Decision(target.name, inputs, reused, f"{reason}, for {found.platform}", native=found.platform)
+
+
+def for_builder(decisions: Sequence[Decision], native: str | None) -> list[Decision]:
+    """The decisions once the builder is known: an image reused for another platform than it builds is built anew."""
+    out = []
+    for decision in decisions:
+        if decision.reused is not None and decision.native is not None and not _same_platform(decision.native, native):
+            builds = native or "a platform that cannot be told"
+            reason = f"building: {decision.reused} is for {decision.native}, the builder builds {builds}"
+            decision = replace(decision, reused=None, reason=reason, native=None)
+        out.append(decision)
+    return out
 
 
 def inputs_of(request: BuildRequest, resolve: Resolve, contexts: dict[tuple[Path, Path], str] | None = None) -> str:
@@ -178,6 +198,15 @@ def merged(plan: ReleasePlan, reused: Mapping[str, Built], built: Sequence[Built
     results = {b.result.target: b for b in built}
     taken = {**results, **reused}
     return [taken[t.name] for t in plan.targets if t.name in taken]
+
+
+def _same_platform(image: str, builder: str | None) -> bool:
+    """Whether an image's platform is the builder's, as containerd normalizes them (`arm64/v8` is `arm64`)."""
+
+    def normal(platform: str) -> str:
+        return platform.removesuffix("/v8") if platform.startswith("linux/arm64") else platform
+
+    return builder is not None and normal(image) == normal(builder)
 
 
 def fingerprint(parts: Mapping[str, object]) -> str:

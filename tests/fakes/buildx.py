@@ -78,6 +78,7 @@ class FakeBuildx:
     registry: Registry
     script: Mapping[str, Sequence[Attempt]]
     builder_name: str = "fake-builder"
+    platform: str | None = "linux/amd64"
     requests: list[BuildRequest] = field(default_factory=list)
     preflights: list[str | None] = field(default_factory=list)
     pruned: list[str | None] = field(default_factory=list)
@@ -97,6 +98,10 @@ class FakeBuildx:
     def sees_cache_traffic(self, docker_host: str | None) -> bool:
         """Like the docker driver of a local engine."""
         return True
+
+    def native_platform(self) -> str | None:
+        """The scripted builder's platform."""
+        return self.platform
 
     def preflight(self, builder: str | None) -> str:
         """Answer like buildx: the builder's name, or a configuration error for one that does not exist."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from release.adapters.buildx import BuildRequest, Buildx
+from release.adapters.buildx import BuildRequest, Buildx, local_platform
 from release.errors import EngineError
 
 
@@ -201,3 +201,20 @@ def test_a_plugin_docker_reports_broken_is_reached_through_docker(path_with: Pat
     with pytest.raises(EngineError):
         engine.build(build_request(tmp_path), lambda line: None)
     assert (plugin.parent / "ran").read_text().startswith("docker buildx build --push")
+
+
+def test_the_native_platform_is_the_first_the_builder_lists_else_this_machines(path_with: PathWith) -> None:
+    # `buildx inspect` lists a node's platforms, the native one first (`*`: set by hand); an inactive
+    # docker-container builder lists none until it boots, and runs here: this machine's platform is its.
+    path_with(
+        'if [ "$1" = buildx ]; then printf "Name: shared\\nDriver: remote\\n\\nNodes:\\nName: shared0\\n'
+        'Platforms: linux/arm64*, linux/arm/v7\\n"; exit 0; fi\n'
+        "echo null\n"
+    )
+    engine = Buildx()
+    engine.preflight("shared")
+    assert engine.native_platform() == "linux/arm64"
+    path_with('if [ "$1" = buildx ]; then printf "Name: ci\\nDriver: docker-container\\n"; exit 0; fi\necho null\n')
+    engine = Buildx()
+    engine.preflight("ci")
+    assert engine.native_platform() == local_platform() is not None

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from release.adapters.registry import RegistryClient, Retry
+from release.adapters.registry import RegistryClient, Retry, TaggedImage
 from release.build.cache import cache_probe_target
 from release.devstack.configs import daemon_config, stack_topology
 from release.devstack.paths import StackPaths
@@ -448,7 +448,19 @@ def test_tagged_image_gives_the_digest_of_the_bytes_read_and_the_labels_of_that_
     digest = v2.add("application/vnd.oci.image.index.v1+json", index)
     v2.documents["sha-1234567"] = v2.documents[digest]  # the tag names the index (the stand-in echoes the tag)
     found = _client(v2).tagged_image(parse_image_ref(f"{v2.host}/{REPOSITORY}:sha-1234567"))
-    assert found == (digest, {"io.fractalops.build.inputs": "f" * 64})
+    assert found == TaggedImage(digest, {"io.fractalops.build.inputs": "f" * 64}, None)
+
+
+def test_tagged_image_names_the_platform_its_config_records(v2: V2Server) -> None:
+    # os, architecture and variant of the image config: what reuse compares with the builder's platform.
+    config = v2.add(
+        "application/vnd.oci.image.config.v1+json",
+        {"os": "linux", "architecture": "arm", "variant": "v7", "config": {"Labels": {"a": "b"}}},
+    )
+    image = v2.add(MANIFEST, {"schemaVersion": 2, "mediaType": MANIFEST, "config": {"digest": config}, "layers": []})
+    v2.documents["sha-7654321"] = v2.documents[image]
+    found = _client(v2).tagged_image(parse_image_ref(f"{v2.host}/{REPOSITORY}:sha-7654321"))
+    assert found == TaggedImage(image, {"a": "b"}, "linux/arm/v7")
 
 
 def test_tagged_image_of_a_tag_the_registry_lacks_is_none(v2: V2Server) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from release.adapters.buildx import BuildRequest
+from release.adapters.registry import TaggedImage
 from release.build.plan import ReleasePlan, TargetPlan, reuse_applies
 from release.build.report import Built, TargetResult
-from release.build.reuse import Decision, _decide, inputs_of, labelled, merged, report, to_build
+from release.build.reuse import Decision, _decide, for_builder, inputs_of, labelled, merged, report, to_build
 from release.errors import RegistryError
 from release.imageref import ImageRef, parse_base_ref
 from release.labels import INPUTS_LABEL
@@ -18,6 +19,7 @@ from release.labels import INPUTS_LABEL
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
 IMAGE = "sha256:" + "c" * 64
+AMD64 = "linux/amd64"
 
 
 def target(tmp_path: Path, name: str = "api", base: str = "debian:trixie-slim") -> TargetPlan:
@@ -69,20 +71,47 @@ def test_a_base_without_a_host_resolves_as_docker_hub_does() -> None:
 def test_the_image_at_the_tag_with_the_same_inputs_is_reused(tmp_path: Path) -> None:
     plan = target(tmp_path)
     inputs = inputs_of(plan.request, resolver(BASES))
-    decision = _decide(plan, resolver(BASES), lambda ref: (IMAGE, {INPUTS_LABEL: inputs}))
+    decision = _decide(plan, resolver(BASES), lambda ref: TaggedImage(IMAGE, {INPUTS_LABEL: inputs}, AMD64))
     assert decision.reused == f"registry.test:5000/fractalops/api@{IMAGE}"
     assert decision.inputs == inputs and decision.asked
 
 
+def test_an_image_for_another_platform_than_the_builder_builds_is_built_again(tmp_path: Path) -> None:
+    # No platform asked for: the build targets the builder's own, which the fingerprint cannot hold. An image a
+    # runner of another architecture built from the same inputs is not taken; one for this builder's platform is.
+    plan = target(tmp_path)
+    inputs = inputs_of(plan.request, resolver(BASES))
+    decision = _decide(plan, resolver(BASES), lambda ref: TaggedImage(IMAGE, {INPUTS_LABEL: inputs}, "linux/arm64/v8"))
+    assert decision.reused is not None and decision.native == "linux/arm64/v8"
+    (on_amd64,) = for_builder([decision], "linux/amd64")
+    assert on_amd64.reused is None
+    assert on_amd64.reason == f"building: {decision.reused} is for linux/arm64/v8, the builder builds linux/amd64"
+    assert for_builder([decision], "linux/arm64") == [decision]  # containerd's arm64 is arm64/v8
+    assert for_builder([decision], None)[0].reused is None  # a builder whose platform cannot be told: build
+
+
+def test_an_image_naming_no_platform_is_built_again_unless_platforms_were_asked_for(tmp_path: Path) -> None:
+    # Platforms asked for are in the fingerprint: the image's own platform is not compared.
+    plan = target(tmp_path)
+    inputs = inputs_of(plan.request, resolver(BASES))
+    nameless = _decide(plan, resolver(BASES), lambda ref: TaggedImage(IMAGE, {INPUTS_LABEL: inputs}, None))
+    assert nameless.reused is None and "names no platform" in nameless.reason
+    asked = replace(plan, request=replace(plan.request, platforms=("linux/amd64", "linux/arm64")))
+    inputs = inputs_of(asked.request, resolver(BASES))
+    decision = _decide(asked, resolver(BASES), lambda ref: TaggedImage(IMAGE, {INPUTS_LABEL: inputs}, None))
+    assert decision.reused is not None and decision.native is None
+    assert for_builder([decision], "linux/riscv64") == [decision]
+
+
 def test_an_image_built_from_other_inputs_is_built_again(tmp_path: Path) -> None:
     plan = target(tmp_path)
-    decision = _decide(plan, resolver(BASES), lambda ref: (IMAGE, {INPUTS_LABEL: "0" * 64}))
+    decision = _decide(plan, resolver(BASES), lambda ref: TaggedImage(IMAGE, {INPUTS_LABEL: "0" * 64}, AMD64))
     assert decision.reused is None and "other inputs" in decision.reason
 
 
 def test_an_image_without_the_label_or_no_image_at_all_is_built(tmp_path: Path) -> None:
     plan = target(tmp_path)
-    assert _decide(plan, resolver(BASES), lambda ref: (IMAGE, {})).reused is None
+    assert _decide(plan, resolver(BASES), lambda ref: TaggedImage(IMAGE, {}, AMD64)).reused is None
     nothing = _decide(plan, resolver(BASES), lambda ref: None)
     assert nothing.reused is None and "no image at registry.test:5000/fractalops/api:sha-1234567" in nothing.reason
 
