@@ -53,7 +53,7 @@ class BuildSession:
 class _Watch:
     """One target's progress across its attempts: the current tracker and the cache step cut at the deadline."""
 
-    def __init__(self, name: str, streams: Streams, on_cache_exported: Callable[[], None] | None = None) -> None:
+    def __init__(self, name: str, streams: Streams, on_cache_exported: Callable[[], None]) -> None:
         """A fresh tracker for the first attempt; `on_cache_exported` is called when a cache export step ends."""
         self.name, self.streams, self.on_cache_exported = name, streams, on_cache_exported
         self.hung: str | None = None
@@ -134,7 +134,7 @@ def build_all(plan: ReleasePlan, session: BuildSession) -> tuple[list[Built], Ke
 
 
 def build_target(
-    target: TargetPlan, session: BuildSession, stopping: threading.Event, exported: threading.Event | None = None
+    target: TargetPlan, session: BuildSession, stopping: threading.Event, exported: threading.Event
 ) -> Built:
     """Build, push and verify one target; whatever happens, its result.
 
@@ -143,12 +143,11 @@ def build_target(
     try:
         return _build_target(target, session, stopping, exported)
     finally:
-        if exported is not None:
-            exported.set()
+        exported.set()
 
 
 def _build_target(
-    target: TargetPlan, session: BuildSession, stopping: threading.Event, exported: threading.Event | None
+    target: TargetPlan, session: BuildSession, stopping: threading.Event, exported: threading.Event
 ) -> Built:
     """`build_target`'s body."""
     started_at, started = _now(), time.monotonic()
@@ -160,7 +159,7 @@ def _build_target(
             f"warning: {target.name}: building without cache this run: the deadline cut {session.cut.step}"
         )
     request = target.request if skipped is None else without_cache(target.request)
-    watch = _Watch(target.name, session.streams, exported.set if exported is not None else None)
+    watch = _Watch(target.name, session.streams, exported.set)
     image_ref: str | None = None
     error: str | None = None
     try:
